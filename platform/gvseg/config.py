@@ -1,0 +1,416 @@
+"""Typed configuration: one dataclass tree for model, data, loss, train, tracking and runtime.
+
+Recipes (``tasks/*.py``) are functions that return a :class:`Config`. The tree round-trips through plain
+dicts (``to_dict`` / ``from_dict``), so the Ray driver ships it to workers as a dict and ``tasks/`` never
+has to be importable there. ``flatten`` gives the dotted ``{key: value}`` that MLflow logs as params.
+
+Every error names the dotted key: unknown keys list the valid keys at that level; wrong types name the
+expected type and the value given. Defaults come from ``shared/specs/method.md`` ("[default]" there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, Union
+
+Task = Literal["vis", "vss", "vps", "evs"]
+DataFormat = Literal["vipseg", "vspw", "ytvis", "ovis", "ytvos", "davis", "burst", "kitti-step"]
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a config; the message names the dotted key and what was expected."""
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"  # any timm model that supports features_only
+    checkpoint: str = ""  # local weights path ("" = random init: nothing is fetched from a hub)
+    out_indices: tuple[int, ...] = (1, 2, 3, 4)  # strides 4, 8, 16, 32 for ResNets
+    lr_multiplier: float = 0.1  # backbone LR = train.lr * this (all peers use 0.1)
+
+
+@dataclass
+class PixelDecoderConfig:
+    kind: Literal["msdeform", "dense", "fpn"] = "msdeform"  # msdeform = paper; dense = fast; fpn = tiny CPU
+    dim: int = 256  # conv/mask feature dim
+    num_layers: int = 6  # encoder layers over 1/8, 1/16, 1/32
+    num_heads: int = 8
+    num_points: int = 4  # deformable sampling points per head and level
+    ffn_dim: int = 1024
+
+
+@dataclass
+class DescriptorConfig:
+    """Shape-position descriptor H (Eq. 3-4)."""
+
+    angle_bins: int = 36  # u (Table 4c)
+    radius_bins: int = 12  # v (Table 4c)
+    num_points: int = 200  # M contour points
+    # "outside" = bin centre outside the valid canvas and count 0: the only reading that makes H encode
+    # position (method.md). The alternatives are kept for ablation.
+    outside_ref: Literal["canvas", "fg_union", "own_mask"] = "canvas"
+    radius: Literal["log_abs", "lin_abs", "log_objscale"] = "log_abs"
+    contour_stride: int = 4  # contours are taken at 1/4 resolution (max-pool erosion)
+
+
+@dataclass
+class DecoderConfig:
+    num_layers: int = 9
+    dim: int = 256  # d_model; H is interpolated to this size
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    num_queries: int = 100  # instance (thing / VIS / EVS) queries
+    dropout: float = 0.0
+    spa_inject: bool = True  # q <- q + 1^{l-1} H before each self-attention (Eq. 5)
+    predicted_descriptor_prob: float = 0.5  # train with H from predicted masks this often (closes train/test gap)
+    track_embed_layers: int = 3  # q-hat is a 3-layer MLP on the decoder output
+
+
+@dataclass
+class QueryInitConfig:
+    """Task-oriented query initialisation (Eq. 7-9)."""
+
+    task_oriented: bool = True  # False = plain learned queries (the Table 4a baseline)
+    grid_level: int = 3  # VIS grid from the 1/32 level
+    grid_size: int = 16  # S
+    exemplar_level: int = 1  # EVS features sampled from the 1/8 level
+    bank_momentum: float = 0.99  # VSS/stuff class bank
+    bank_warmup: int = 1000  # iterations before the bank initialises queries
+    test_seed: int = 0  # fixed grid-cell choice at test time
+
+
+@dataclass
+class AssociationConfig:
+    """Cross-clip association (Eq. 6, Table 4d)."""
+
+    spa_things: bool = True  # S = cos(q + H, q' + H') for things/instances
+    spa_stuff: bool = False  # Table 4d: SPA on stuff hurts; stuff tracks by class identity
+    clip_frames: int = 3
+    clip_overlap: int = 0  # frames shared by consecutive clips (TarViS T_ov)
+    score_threshold: float = 0.5  # min class score to keep a thing track
+    mask_threshold: float = 0.5
+    max_missing_clips: int = 5  # a track unseen this long is retired
+
+
+@dataclass
+class ModelConfig:
+    task: Task = "vps"
+    # Contiguous label space, things first: classes [0, num_thing_classes) are things, the rest stuff.
+    num_classes: int = 124
+    num_thing_classes: int = 58
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)
+    queries: QueryInitConfig = field(default_factory=QueryInitConfig)
+    association: AssociationConfig = field(default_factory=AssociationConfig)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class SyntheticConfig:
+    """What ``gvseg data synth`` writes when the recipe asks for synthetic data."""
+
+    videos: int = 8
+    frames: int = 8
+    height: int = 64
+    width: int = 96
+    seed: int = 0
+    lookalike: bool = False  # same-texture instances crossing paths: only shape/position tell them apart
+
+
+@dataclass
+class DataConfig:
+    format: DataFormat = "vipseg"
+    root: str = ""  # dataset root on disk
+    train_split: str = "train"
+    val_split: str = "val"
+    synthetic: bool = False  # generate `synth` into root first if it is missing
+    synth: SyntheticConfig = field(default_factory=SyntheticConfig)
+    clip_frames: int = 3  # key clip length T
+    reference_frames: int = 3  # reference clip for TCL
+    reference_range: int = 0  # 0 = anywhere in the video (TCL needs whole-video references)
+    min_size: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)  # short side
+    max_size: int = 1333  # long side
+    crop: tuple[int, int] = (0, 0)  # (h, w) random crop; (0, 0) = none
+    flip: bool = True
+    test_size: int = 720  # short side at test time
+    on_error: Literal["fail", "skip"] = "fail"  # bad videos: raise, or skip and count
+    max_videos: int = 0  # 0 = all; for quick runs
+
+
+# ------------------------------------------------------------------------------------------------ loss
+
+
+@dataclass
+class ContrastiveConfig:
+    """Task-oriented temporal contrastive learning (Eq. 10, Table 4b/4e)."""
+
+    enabled: bool = True
+    tau: float = 0.2  # ΔH threshold for whole-video positives
+    queue_size: int = 100  # N_Q per stuff/semantic class
+    far_same_id: Literal["negative", "ignore"] = "negative"  # same id with ΔH >= τ; paper-literal = negative
+    thing_reference: Literal["frame", "video"] = "video"  # Table 4e
+    stuff_reference: Literal["frame", "dataset"] = "dataset"  # Table 4e: FIFO queue across the dataset
+    weight: float = 2.0  # multi-positive log-sum-exp term (CTVIS/IDOL)
+    aux_weight: float = 3.0  # L2 on cosine
+
+
+@dataclass
+class MVCConfig:
+    """Masked video consistency (paper 003): random patch masking, λ·L^M."""
+
+    weight: float = 0.0  # λ; 0 disables
+    patch: int = 32
+    ratio: float = 0.5
+
+
+@dataclass
+class LossConfig:
+    class_weight: float = 2.0
+    no_object_weight: float = 0.1
+    mask_weight: float = 5.0  # BCE
+    dice_weight: float = 5.0
+    num_points: int = 12544  # importance-sampled points per mask
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    deep_supervision: bool = True
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    mvc: MVCConfig = field(default_factory=MVCConfig)
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4  # the paper says 1e-3; every peer uses 1e-4 (method.md)
+    weight_decay: float = 0.05
+    grad_clip: float = 0.01
+    batch_size: int = 16  # clips, global
+    max_iters: int = 10000
+    lr_steps: tuple[int, ...] = (7000,)  # ×0.1 at each
+    lr_gamma: float = 0.1
+    warmup_iters: int = 0
+    amp: Literal["bf16", "off"] = "bf16"  # autocast on GPU only
+    seed: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 1000
+    eval_every: int = 0  # 0 = only at the end
+    num_to_keep: int = 3
+    max_nonfinite: int = 10  # consecutive non-finite losses before the run fails
+
+
+# ----------------------------------------------------------------------------------- tracking, runtime
+
+
+@dataclass
+class TrackingConfig:
+    tracking_uri: str = ""  # "" = sqlite:///<cwd>/mlflow.db
+    experiment: str = "gvseg"
+    run_name: str = ""  # "" = derived from the recipe; the same name resumes
+    registered_model: str = ""  # "" = do not register
+    log_system_metrics: bool = True
+    image_every: int = 0  # log prediction overlays every N steps; 0 = at eval only
+
+
+@dataclass
+class RuntimeConfig:
+    address: str = ""  # "" = embedded local Ray on loopback; "auto" or "ray://..." for a cluster
+    local: bool = False  # one process, no Ray
+    num_workers: int = 2
+    use_gpu: bool = False
+    gpus_per_worker: float = 1.0
+    cpus_per_worker: float = 1.0
+    storage_path: str = ""  # "" = <cwd>/runs; use shared or cloud storage on a cluster
+    max_failures: int = 2
+
+
+@dataclass
+class Config:
+    name: str = "gvseg"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+# ------------------------------------------------------------------------------------- dict round trip
+
+C = TypeVar("C")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists, so it is JSON- and YAML-safe)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    """Build ``cls`` from a nested dict, checking every key and value. Missing keys take defaults."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or '<root>'}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(_unknown(prefix, key, names))
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """``{"train.lr": 1e-4, ...}``: the params MLflow logs."""
+    out: dict[str, Any] = {}
+
+    def walk(d: dict[str, Any], prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+
+    walk(to_dict(cfg), "")
+    return out
+
+
+# ------------------------------------------------------------------------------------ dotted overrides
+
+
+def override(cfg: C, assignment: str) -> C:
+    """Return a copy of ``cfg`` with one ``"a.b.c=value"`` applied. Values parse as Python literals
+    where they can (``1e-4``, ``true``, ``(3, 5)``), else as strings."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    tree = to_dict(cfg)
+    node, cls, prefix = tree, type(cfg), ""
+    parts = key.split(".")
+    for part in parts[:-1]:
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            raise ConfigError(_unknown(prefix, part, names))
+        sub = typing.get_type_hints(cls)[part]
+        if not dataclasses.is_dataclass(sub):
+            raise ConfigError(f"{prefix}{part}: is a {_type_name(sub)} value, not a section; cannot set {key}")
+        node, cls, prefix = node[part], sub, f"{prefix}{part}."
+    leaf = parts[-1]
+    names = [f.name for f in dataclasses.fields(cls)]
+    if leaf not in names:
+        raise ConfigError(_unknown(prefix, leaf, names))
+    if dataclasses.is_dataclass(typing.get_type_hints(cls)[leaf]):
+        raise ConfigError(f"{key}: is a section; set one of its keys, e.g. {key}.<name>=...")
+    node[leaf] = _parse_literal(raw.strip())
+    return from_dict(type(cfg), tree)
+
+
+def apply_overrides(cfg: C, assignments: list[str] | tuple[str, ...]) -> C:
+    for a in assignments:
+        cfg = override(cfg, a)
+    return cfg
+
+
+def _parse_literal(raw: str) -> Any:
+    import ast
+
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+# ------------------------------------------------------------------------------------------ type check
+
+
+def _unknown(prefix: str, key: str, names: list[str]) -> str:
+    where = prefix.rstrip(".") or "<root>"
+    return f"{prefix}{key}: unknown key in {where}; valid keys: {', '.join(names)}"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        inner = f"{_type_name(args[0])}, ..." if len(args) == 2 and args[1] is Ellipsis else ", ".join(_type_name(a) for a in args)
+        return f"tuple[{inner}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    def bad() -> ConfigError:
+        return ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=f"{key}.")
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad()
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError:
+                pass
+        raise bad()
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad()
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is type(None):
+        if value is not None:
+            raise bad()
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported config type {tp!r}")

@@ -1,0 +1,231 @@
+"""Helpers shared by the format modules: listing frames, decoding images and label PNGs with clear errors,
+header checks, and the per-video loop that implements ``on_error="fail" | "skip"``.
+
+Everything that can go wrong with a file raises :class:`gvseg.data.errors.DataError` naming that file.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from gvseg.data.errors import DataError
+from gvseg.structures import Category, SyntheticVideo, VideoRecord
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+OnError = Literal["fail", "skip"]
+Validate = Literal["none", "header", "full"]
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def list_frames(folder: str | Path, exts: tuple[str, ...] = IMAGE_EXTS) -> list[str]:
+    """Sorted image files in ``folder`` (frame names are listed, never computed). Empty -> DataError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "frame folder is missing")
+    files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in exts and p.is_file())
+    if not files:
+        raise DataError(folder, "no frames (empty video)")
+    check_unique(folder, [Path(f).stem for f in files], "frame names")
+    return files
+
+
+def check_unique(where: str | Path, names: Iterable[str], what: str = "frame names") -> None:
+    names = list(names)
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+        raise DataError(where, f"duplicate {what}: {dupes[:5]}")
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the image header only (cheap: nothing is decoded)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise DataError(path, "file is missing") from None
+    except Exception as e:  # PIL raises UnidentifiedImageError / SyntaxError / OSError on garbage
+        raise DataError(path, f"cannot read image header ({type(e).__name__}: {e})") from None
+    return h, w
+
+
+def _decode(path: str | Path) -> Image.Image:
+    try:
+        im = Image.open(path)
+        im.load()  # forces the full decode: a truncated PNG/JPEG fails here, not later
+    except FileNotFoundError:
+        raise DataError(path, "file is missing") from None
+    except Exception as e:
+        raise DataError(path, f"corrupt or truncated image ({type(e).__name__}: {e})") from None
+    return im
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """uint8 [H, W, 3] RGB."""
+    with _decode(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """A label PNG as stored: ``P`` -> palette indices (never the RGB colours), ``L`` -> uint8,
+    16-bit grey -> uint16/int32, ``RGB`` -> [H, W, 3] uint8."""
+    with _decode(path) as im:
+        if im.mode in ("P", "L", "I;16", "I;16B", "I;16L", "I", "RGB"):
+            return np.array(im)
+        if im.mode in ("LA", "PA"):  # grey/index plus alpha: the first channel holds the label
+            return np.array(im)[..., 0]
+        if im.mode == "RGBA":
+            return np.array(im)[..., :3]
+        raise DataError(path, f"unsupported label PNG mode {im.mode!r}")
+
+
+def check_shape(path: str | Path, arr: np.ndarray, height: int, width: int) -> None:
+    if arr.shape[:2] != (height, width):
+        raise DataError(path, f"mask is {arr.shape[0]}x{arr.shape[1]} but frame is {height}x{width}")
+
+
+def masks_from_ids(id_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """[H, W] int map and [K] ids -> [K, H, W] bool (vectorised; K = 0 gives an empty stack)."""
+    return id_map[None] == np.asarray(ids).reshape(-1, 1, 1)
+
+
+def check_headers(where: str | Path, frame_paths: list[str], label_paths: Iterable[str | None] = ()) -> tuple[int, int]:
+    """All frames and masks open and share the first frame's size. Returns (height, width)."""
+    h, w = image_size(frame_paths[0])
+    for p in frame_paths[1:]:
+        if image_size(p) != (h, w):
+            hh, ww = image_size(p)
+            raise DataError(p, f"frame is {hh}x{ww} but the first frame of the video is {h}x{w}")
+    for p in label_paths:
+        if p is None:
+            continue
+        hh, ww = image_size(p)
+        if (hh, ww) != (h, w):
+            raise DataError(p, f"mask is {hh}x{ww} but frame is {h}x{w}")
+    return h, w
+
+
+def load_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file is missing")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"invalid JSON ({e})") from None
+
+
+def field(obj: Any, key: str, path: str | Path, where: str) -> Any:
+    """obj[key] or a DataError naming the JSON file, the place in it and the missing field."""
+    if not isinstance(obj, dict) or key not in obj:
+        raise DataError(path, f"{where}: missing field {key!r}")
+    return obj[key]
+
+
+def read_lines(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "split list is missing")
+    return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def run_videos(items: list[Any], build: Callable[[Any], VideoRecord], on_error: OnError, desc: str,
+               progress: bool) -> tuple[list[VideoRecord], list[DataError]]:
+    """Build one record per item; a DataError fails the split ("fail") or skips that video ("skip")."""
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    records, errors = [], []
+    for item in tqdm(items, desc=desc, disable=not progress):
+        try:
+            records.append(build(item))
+        except DataError as e:
+            if on_error == "fail":
+                raise
+            errors.append(e)
+    return records, errors
+
+
+def category_table(categories: list[Category]) -> dict[int, Category]:
+    return {c.id: c for c in categories}
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def frame_numbers(video_id: str, count: int, step: int) -> list[int]:
+    """Deterministic frame numbers that neither start at 0/1 nor are consecutive when step > 1 (as in
+    VIPSeg/VSPW/YT-VOS), so readers that compute names instead of listing them fail the tests."""
+    start = 3 + zlib.crc32(video_id.encode()) % 40
+    return [start + step * t for t in range(count)]
+
+
+def save_jpg(path: str | Path, rgb: np.ndarray) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(path, quality=95)
+
+
+def save_png(path: str | Path, arr: np.ndarray, mode: str, palette: list[int] | None = None) -> None:
+    """``mode``: "L" (8-bit grey), "P" (indices + palette), "RGB", "I;16" (16-bit grey)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    arr = np.ascontiguousarray(arr, dtype=np.uint16 if mode == "I;16" else np.uint8)
+    if mode == "P":
+        im = Image.frombytes("P", (arr.shape[1], arr.shape[0]), arr.tobytes())
+        im.putpalette(palette or voc_palette())
+    else:
+        im = Image.fromarray(arr)  # [H, W] uint8 -> L, [H, W, 3] -> RGB, [H, W] uint16 -> I;16
+        if im.mode != mode:
+            raise ValueError(f"{path}: array {arr.shape} {arr.dtype} does not make a {mode} PNG")
+    im.save(path)
+
+
+def save_json(path: str | Path, obj: Any) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def voc_palette(n: int = 256) -> list[int]:
+    """The Pascal-VOC colormap (0,0,0), (128,0,0), (0,128,0), (128,128,0), ... used by DAVIS / YT-VOS PNGs:
+    colour bits are spread from the index bits (davis2017-evaluation, the VOC devkit)."""
+    idx = np.arange(n)
+    pal = np.zeros((n, 3), np.int64)
+    for shift in range(8):  # 8 bit-planes, vectorised over all indices
+        for c in range(3):
+            pal[:, c] |= ((idx >> (3 * shift + c)) & 1) << (7 - shift)
+    return pal.reshape(-1).tolist()
+
+
+def check_synthetic(video: SyntheticVideo) -> None:
+    """Writer-side checks on an in-memory video (programming errors, so plain ValueError)."""
+    if not video.frames:
+        raise ValueError(f"{video.video_id}: no frames to write")
+    if len(video.frames) != len(video.id_maps):
+        raise ValueError(f"{video.video_id}: {len(video.frames)} frames but {len(video.id_maps)} id maps")
+    h, w = video.frames[0].shape[:2]
+    cats = {c.id for c in video.categories}
+    for t, (f, m) in enumerate(zip(video.frames, video.id_maps)):
+        if f.shape != (h, w, 3) or m.shape != (h, w):
+            raise ValueError(f"{video.video_id}: frame {t} is {f.shape} / id map {m.shape}, expected ({h}, {w})")
+    present = set(np.unique(np.concatenate([m.reshape(-1) for m in video.id_maps])).tolist()) - {0}
+    missing = present - set(video.segment_category)
+    if missing:
+        raise ValueError(f"{video.video_id}: segment ids {sorted(missing)} have no category")
+    bad = {s: c for s, c in video.segment_category.items() if c not in cats}
+    if bad:
+        raise ValueError(f"{video.video_id}: segments with unknown category ids {bad}")
+
+
+def present_segments(video: SyntheticVideo) -> list[int]:
+    """Sorted segment ids that occur in at least one frame."""
+    return sorted(set(np.unique(np.concatenate([m.reshape(-1) for m in video.id_maps])).tolist()) - {0})

@@ -1,0 +1,98 @@
+"""Load recipes and sweeps by path (``tasks/vps_vipseg.py:debug``) and share the recipe building blocks.
+
+A recipe is a plain function returning a :class:`~gvseg.config.Config`; it is loaded from its file, so
+``tasks/`` and ``sweeps/`` are not packages and need not exist on Ray workers (the driver ships the
+config as a dict).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from gvseg.config import (
+    BackboneConfig,
+    Config,
+    ConfigError,
+    DecoderConfig,
+    PixelDecoderConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
+
+
+def load_object(spec: str, default_fn: str) -> Any:
+    """``"path/to/file.py:fn"`` -> the result of calling ``fn()`` from that file."""
+    path_str, _, fn_name = spec.partition(":")
+    fn_name = fn_name or default_fn
+    path = Path(path_str)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    module_name = f"gvseg_recipe_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    module_spec.loader.exec_module(module)
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        public = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                  and getattr(v, "__module__", None) == module_name]
+        raise ConfigError(f"{path}: no recipe function {fn_name!r}; available: {', '.join(public)}")
+    return fn()
+
+
+def load_recipe(spec: str) -> Config:
+    cfg = load_object(spec, "full")
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{spec}: a recipe must return gvseg.config.Config, got {type(cfg).__name__}")
+    return cfg
+
+
+def load_sweep(spec: str):  # -> Sweep
+    from gvseg.sweep import Sweep
+
+    sweep = load_object(spec, "sweep")
+    if not isinstance(sweep, Sweep):
+        raise ConfigError(f"{spec}: a sweep file must return gvseg.sweep.Sweep, got {type(sweep).__name__}")
+    return sweep
+
+
+# ------------------------------------------------------------------------------------ building blocks
+
+
+def paper_schedule(iters: int) -> TrainConfig:
+    """§3.2: 10k iterations with ×0.1 at 7k, or 15k with ×0.1 at 11k; batch 16; AdamW."""
+    steps = {10000: (7000,), 15000: (11000,)}[iters]
+    return TrainConfig(max_iters=iters, lr_steps=steps, batch_size=16)
+
+
+def debug_variant(cfg: Config, name: str) -> Config:
+    """A CPU-seconds version of a full recipe: tiny backbone and decoder, tiny synthetic data."""
+    model = dataclasses.replace(
+        cfg.model,
+        backbone=BackboneConfig(name="resnet18", out_indices=(1, 2, 3, 4), lr_multiplier=0.1),
+        pixel_decoder=PixelDecoderConfig(kind="fpn", dim=32, num_layers=1, num_heads=2, ffn_dim=64),
+        decoder=DecoderConfig(num_layers=3, dim=32, num_heads=2, ffn_dim=64, num_queries=10),
+        descriptor=dataclasses.replace(cfg.model.descriptor, num_points=64),
+        queries=dataclasses.replace(cfg.model.queries, grid_size=4, bank_warmup=2),
+    )
+    data = dataclasses.replace(
+        cfg.data,
+        root=f"data/synth_{cfg.data.format.replace('-', '_')}",
+        synthetic=True,
+        synth=SyntheticConfig(videos=6, frames=6, height=64, width=96, seed=0),
+        min_size=(64,),
+        max_size=128,
+        test_size=64,
+    )
+    loss = dataclasses.replace(cfg.loss, num_points=256)
+    train = dataclasses.replace(
+        cfg.train, batch_size=2, max_iters=20, lr_steps=(15,), lr=1e-4, log_every=5,
+        checkpoint_every=10, eval_every=0, amp="off",
+    )
+    runtime = dataclasses.replace(cfg.runtime, num_workers=2, use_gpu=False)
+    return dataclasses.replace(cfg, name=name, model=model, data=data, loss=loss, train=train, runtime=runtime)

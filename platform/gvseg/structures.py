@@ -1,0 +1,171 @@
+"""Typed records and batches shared by data, model, losses and inference.
+
+Data side (NumPy, CPU, picklable so Ray Data can ship them):
+  * ``Category``        one dataset class, with its isthing flag.
+  * ``FrameAnnotation`` one frame's segments as a stack of binary masks (overlaps allowed, as in YTVIS).
+  * ``Exemplar``        an EVS hint: point, box or mask of one track in one frame.
+  * ``VideoRecord``     one video: sorted frame paths plus how to load each frame's annotation. Nothing
+                        heavy is decoded until asked (``gvseg.data.formats.load_frame/load_annotation``).
+
+Model side (torch):
+  * ``Targets``  one clip's ground truth as tubes.
+  * ``Clip``     a batch of B clips of T frames, the input to ``GvSeg.forward``.
+
+Shapes use B = clips in the batch, T = frames in a clip, K = objects, H×W = padded frame size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int  # the dataset's own id (VIPSeg 0..123, YTVIS 1..40, KITTI trainId, ...)
+    name: str
+    isthing: bool
+    color: tuple[int, int, int] | None = None
+
+
+@dataclass
+class FrameAnnotation:
+    """Ground truth of one frame. K may be 0 (no objects)."""
+
+    ids: np.ndarray  # [K] int64, track ids unique within the video
+    category_ids: np.ndarray  # [K] int64, dataset category ids (see VideoRecord.categories)
+    masks: np.ndarray  # [K, H, W] bool
+    iscrowd: np.ndarray | None = None  # [K] bool
+    ignore: np.ndarray | None = None  # [H, W] bool: void pixels, excluded from losses and metrics
+
+    @staticmethod
+    def empty(height: int, width: int) -> FrameAnnotation:
+        return FrameAnnotation(
+            ids=np.zeros(0, np.int64),
+            category_ids=np.zeros(0, np.int64),
+            masks=np.zeros((0, height, width), bool),
+        )
+
+
+@dataclass
+class Exemplar:
+    """An EVS hint for one track, given in frame ``frame`` (an index into VideoRecord.frame_paths)."""
+
+    track_id: int
+    frame: int
+    kind: Literal["point", "box", "mask"]
+    point: tuple[float, float] | None = None  # (x, y) pixels
+    box: tuple[float, float, float, float] | None = None  # (x, y, w, h) pixels
+    mask: np.ndarray | None = None  # [H, W] bool
+
+
+@dataclass
+class VideoRecord:
+    """One video of a dataset, in the dataset's own terms.
+
+    ``annotations[t]`` is a format-specific, picklable handle (a PNG path, RLE dicts, ...) that
+    ``gvseg.data.formats.load_annotation(record, t)`` decodes, or None where frame t is not annotated.
+    """
+
+    video_id: str
+    format: str  # the reader that made it, e.g. "vipseg"
+    frame_paths: list[str]  # sorted, never computed
+    height: int
+    width: int
+    categories: list[Category]
+    annotations: list[Any] = field(default_factory=list)  # [T] handles or None
+    exemplars: list[Exemplar] = field(default_factory=list)
+    video_path: str = ""  # set when frames come from a video file (mp4/avi) rather than images
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+    @property
+    def frame_names(self) -> list[str]:
+        return [p.rsplit("/", 1)[-1].rsplit(".", 1)[0] for p in self.frame_paths]
+
+
+@dataclass
+class Targets:
+    """Ground truth of one clip as K tubes over its T frames (absent frames are all-False)."""
+
+    masks: torch.Tensor  # [K, T, H, W] bool
+    labels: torch.Tensor  # [K] int64, contiguous class index (things first; see ModelConfig)
+    ids: torch.Tensor  # [K] int64, track ids unique within the video
+    isthing: torch.Tensor  # [K] bool
+    ignore: torch.Tensor | None = None  # [T, H, W] bool void pixels
+
+    def to(self, device: torch.device | str) -> Targets:
+        return Targets(
+            masks=self.masks.to(device, non_blocking=True),
+            labels=self.labels.to(device, non_blocking=True),
+            ids=self.ids.to(device, non_blocking=True),
+            isthing=self.isthing.to(device, non_blocking=True),
+            ignore=None if self.ignore is None else self.ignore.to(device, non_blocking=True),
+        )
+
+
+@dataclass
+class ClipExemplars:
+    """EVS hints for one clip: K objects, each given by a point, a box or a mask in some frame of the clip."""
+
+    kind: list[str]  # [K] "point" | "box" | "mask"
+    frame: torch.Tensor  # [K] int64, frame index within the clip
+    points: torch.Tensor  # [K, 2] float (x, y) pixels; unused rows are 0
+    boxes: torch.Tensor  # [K, 4] float (x1, y1, x2, y2) pixels; unused rows are 0
+    masks: torch.Tensor  # [K, H, W] bool; unused rows are all-False
+    ids: torch.Tensor  # [K] int64 track ids they stand for
+
+
+@dataclass
+class Clip:
+    """A batch of B clips, each T frames, padded to a common H×W."""
+
+    frames: torch.Tensor  # [B, T, 3, H, W] float, normalised
+    image_sizes: torch.Tensor  # [B, 2] int64 (h, w) of the valid, unpadded canvas
+    frame_index: torch.Tensor  # [B, T] int64, position of each frame in its video
+    video_ids: list[str]  # [B]
+    targets: list[Targets] | None = None  # [B] during training / eval
+    exemplars: list[ClipExemplars] | None = None  # [B] for EVS
+    reference: Clip | None = None  # a second clip from the same videos, for TCL (Eq. 10)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        b, t, _, h, w = self.frames.shape
+        return b, t, h, w
+
+    def to(self, device: torch.device | str) -> Clip:
+        return Clip(
+            frames=self.frames.to(device, non_blocking=True),
+            image_sizes=self.image_sizes.to(device),
+            frame_index=self.frame_index.to(device),
+            video_ids=self.video_ids,
+            targets=None if self.targets is None else [t.to(device) for t in self.targets],
+            exemplars=None
+            if self.exemplars is None
+            else [
+                ClipExemplars(e.kind, e.frame.to(device), e.points.to(device), e.boxes.to(device),
+                              e.masks.to(device), e.ids.to(device))
+                for e in self.exemplars
+            ],
+            reference=None if self.reference is None else self.reference.to(device),
+        )
+
+
+@dataclass
+class SyntheticVideo:
+    """An in-memory video from ``gvseg.data.synthetic``: what the format writers serialise byte-exact.
+
+    Segments never overlap, so one id map per frame holds them all (0 = unlabelled). Stuff classes get
+    one segment id each; every thing instance gets its own id, stable over the video.
+    """
+
+    video_id: str
+    frames: list[np.ndarray]  # [T] uint8 [H, W, 3] RGB
+    id_maps: list[np.ndarray]  # [T] int64 [H, W] segment ids, 0 = unlabelled
+    segment_category: dict[int, int]  # segment id -> Category.id
+    categories: list[Category]
