@@ -69,10 +69,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gvseg.train_cli import run_train
+    import dataclasses
 
     cfg = _resolve_config(args)
-    return run_train(cfg, args)
+    rt = cfg.runtime
+    if args.local:
+        rt = dataclasses.replace(rt, local=True)
+    if args.workers is not None:
+        rt = dataclasses.replace(rt, num_workers=args.workers)
+    if args.gpus_per_worker is not None:
+        rt = dataclasses.replace(rt, use_gpu=args.gpus_per_worker > 0, gpus_per_worker=args.gpus_per_worker)
+    if args.address is not None:
+        rt = dataclasses.replace(rt, address=args.address)
+    cfg = dataclasses.replace(cfg, runtime=rt)
+
+    from gvseg.runtime.ray_train import run_train
+
+    metrics = run_train(cfg, recipe=args.recipe)
+    print(_results_table(metrics))
+    from gvseg.runtime.mlflow_log import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg)
+    if uri.startswith("sqlite:"):
+        print(f"\nSee the run:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    else:
+        print(f"\nSee the run at {uri}")
+    return 0
+
+
+def _results_table(metrics: dict) -> str:
+    rows = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
+    width = max((len(k) for k, _ in rows), default=6)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
+    lines += [f"{k:<{width}}  {v:.4f}" for k, v in rows]
+    return "\n".join(lines)
 
 
 def _parse_size(text: str) -> tuple[int, int]:

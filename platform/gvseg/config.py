@@ -69,6 +69,9 @@ class DecoderConfig:
     dropout: float = 0.0
     spa_inject: bool = True  # q <- q + 1^{l-1} H before each self-attention (Eq. 5)
     predicted_descriptor_prob: float = 0.5  # train with H from predicted masks this often (closes train/test gap)
+    # How H enters a layer: "residual" = q <- q + H before SelfAttn, kept in the residual stream (Eq. 5 read
+    # literally); "pos" = added to self-attention queries/keys only, like DETR's positional encoding (APE).
+    spa_mode: Literal["residual", "pos"] = "residual"
     track_embed_layers: int = 3  # q-hat is a 3-layer MLP on the decoder output
 
 
@@ -96,6 +99,8 @@ class AssociationConfig:
     score_threshold: float = 0.5  # min class score to keep a thing track
     mask_threshold: float = 0.5
     max_missing_clips: int = 5  # a track unseen this long is retired
+    match_threshold: float = 0.2  # min affinity S_ij (cosine) to continue a track; below it a new track starts
+    memory_momentum: float = 0.0  # track embedding memory: m <- mom*m + (1-mom)*q_hat; 0 = last embedding
 
 
 @dataclass
@@ -125,6 +130,9 @@ class SyntheticConfig:
     width: int = 96
     seed: int = 0
     lookalike: bool = False  # same-texture instances crossing paths: only shape/position tell them apart
+    thing_classes: int = 0  # use only the format's first N thing classes (0 = all): few classes, seen often
+    stuff_classes: int = 0  # same for stuff classes
+    val_fraction: float = 0.25  # share of the videos written to the val split
 
 
 @dataclass
@@ -145,6 +153,8 @@ class DataConfig:
     test_size: int = 720  # short side at test time
     on_error: Literal["fail", "skip"] = "fail"  # bad videos: raise, or skip and count
     max_videos: int = 0  # 0 = all; for quick runs
+    clips_per_video: int = 1  # training samples drawn from each video per epoch
+    exemplar_kinds: tuple[str, ...] = ()  # EVS: hint kinds drawn from GT in training ("mask", "point", "box"); () = no hints
 
 
 # ------------------------------------------------------------------------------------------------ loss
@@ -160,6 +170,7 @@ class ContrastiveConfig:
     far_same_id: Literal["negative", "ignore"] = "negative"  # same id with ΔH >= τ; paper-literal = negative
     thing_reference: Literal["frame", "video"] = "video"  # Table 4e
     stuff_reference: Literal["frame", "dataset"] = "dataset"  # Table 4e: FIFO queue across the dataset
+    frame_window: int = 5  # thing_reference="frame": references at most this many frames from the key
     weight: float = 2.0  # multi-positive log-sum-exp term (CTVIS/IDOL)
     aux_weight: float = 3.0  # L2 on cosine
 
@@ -191,6 +202,15 @@ class LossConfig:
 
 
 @dataclass
+class FaultConfig:
+    """Fault injection, for testing recovery paths. Leave empty in real runs."""
+
+    nan_at_steps: tuple[int, ...] = ()  # the loss at these steps is made NaN
+    crash_at_step: int = 0  # the last rank exits abruptly once at this step (0 = never)
+    crash_marker: str = ""  # file that records the crash happened, so the restarted worker goes on
+
+
+@dataclass
 class TrainConfig:
     lr: float = 1e-4  # the paper says 1e-3; every peer uses 1e-4 (method.md)
     weight_decay: float = 0.05
@@ -207,6 +227,7 @@ class TrainConfig:
     eval_every: int = 0  # 0 = only at the end
     num_to_keep: int = 3
     max_nonfinite: int = 10  # consecutive non-finite losses before the run fails
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
 
 # ----------------------------------------------------------------------------------- tracking, runtime

@@ -60,6 +60,9 @@ class Exemplar:
     point: tuple[float, float] | None = None  # (x, y) pixels
     box: tuple[float, float, float, float] | None = None  # (x, y, w, h) pixels
     mask: np.ndarray | None = None  # [H, W] bool
+    # Readers leave ``mask`` None and keep a picklable handle here (("png", path, object_id) or ("rle", rle));
+    # ``gvseg.data.formats.load_exemplars(record)`` decodes it, so records of big datasets stay small.
+    source: Any = None
 
 
 @dataclass

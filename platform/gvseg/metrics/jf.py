@@ -206,7 +206,9 @@ def read_index_png(path: Path) -> np.ndarray:
     return arr
 
 
-def _read_pred(pred_dir: Path, seq: str, stem: str, shape: tuple[int, int]) -> np.ndarray:
+def _read_pred(pred_dir: Path, seq: str, stem: str, shape: tuple[int, int], valid_ids: np.ndarray,
+               gt_desc: str) -> np.ndarray:
+    """Read one prediction frame and check its size and ids; returns [H, W] with values in `valid_ids`."""
     path = pred_dir / seq / f"{stem}.png"
     if not path.is_file():
         # davis2017 results.py prints "<seq> frame <id> not found!" and calls sys.exit() here.
@@ -214,6 +216,12 @@ def _read_pred(pred_dir: Path, seq: str, stem: str, shape: tuple[int, int]) -> n
     arr = read_index_png(path)
     if arr.shape != shape:
         raise ValueError(f"{path}: prediction is {arr.shape[0]}x{arr.shape[1]} but GT is {shape[0]}x{shape[1]}")
+    present = np.unique(arr)
+    unknown = present[~np.isin(present, valid_ids)]
+    if unknown.size:
+        # davis2017 evaluation.py: "In your PNG files there is an index higher than the number of objects in
+        # the sequence!" and sys.exit().
+        raise ValueError(f"{path}: prediction has object id(s) {unknown.tolist()} not in {gt_desc}")
     return arr
 
 
@@ -222,6 +230,18 @@ def _gt_frames(seq_dir: Path) -> list[Path]:
     if not frames:
         raise FileNotFoundError(f"{seq_dir}: no GT PNG frames")
     return frames
+
+
+def _read_gt(frames: list[Path]) -> np.ndarray:
+    """[T, H, W] GT ids (PNG dtype, uint8 for P) with void 255 -> 0 (background in the semi-supervised task)."""
+    masks = [read_index_png(p) for p in frames]
+    for p, m in zip(frames, masks):
+        if m.shape != masks[0].shape:
+            raise ValueError(f"{p}: GT is {m.shape[0]}x{m.shape[1]} but {frames[0].name} is "
+                             f"{masks[0].shape[0]}x{masks[0].shape[1]}")
+    gt = np.stack(masks)
+    gt[gt == 255] = 0
+    return gt
 
 
 def _davis_sequences(gt: Path, split: str, resolution: str, year: str, sequences: Iterable[str] | None):
@@ -256,19 +276,12 @@ def _davis_sequence(seq: str, ann_root: Path, pred_dir: Path, bound_th: float) -
     if len(frames) < 3:
         raise ValueError(f"{ann_root / seq}: {len(frames)} GT frames; semi-supervised J&F needs >= 3 "
                          "(first and last are excluded)")
-    gt = np.stack([read_index_png(p) for p in frames]).astype(np.int64)  # [T, H, W]
-    gt[gt == 255] = 0  # void counts as background in the semi-supervised task
+    gt = _read_gt(frames)  # [T, H, W]
     num_objects = int(gt[0].max())
     gt = gt[1:-1]
-    stems = [p.stem for p in frames[1:-1]]
-    shape = gt.shape[1:]
-    pred = np.stack([_read_pred(pred_dir, seq, s, shape) for s in stems]).astype(np.int64)  # [T-2, H, W]
-    frame_max = pred.reshape(len(stems), -1).max(axis=1)
-    if frame_max.max() > num_objects:
-        bad = int(np.argmax(frame_max > num_objects))
-        # evaluation.py: "In your PNG files there is an index higher than the number of objects" + sys.exit()
-        raise ValueError(f"{pred_dir / seq / (stems[bad] + '.png')}: prediction has object id {int(frame_max[bad])} "
-                         f"but the first GT frame {frames[0]} has only {num_objects} objects")
+    valid = np.arange(num_objects + 1)
+    desc = f"0..{num_objects} (the first GT frame {frames[0]} has {num_objects} objects)"
+    pred = np.stack([_read_pred(pred_dir, seq, p.stem, gt.shape[1:], valid, desc) for p in frames[1:-1]])
     out = {}
     for k in range(1, num_objects + 1):
         g, p = gt == k, pred == k  # [T-2, H, W]
@@ -279,24 +292,18 @@ def _davis_sequence(seq: str, ann_root: Path, pred_dir: Path, bound_th: float) -
 def _ytvos_video(vid: str, ann_root: Path, pred_dir: Path, bound_th: float) -> dict[int, tuple]:
     """-> {object id: (J [n], F [n])} over the annotated frames after each object's first appearance."""
     frames = _gt_frames(ann_root / vid)
-    gt = np.stack([read_index_png(p) for p in frames]).astype(np.int64)  # [T, H, W]
-    gt[gt == 255] = 0
+    gt = _read_gt(frames)  # [T, H, W]
     ids = [int(i) for i in np.unique(gt) if i != 0]
     if not ids:
         return {}
     present = np.stack([(gt == k).any(axis=(1, 2)) for k in ids])  # [K, T]
     first = present.argmax(axis=1)  # [K] first frame each object appears in (the given reference)
     start = int(first.min()) + 1
-    stems = [p.stem for p in frames]
-    shape = gt.shape[1:]
+    valid = np.array([0, *ids])
+    desc = f"the GT of video {vid!r} (ids {ids})"
     pred = np.zeros_like(gt)
     for t in range(start, len(frames)):
-        pred[t] = _read_pred(pred_dir, vid, stems[t], shape)
-    unknown = np.setdiff1d(np.unique(pred[start:]), np.array([0, *ids]))
-    if unknown.size:
-        t = start + int(np.argmax(np.isin(pred[start:], unknown).any(axis=(1, 2))))
-        raise ValueError(f"{pred_dir / vid / (stems[t] + '.png')}: prediction has object id(s) "
-                         f"{unknown.tolist()} not in the GT of video {vid!r} (GT ids {ids})")
+        pred[t] = _read_pred(pred_dir, vid, frames[t].stem, gt.shape[1:], valid, desc)
     out = {}
     for k, f0 in zip(ids, first):
         if f0 + 1 >= len(frames):

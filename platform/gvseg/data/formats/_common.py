@@ -229,3 +229,34 @@ def check_synthetic(video: SyntheticVideo) -> None:
 def present_segments(video: SyntheticVideo) -> list[int]:
     """Sorted segment ids that occur in at least one frame."""
     return sorted(set(np.unique(np.concatenate([m.reshape(-1) for m in video.id_maps])).tolist()) - {0})
+
+
+def decode_exemplar_source(source: tuple, record: VideoRecord) -> np.ndarray:
+    """[H, W] bool mask from an Exemplar.source handle: ("png", path, object_id) or ("rle", rle dict)."""
+    if source[0] == "png":
+        lab = read_label(source[1])
+        check_shape(source[1], lab, record.height, record.width)
+        return lab == source[2]
+    if source[0] == "rle":
+        return decode_rle(source[1], record.height, record.width, "exemplar of " + record.video_id)
+    raise ValueError(f"unknown exemplar source {source[0]!r}")
+
+
+def decode_rle(rle: dict, height: int, width: int, where: str) -> np.ndarray:
+    """COCO RLE (compressed string or uncompressed list counts) -> [H, W] bool."""
+    from pycocotools import mask as mask_util
+
+    size = rle.get("size", [height, width])
+    if list(size) != [height, width]:
+        raise DataError(where, f"RLE size {list(size)} but frame is {height}x{width}")
+    counts = rle["counts"]
+    if isinstance(counts, list):  # uncompressed, column-major (YTVIS): frPyObjects compresses it
+        if sum(counts) != height * width:
+            raise DataError(where, f"RLE counts sum to {sum(counts)}, not {height}*{width}")
+        rle = mask_util.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    elif isinstance(counts, str):
+        rle = {"size": [height, width], "counts": counts.encode()}
+    try:
+        return mask_util.decode(rle).astype(bool)
+    except Exception as e:
+        raise DataError(where, f"cannot decode RLE ({type(e).__name__}: {e})") from None

@@ -1,0 +1,439 @@
+"""Clip-consistent augmentation, label spaces, target tubes and collation into a typed :class:`Clip`.
+
+Pipeline for one training sample (all NumPy until :func:`collate`):
+
+    frames [T] uint8 [H, W, 3] + annotations [T] FrameAnnotation|None
+      -> sample_augment(...)                    one AugmentParams for the whole sample
+      -> augment_frames / augment_masks          the same flip, resize and crop on every frame and mask
+      -> build_tubes(...)                        [K, T, H', W'] tubes over the union of ids in the clip
+      -> Sample                                  (+ reference Sample, + EVS exemplars)
+    collate([Sample]) -> Clip                    normalise, pad to a multiple of 32, torch tensors
+
+Conventions:
+  * The key clip and its reference clip get the **same** geometric augmentation: TCL compares
+    shape-position descriptors of the two (ΔH, Eq. 10), which must reflect the object's motion, not two
+    different crops.
+  * Resizing: the short side becomes a random choice of ``min_size`` with the long side capped at
+    ``max_size`` (detectron2 ``ResizeShortestEdge``, "choice" sampling per clip as Mask2Former-VIS
+    ``choice_by_clip``). Images resample bilinearly (cv2), masks by nearest neighbour through index maps,
+    so every mask of every frame moves exactly like its pixels.
+  * Objects cropped away (no pixel left in any frame of the clip) disappear from the targets; an object
+    absent in some frames has all-False masks there. Crowd objects are not targets; their pixels join
+    ``ignore``. Frames without annotation are fully ignored.
+  * ``ignore`` [T, H, W] = void pixels of the dataset | crowd | unannotated frames | padding.
+  * Labels: :class:`LabelSpace` maps dataset category ids to contiguous model labels, **things first**
+    (``[0, num_thing_classes)`` are things, the rest stuff; DVIS++ ``dataset_mapper_vps.py`` order).
+  * Frames are ImageNet-normalised RGB in :func:`collate`; padding is 0 after normalisation (Mask2Former).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from gvseg.structures import Category, Clip, ClipExemplars, Exemplar, FrameAnnotation, Targets
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)  # ImageNet, RGB, 0-255 scale (detectron2 / Mask2Former)
+PIXEL_STD = (58.395, 57.12, 57.375)
+SIZE_DIVISIBILITY = 32  # backbone stride: padded H and W are multiples of this
+EXEMPLAR_KINDS = {"point": 0, "box": 1, "mask": 2}
+KIND_NAMES = {v: k for k, v in EXEMPLAR_KINDS.items()}
+
+
+# -------------------------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """Dataset category ids <-> contiguous model labels, things first.
+
+    ``category_ids[label]`` is the dataset id of a contiguous label. Within things and within stuff the order
+    of the dataset's category list is kept.
+    """
+
+    category_ids: tuple[int, ...]
+    names: tuple[str, ...]
+    num_thing_classes: int
+
+    @staticmethod
+    def from_categories(categories: Sequence[Category]) -> LabelSpace:
+        ids = [c.id for c in categories]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"category ids must be unique, duplicated: {dup}")
+        ordered = [c for c in categories if c.isthing] + [c for c in categories if not c.isthing]
+        return LabelSpace(tuple(c.id for c in ordered), tuple(c.name for c in ordered),
+                          sum(c.isthing for c in categories))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    def _lut(self) -> tuple[np.ndarray, int]:
+        ids = np.asarray(self.category_ids, np.int64)
+        lo = int(ids.min()) if ids.size else 0
+        lut = np.full(int(ids.max()) - lo + 1 if ids.size else 0, -1, np.int64)
+        lut[ids - lo] = np.arange(len(ids))
+        return lut, lo
+
+    def to_contiguous(self, category_ids: np.ndarray, where: str = "") -> np.ndarray:
+        """[K] dataset ids -> [K] labels; an id outside the label space raises ValueError."""
+        cat = np.asarray(category_ids, np.int64)
+        if cat.size == 0:
+            return np.zeros(cat.shape, np.int64)
+        lut, lo = self._lut()
+        pos = cat - lo
+        ok = (pos >= 0) & (pos < len(lut))
+        out = np.full(cat.shape, -1, np.int64)
+        out[ok] = lut[pos[ok]]
+        if (out < 0).any():
+            bad = sorted(set(cat[out < 0].tolist()))
+            raise ValueError(f"{where or 'annotation'}: category ids {bad} are not in the label space "
+                             f"(known ids: {sorted(self.category_ids)[:10]}...)")
+        return out
+
+    def to_dataset(self, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """[K] contiguous labels -> [K] dataset category ids (for writing predictions)."""
+        lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, np.int64)
+        if lab.size and (lab.min() < 0 or lab.max() >= self.num_classes):
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got min {lab.min()} max {lab.max()}")
+        return np.asarray(self.category_ids, np.int64)[lab] if lab.size else np.zeros(lab.shape, np.int64)
+
+    def isthing(self, labels: np.ndarray) -> np.ndarray:
+        return np.asarray(labels) < self.num_thing_classes
+
+
+# -------------------------------------------------------------------------------------- augmentation
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """One geometric transform for a whole sample: resize to ``size``, crop ``crop``, then maybe flip."""
+
+    size: tuple[int, int]  # (h, w) after resizing
+    crop: tuple[int, int, int, int]  # (y0, x0, h, w) window in the resized image
+    flip: bool  # horizontal flip after cropping
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        return self.crop[2], self.crop[3]
+
+
+def resize_shortest(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
+    """(h, w) with the short side ``short`` and the long side at most ``max_size`` (ResizeShortestEdge)."""
+    scale = short / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
+
+
+def sample_augment(height: int, width: int, rng: np.random.Generator, *, min_size: Sequence[int],
+                   max_size: int, crop: tuple[int, int] = (0, 0), flip: bool = True) -> AugmentParams:
+    """Training augmentation: random short side from ``min_size``, random crop of at most ``crop`` (0 =
+    none), random horizontal flip with p = 0.5."""
+    short = int(min_size[int(rng.integers(len(min_size)))])
+    h, w = resize_shortest(height, width, short, max_size)
+    ch, cw = (min(crop[0], h) if crop[0] > 0 else h), (min(crop[1], w) if crop[1] > 0 else w)
+    y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+    return AugmentParams((h, w), (y0, x0, ch, cw), bool(flip and rng.uniform() < 0.5))
+
+
+def test_params(height: int, width: int, test_size: int, max_size: int) -> AugmentParams:
+    """Evaluation: resize only (short side ``test_size``; 0 keeps the original size)."""
+    h, w = resize_shortest(height, width, test_size, max_size) if test_size > 0 else (height, width)
+    return AugmentParams((h, w), (0, 0, h, w), False)
+
+
+def _index_maps(height: int, width: int, p: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """Source row [h'] and column [w'] of every output pixel (nearest neighbour at pixel centres)."""
+    (rh, rw), (y0, x0, ch, cw) = p.size, p.crop
+    rows = np.minimum(((np.arange(y0, y0 + ch) + 0.5) * height / rh).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(x0, x0 + cw) + 0.5) * width / rw).astype(np.int64), width - 1)
+    return rows, cols[::-1].copy() if p.flip else cols
+
+
+def augment_image(image: np.ndarray, p: AugmentParams) -> np.ndarray:
+    """[H, W, 3] uint8 -> [h', w', 3] uint8: bilinear resize, crop, flip."""
+    (rh, rw), (y0, x0, ch, cw) = p.size, p.crop
+    if image.shape[:2] != (rh, rw):
+        image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    image = image[y0:y0 + ch, x0:x0 + cw]
+    if p.flip:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
+
+
+def augment_masks(masks: np.ndarray, p: AugmentParams) -> np.ndarray:
+    """[..., H, W] bool -> [..., h', w'] bool, nearest neighbour; the same geometry as augment_image."""
+    rows, cols = _index_maps(masks.shape[-2], masks.shape[-1], p)
+    return np.take(np.take(masks, rows, axis=-2), cols, axis=-1)  # two 1-D gathers beat one 2-D fancy index
+
+
+def augment_points(xy: np.ndarray, height: int, width: int, p: AugmentParams) -> np.ndarray:
+    """[N, 2] (x, y) pixel coordinates (continuous, pixel centres at +0.5) -> the augmented frame."""
+    (rh, rw), (y0, x0, ch, cw) = p.size, p.crop
+    out = np.asarray(xy, np.float64).reshape(-1, 2).copy()
+    out[:, 0] = out[:, 0] * rw / width - x0
+    out[:, 1] = out[:, 1] * rh / height - y0
+    if p.flip:
+        out[:, 0] = cw - out[:, 0]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Tubes:
+    """One clip's ground truth in NumPy (see :class:`gvseg.structures.Targets`)."""
+
+    ids: np.ndarray  # [K] int64 track ids, ascending
+    category_ids: np.ndarray  # [K] int64 dataset category ids
+    masks: np.ndarray  # [K, T, H, W] bool
+    ignore: np.ndarray  # [T, H, W] bool
+
+
+def build_tubes(annotations: Sequence[FrameAnnotation | None], height: int, width: int,
+                where: str = "") -> Tubes:
+    """Per-frame annotations -> tubes over the union of (non-crowd) ids with at least one pixel in the clip.
+
+    ``height``/``width`` is the size every annotation must have; a mismatch raises ValueError naming
+    ``where``. An id whose category changes between frames keeps its first category.
+    """
+    t_len = len(annotations)
+    ignore = np.zeros((t_len, height, width), bool)
+    per_id: dict[int, int] = {}  # id -> category
+    for t, ann in enumerate(annotations):
+        if ann is None:
+            ignore[t] = True  # no ground truth: nothing here may be penalised
+            continue
+        if ann.masks.shape[1:] != (height, width):
+            raise ValueError(f"{where}: frame {t} mask is {ann.masks.shape[1]}x{ann.masks.shape[2]} "
+                             f"but the frame is {height}x{width}")
+        if ann.ignore is not None:
+            ignore[t] |= ann.ignore
+        crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(len(ann.ids), bool)
+        if crowd.any():
+            ignore[t] |= ann.masks[crowd].any(0)
+        for i, c in zip(ann.ids[~crowd].tolist(), ann.category_ids[~crowd].tolist()):
+            per_id.setdefault(int(i), int(c))
+    ids = np.array(sorted(per_id), np.int64)
+    masks = np.zeros((len(ids), t_len, height, width), bool)
+    if len(ids):
+        for t, ann in enumerate(annotations):
+            if ann is None or len(ann.ids) == 0:
+                continue
+            crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(len(ann.ids), bool)
+            keep = ~crowd
+            k = np.searchsorted(ids, ann.ids[keep])  # [K_t] rows of this frame's objects
+            masks[k, t] |= ann.masks[keep]
+    present = masks.any(axis=(1, 2, 3))
+    ids = ids[present]
+    return Tubes(ids=ids, category_ids=np.array([per_id[i] for i in ids.tolist()], np.int64),
+                 masks=masks[present], ignore=ignore)
+
+
+def make_targets(annotations: Sequence[FrameAnnotation | None], label_space: LabelSpace, height: int,
+                 width: int, where: str = "") -> Targets:
+    """Annotations of one (already augmented) clip -> torch :class:`Targets` (unpadded)."""
+    tubes = build_tubes(annotations, height, width, where)
+    labels = label_space.to_contiguous(tubes.category_ids, where)
+    return Targets(masks=torch.from_numpy(tubes.masks), labels=torch.from_numpy(labels),
+                   ids=torch.from_numpy(tubes.ids), isthing=torch.from_numpy(label_space.isthing(labels)),
+                   ignore=torch.from_numpy(tubes.ignore))
+
+
+# ------------------------------------------------------------------------------------------- samples
+
+
+@dataclass
+class SampleExemplars:
+    """EVS hints of one sample in NumPy; E may be 0."""
+
+    kind: np.ndarray  # [E] int8 codes of EXEMPLAR_KINDS
+    frame: np.ndarray  # [E] int64 frame within the clip
+    points: np.ndarray  # [E, 2] float32 (x, y)
+    boxes: np.ndarray  # [E, 4] float32 (x1, y1, x2, y2)
+    masks: np.ndarray  # [E, H, W] bool
+    ids: np.ndarray  # [E] int64 track ids
+
+    @staticmethod
+    def empty(height: int, width: int) -> SampleExemplars:
+        return SampleExemplars(np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros((0, 2), np.float32),
+                               np.zeros((0, 4), np.float32), np.zeros((0, height, width), bool),
+                               np.zeros(0, np.int64))
+
+
+@dataclass
+class Sample:
+    """One augmented clip (+ its reference clip), NumPy, unpadded, picklable: what a loader worker emits."""
+
+    video_id: str
+    frames: np.ndarray  # [T, H, W, 3] uint8 RGB
+    frame_index: np.ndarray  # [T] int64 positions in the video
+    ids: np.ndarray  # [K] int64
+    labels: np.ndarray  # [K] int64 contiguous (things first)
+    masks: np.ndarray  # [K, T, H, W] bool
+    ignore: np.ndarray  # [T, H, W] bool
+    num_thing_classes: int
+    exemplars: SampleExemplars | None = None
+    reference: Sample | None = None
+    has_targets: bool = True
+
+
+def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequence[FrameAnnotation | None] | None,
+                frame_index: np.ndarray, params: AugmentParams, label_space: LabelSpace) -> Sample:
+    """Augment one clip with ``params`` and build its tubes. ``annotations=None``: no targets (test data)."""
+    if not frames:
+        raise ValueError(f"{video_id}: a clip needs at least one frame")
+    h0, w0 = frames[0].shape[:2]
+    for t, f in enumerate(frames):
+        if f.shape[:2] != (h0, w0) or f.ndim != 3 or f.shape[2] != 3:
+            raise ValueError(f"{video_id}: frame {frame_index[t]} has shape {f.shape}, expected ({h0}, {w0}, 3)")
+    image = np.stack([augment_image(f, params) for f in frames])  # [T, h, w, 3]
+    h, w = image.shape[1:3]
+    if annotations is None:
+        return Sample(video_id, image, np.asarray(frame_index, np.int64), np.zeros(0, np.int64),
+                      np.zeros(0, np.int64), np.zeros((0, len(frames), h, w), bool),
+                      np.zeros((len(frames), h, w), bool), label_space.num_thing_classes, has_targets=False)
+    tubes = build_tubes(annotations, h0, w0, where=video_id)
+    masks = augment_masks(tubes.masks, params)  # [K, T, h, w]
+    ignore = augment_masks(tubes.ignore, params)  # [T, h, w]
+    present = masks.any(axis=(1, 2, 3))  # objects cropped away disappear
+    labels = label_space.to_contiguous(tubes.category_ids[present], video_id)
+    return Sample(video_id, image, np.asarray(frame_index, np.int64), tubes.ids[present], labels,
+                  np.ascontiguousarray(masks[present]), ignore, label_space.num_thing_classes)
+
+
+def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str] = ("mask", "point")) -> SampleExemplars:
+    """EVS training hints from the key clip's first frame: one per object visible there, kind drawn at
+    random from ``kinds``; a point is a random pixel inside the mask, a box is the mask's tight box."""
+    h, w = sample.frames.shape[1:3]
+    if sample.masks.shape[0] == 0:
+        return SampleExemplars.empty(h, w)
+    first = sample.masks[:, 0]  # [K, h, w]
+    vis = first.any(axis=(1, 2))
+    m, ids = first[vis], sample.ids[vis]
+    e = len(ids)
+    kind = np.array([EXEMPLAR_KINDS[kinds[int(i)]] for i in rng.integers(len(kinds), size=e)], np.int8)
+    points = np.zeros((e, 2), np.float32)
+    boxes = np.zeros((e, 4), np.float32)
+    for j in range(e):  # per object (E is small), each step vectorised over pixels
+        ys, xs = np.nonzero(m[j])
+        if kind[j] == EXEMPLAR_KINDS["point"]:
+            pick = int(rng.integers(len(ys)))
+            points[j] = (xs[pick] + 0.5, ys[pick] + 0.5)  # pixel centre
+        elif kind[j] == EXEMPLAR_KINDS["box"]:
+            boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    masks = np.where((kind == EXEMPLAR_KINDS["mask"])[:, None, None], m, False)
+    return SampleExemplars(kind, np.zeros(e, np.int64), points, boxes, masks, ids)
+
+
+def record_exemplars(exemplars: Sequence[Exemplar], clip_frame_index: np.ndarray, height: int, width: int,
+                     params: AugmentParams, where: str = "") -> SampleExemplars:
+    """A record's EVS hints that fall in this clip, moved into the augmented frame. Hints given in frames
+    outside the clip are dropped (inference feeds them to the clip that holds their frame)."""
+    h, w = params.out_size
+    rows: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, int]] = []
+    for ex in exemplars:
+        hit = np.flatnonzero(np.asarray(clip_frame_index) == ex.frame)
+        if hit.size == 0:
+            continue
+        f = int(hit[0])
+        if ex.kind == "mask":
+            if ex.mask is None or ex.mask.shape != (height, width):
+                raise ValueError(f"{where}: mask exemplar of track {ex.track_id} has shape "
+                                 f"{None if ex.mask is None else ex.mask.shape}, expected ({height}, {width})")
+            m = augment_masks(ex.mask.astype(bool), params)
+            rows.append((EXEMPLAR_KINDS["mask"], f, np.zeros(2, np.float32), np.zeros(4, np.float32), m, ex.track_id))
+        elif ex.kind == "point":
+            if ex.point is None:
+                raise ValueError(f"{where}: point exemplar of track {ex.track_id} has no point")
+            pt = augment_points(np.array([ex.point]), height, width, params)[0].astype(np.float32)
+            rows.append((EXEMPLAR_KINDS["point"], f, pt, np.zeros(4, np.float32), np.zeros((h, w), bool), ex.track_id))
+        elif ex.kind == "box":
+            if ex.box is None:
+                raise ValueError(f"{where}: box exemplar of track {ex.track_id} has no box")
+            x, y, bw, bh = ex.box
+            c = augment_points(np.array([[x, y], [x + bw, y + bh]]), height, width, params)
+            box = np.array([c[:, 0].min(), c[:, 1].min(), c[:, 0].max(), c[:, 1].max()], np.float32)
+            rows.append((EXEMPLAR_KINDS["box"], f, np.zeros(2, np.float32), box, np.zeros((h, w), bool), ex.track_id))
+        else:
+            raise ValueError(f"{where}: unknown exemplar kind {ex.kind!r}")
+    if not rows:
+        return SampleExemplars.empty(h, w)
+    k, fr, pt, bx, mk, ids = zip(*rows)
+    return SampleExemplars(np.array(k, np.int8), np.array(fr, np.int64), np.stack(pt), np.stack(bx),
+                           np.stack(mk), np.array(ids, np.int64))
+
+
+# ------------------------------------------------------------------------------------------- collate
+
+
+def pad_size(sizes: Sequence[tuple[int, int]], divisor: int = SIZE_DIVISIBILITY) -> tuple[int, int]:
+    """Smallest (H, W) that holds every size and is a multiple of ``divisor``."""
+    h = max(s[0] for s in sizes)
+    w = max(s[1] for s in sizes)
+    return -(-h // divisor) * divisor, -(-w // divisor) * divisor
+
+
+def normalize(frames: torch.Tensor) -> torch.Tensor:
+    """[..., 3, H, W] uint8/float RGB 0-255 -> float32 ImageNet-normalised."""
+    mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(3, 1, 1)
+    return (frames.float() - mean) / std
+
+
+def collate(samples: Sequence[Sample]) -> Clip:
+    """B samples -> one :class:`Clip`, padded to a common H×W (multiples of 32) at the bottom/right.
+
+    ``image_sizes`` holds each sample's valid (h, w); padded pixels are 0 in ``frames``, False in masks and
+    True in ``ignore``. Samples with references give ``Clip.reference`` (all or none must have one).
+    """
+    if not samples:
+        raise ValueError("collate needs at least one sample")
+    t_len = samples[0].frames.shape[0]
+    for s in samples:
+        if s.frames.shape[0] != t_len:
+            raise ValueError(f"{s.video_id}: clip has {s.frames.shape[0]} frames, the batch has {t_len}")
+    sizes = [s.frames.shape[1:3] for s in samples]
+    ph, pw = pad_size(sizes)
+    b = len(samples)
+    frames = torch.zeros(b, t_len, 3, ph, pw)
+    targets: list[Targets] = []
+    exemplars: list[ClipExemplars] = []
+    for i, s in enumerate(samples):
+        h, w = s.frames.shape[1:3]
+        frames[i, :, :, :h, :w] = normalize(torch.from_numpy(s.frames).permute(0, 3, 1, 2))  # [T, 3, h, w]
+        masks = torch.zeros(len(s.ids), t_len, ph, pw, dtype=torch.bool)
+        masks[:, :, :h, :w] = torch.from_numpy(s.masks)
+        ignore = torch.ones(t_len, ph, pw, dtype=torch.bool)  # padding is ignored
+        ignore[:, :h, :w] = torch.from_numpy(s.ignore)
+        labels = torch.from_numpy(s.labels)
+        targets.append(Targets(masks=masks, labels=labels, ids=torch.from_numpy(s.ids),
+                               isthing=labels < s.num_thing_classes, ignore=ignore))
+        if s.exemplars is not None:
+            e = s.exemplars
+            em = torch.zeros(len(e.ids), ph, pw, dtype=torch.bool)
+            em[:, :h, :w] = torch.from_numpy(e.masks)
+            exemplars.append(ClipExemplars(kind=[KIND_NAMES[int(k)] for k in e.kind],
+                                           frame=torch.from_numpy(e.frame), points=torch.from_numpy(e.points),
+                                           boxes=torch.from_numpy(e.boxes), masks=em, ids=torch.from_numpy(e.ids)))
+    if exemplars and len(exemplars) != b:
+        raise ValueError("either every sample of a batch has exemplars or none has")
+    refs = [s.reference for s in samples]
+    if any(r is not None for r in refs) and not all(r is not None for r in refs):
+        raise ValueError("either every sample of a batch has a reference clip or none has")
+    return Clip(
+        frames=frames,  # [B, T, 3, H, W]
+        image_sizes=torch.tensor([list(sz) for sz in sizes], dtype=torch.int64),  # [B, 2]
+        frame_index=torch.from_numpy(np.stack([s.frame_index for s in samples])),  # [B, T]
+        video_ids=[s.video_id for s in samples],
+        targets=targets if all(s.has_targets for s in samples) else None,
+        exemplars=exemplars or None,
+        reference=collate(refs) if refs[0] is not None else None,  # type: ignore[arg-type]
+    )

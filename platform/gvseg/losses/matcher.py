@@ -1,0 +1,132 @@
+"""Hungarian matching of predicted tubes to ground-truth tubes, on point-sampled masks (Mask2Former).
+
+Contract
+--------
+``HungarianMatcher(cfg)(pred_logits [B, Q, C+1], pred_masks [B, Q, T, h, w], targets: list[Targets])
+-> list of B pairs (pred_idx [n_b], tgt_idx [n_b])`` int64 on CPU, n_b = min(Q, K_b), like DETR.
+
+* cost = class_weight * (-p(class)) + mask_weight * BCE + dice_weight * dice, one [Q, K] matrix per clip built
+  with matrix products (DETR ``models/matcher.py``), solved by ``scipy.optimize.linear_sum_assignment``.
+* Masks are compared on ``cfg.num_points`` random points, **the same points for every query, target and
+  frame of a clip**; a tube's T frames are concatenated, so T=1 and T=3 run the same code (video Mask2Former).
+* Predictions are sampled bilinearly (logits at 1/4); targets (bool, full resolution) by nearest lookup, so
+  no float copy of the full-resolution masks is made. Points on ``Targets.ignore`` pixels are left out.
+* A clip with no targets gives two empty index tensors.
+
+The point helpers here are shared with the criterion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from gvseg.config import LossConfig
+from gvseg.structures import Targets
+
+
+def point_sample(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of x [N, C, H, W] at coords [N, P, 2] ((x, y) in [0, 1]) -> [N, C, P] (PointRend)."""
+    return F.grid_sample(x, 2.0 * coords[:, :, None, :] - 1.0, align_corners=False)[..., 0]
+
+
+def gather_points(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Nearest lookup of masks [..., H, W] at coords [..., P, 2] ((x, y) in [0, 1]); the leading dims of
+    ``coords`` must broadcast against those of ``masks``. Returns [..., P] of the masks' dtype."""
+    h, w = masks.shape[-2:]
+    ix = (coords[..., 0] * w).long().clamp_(0, w - 1)  # [..., P]
+    iy = (coords[..., 1] * h).long().clamp_(0, h - 1)
+    flat = masks.flatten(-2)  # [..., H*W]
+    lin = iy * w + ix
+    lead = torch.broadcast_shapes(flat.shape[:-1], lin.shape[:-1])
+    return torch.gather(flat.expand(*lead, flat.shape[-1]), -1, lin.expand(*lead, lin.shape[-1]))
+
+
+@torch.no_grad()
+def uncertain_point_coords(
+    logits: torch.Tensor, num_points: int, oversample_ratio: float, importance_sample_ratio: float
+) -> torch.Tensor:
+    """PointRend / Mask2Former importance sampling: of ``oversample_ratio * P`` random points keep the
+    ``importance_sample_ratio * P`` with the smallest |logit| (the uncertain boundary), then add uniform
+    random points. logits [N, 1, h, w] -> coords [N, P, 2] in [0, 1]."""
+    n = logits.shape[0]
+    num_sampled = max(int(num_points * oversample_ratio), num_points)
+    coords = torch.rand(n, num_sampled, 2, device=logits.device)
+    uncertainty = -point_sample(logits.float(), coords)[:, 0].abs()  # [N, S]
+    k = int(importance_sample_ratio * num_points)
+    top = uncertainty.topk(k, dim=1).indices  # [N, k]
+    picked = torch.gather(coords, 1, top[..., None].expand(n, k, 2))
+    rand = torch.rand(n, num_points - k, 2, device=logits.device)
+    return torch.cat([picked, rand], dim=1)
+
+
+def check_targets(pred_masks: torch.Tensor, targets: list[Targets]) -> None:
+    """Shapes of the targets against [B, Q, T, h, w] predictions; raises a ValueError naming the clip."""
+    b, _, t = pred_masks.shape[:3]
+    if len(targets) != b:
+        raise ValueError(f"matcher: {len(targets)} targets for a batch of {b} clips")
+    for i, tg in enumerate(targets):
+        if tg.masks.dim() != 4 or tg.masks.shape[1] != t:
+            raise ValueError(f"matcher: clip {i}: target masks {tuple(tg.masks.shape)} are not [K, T={t}, H, W]")
+        if tg.labels.shape[0] != tg.masks.shape[0]:
+            raise ValueError(f"matcher: clip {i}: {tg.labels.shape[0]} labels for {tg.masks.shape[0]} masks")
+
+
+class HungarianMatcher:
+    """One-to-one assignment of Q predictions to K ground-truth tubes per clip (see module docstring)."""
+
+    def __init__(self, cfg: LossConfig):
+        self.class_weight = cfg.class_weight
+        self.mask_weight = cfg.mask_weight
+        self.dice_weight = cfg.dice_weight
+        self.num_points = cfg.num_points
+
+    @torch.no_grad()
+    def __call__(
+        self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: list[Targets]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        check_targets(pred_masks, targets)
+        out = []
+        for b, tg in enumerate(targets):
+            if tg.labels.numel() == 0:
+                empty = torch.zeros(0, dtype=torch.int64)
+                out.append((empty, empty.clone()))
+                continue
+            cost = self.cost_matrix(pred_logits[b], pred_masks[b], tg)  # [Q, K]
+            c = cost.cpu().numpy()
+            if not np.isfinite(c).all():
+                raise ValueError(f"matcher: clip {b}: non-finite matching cost (NaN/inf in the predictions?)")
+            i, j = linear_sum_assignment(c)
+            out.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
+        return out
+
+    @torch.no_grad()
+    def cost_matrix(self, logits: torch.Tensor, masks: torch.Tensor, tg: Targets) -> torch.Tensor:
+        """logits [Q, C+1], masks [Q, T, h, w] (logits), one clip's targets -> cost [Q, K] float32."""
+        device = masks.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            q, t = masks.shape[:2]
+            prob = logits.float().softmax(-1)  # [Q, C+1]
+            cost_class = -prob[:, tg.labels.to(device)]  # [Q, K]
+
+            coords = torch.rand(self.num_points, 2, device=device)  # shared by queries, targets, frames
+            pred = point_sample(masks.float().reshape(1, q * t, *masks.shape[-2:]), coords[None])  # [1, Q*T, P]
+            pred = pred.reshape(q, -1)  # [Q, T*P]
+            tgt = gather_points(tg.masks.to(device), coords).flatten(1).float()  # [K, T*P]
+            if tg.ignore is not None:
+                valid = (~gather_points(tg.ignore.to(device), coords)).flatten().float()  # [T*P]
+            else:
+                valid = torch.ones(tgt.shape[1], device=device)
+            n_valid = valid.sum().clamp_min(1.0)
+
+            # BCE(x, y) = y*softplus(-x) + (1-y)*softplus(x): linear in y, so it batches as two matmuls
+            pos, neg = F.softplus(-pred) * valid, F.softplus(pred) * valid  # [Q, T*P]
+            cost_mask = (pos @ tgt.T + neg @ (1.0 - tgt).T) / n_valid  # [Q, K]
+
+            p = pred.sigmoid() * valid  # [Q, T*P]
+            tv = tgt * valid
+            cost_dice = 1.0 - (2.0 * p @ tgt.T + 1.0) / (p.sum(-1)[:, None] + tv.sum(-1)[None] + 1.0)  # [Q, K]
+
+            return self.class_weight * cost_class + self.mask_weight * cost_mask + self.dice_weight * cost_dice

@@ -1,0 +1,103 @@
+"""Metric dispatcher behind ``gvseg eval --metric NAME --gt DIR --pred DIR --out results.json``.
+
+``METRICS`` maps a metric name to the module implementing it; modules are imported only when used, and each
+exposes ``evaluate(gt, pred, *, progress=True, **options) -> dict[str, float | dict]``. ``run_metric`` calls
+it, writes the result as JSON (numpy scalars/arrays converted, NaN written as ``NaN``) when ``out`` is given,
+and returns the dict. ``format_table`` renders the scalar entries (and one level of nested scalars) as a
+two-column text table; big nested tables (per class / per video) are summarised by their size.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+METRICS = {
+    "vpq": "gvseg.metrics.vpq",
+    "stq": "gvseg.metrics.stq",
+    "miou": "gvseg.metrics.semantic",
+    "ytvis": "gvseg.metrics.ytvis",
+    "jf": "gvseg.metrics.jf",
+    "hota": "gvseg.metrics.hota",
+}
+
+
+def get_metric(name: str):
+    """The ``evaluate`` function of metric ``name`` (lazy import)."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}")
+    module = importlib.import_module(METRICS[name])
+    return module.evaluate
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars/arrays, tuples and Paths -> JSON-serialisable Python values."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy scalar or array
+        return _plain(x.tolist())
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return x
+
+
+def run_metric(
+    name: str,
+    gt: str | os.PathLike,
+    pred: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    **options,
+) -> dict:
+    """Evaluate ``pred`` against ``gt`` with metric ``name``; write JSON to ``out`` if given."""
+    results = get_metric(name)(gt, pred, progress=progress, **options)
+    results = _plain(results)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w") as f:
+            json.dump({"metric": name, "gt": os.fspath(gt), "pred": os.fspath(pred), "results": results}, f,
+                      indent=2)
+    return results
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def format_table(results: dict, max_nested: int = 12) -> str:
+    """Two-column table of the scalar results; nested dicts of scalars with <= ``max_nested`` entries are
+    shown as ``parent.key`` rows, larger or deeper ones as ``parent  (N entries)``."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, d: dict, depth: int) -> None:
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                if depth < 2 and len(v) <= max_nested:
+                    walk(key + ".", v, depth + 1)
+                else:
+                    rows.append((key, f"({len(v)} entries)"))
+            elif isinstance(v, (list, tuple)):
+                rows.append((key, f"({len(v)} values)"))
+            else:
+                rows.append((key, _fmt(v)))
+
+    walk("", results, 0)
+    if not rows:
+        return "(no results)"
+    w = max(len(k) for k, _ in rows)
+    line = "-" * (w + 3 + max(len(v) for _, v in rows))
+    return "\n".join([line, *(f"{k.ljust(w)} | {v}" for k, v in rows), line])

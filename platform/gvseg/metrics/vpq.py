@@ -1,0 +1,544 @@
+"""Video Panoptic Quality VPQ^k, exactly as VIPSeg's ``ClipPanoFCN/eval_vpq_vspw.py`` defines it.
+
+For every span n in ``spans`` (default 1, 2, 4, 6, 8) and every window start 0..T-n of a video, the window's
+frames are stacked into tubes and matched (``vpq_compute_single_core``):
+
+- tube IoU = inter / (area_pred + area_gt - inter - |pred ∩ GT void|); TP = same category and IoU > 0.5
+  (every such pair counts; no one-to-one enforcement, exactly like the official loop);
+- GT area is the JSON ``area`` summed over the frames of the window that list the segment; prediction area
+  is its PNG pixel count; a tube's category / iscrowd come from the first frame of the window listing it;
+- FN = unmatched non-crowd GT tube; FP = unmatched predicted tube unless more than half of it lies on GT void
+  or on the (last-inserted) crowd tube of its category;
+- per class PQ = ΣIoU / (TP + FP/2 + FN/2), averaged over the classes with TP+FP+FN > 0 (all / things / stuff).
+
+Quirks kept on purpose: frames of the prediction JSON align with GT frames by position; videos shorter than n
+add nothing at span n; GT PNG ids absent from the window's JSON are ignored (neither segments nor void).
+Where the official script divides by zero (no class with TP+FP+FN > 0) we return ``nan``.
+
+Scale: PQ/SQ/RQ are in percent, like the script's ``vpq_all = 100 * pq``. Two headline means with explicit
+names: ``vpq_mean_12468`` (the script's final ``vpq-final.txt`` number, spans 1,2,4,6,8) and
+``vpq_mean_1246`` (VIPSeg paper and GvSeg tables, spans 1,2,4,6).
+
+Speed: the official script re-reads each PNG once per span and window (~18x the reading time). Here each
+frame pair is read once; ``np.unique`` on the joint id gives a per-frame intersection table
+``[G+1, P+1]`` (video-level GT ids incl. void + "other", pred ids incl. void + "other"), windows are
+differences of the cumulative table, and STQ is computed from the same tables (``scan_vipseg``).
+
+Array core: ``vpq_video(gt_ids [T,H,W], gt_segments, pred_ids [T,H,W], pred_segments, categories, spans)``
+returns ``{span: PQAccumulator}``; ``summarize`` turns accumulators into the result dict; ``evaluate`` runs a
+whole split (parallel over videos, progress bar) and returns that dict.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+from tqdm import tqdm
+
+from gvseg.metrics import panoptic_io as pio
+from gvseg.metrics import stq as stq_core
+
+SPANS = (1, 2, 4, 6, 8)
+PAPER_SPANS = (1, 2, 4, 6)  # VIPSeg paper / GvSeg tables
+OFFICIAL_SPANS = (1, 2, 4, 6, 8)  # eval_vpq_vspw.py final number
+_MAX_WINDOW_ELEMS = 1 << 22  # cap on S*G*P per vectorised chunk (memory)
+
+
+# ------------------------------------------------------------------------------------------- accumulators
+
+
+@dataclass
+class PQAccumulator:
+    """Per-class sums over windows and videos for one span; index = position in the categories list."""
+
+    iou: np.ndarray  # [C] float64 ΣIoU of TPs
+    tp: np.ndarray  # [C] int64
+    fp: np.ndarray  # [C] int64
+    fn: np.ndarray  # [C] int64
+
+    @classmethod
+    def zeros(cls, num_classes: int) -> PQAccumulator:
+        z = np.zeros(num_classes, np.int64)
+        return cls(np.zeros(num_classes, np.float64), z.copy(), z.copy(), z.copy())
+
+    def __iadd__(self, other: PQAccumulator) -> PQAccumulator:
+        self.iou += other.iou
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        return self
+
+
+# ------------------------------------------------------------------------------------------- segment tables
+
+
+@dataclass
+class SegmentTable:
+    """One side (GT or prediction) of a video's JSON, indexed [frame, compact segment].
+
+    ``ids`` always contains VOID (0) so that the void row/column of the intersection table exists."""
+
+    ids: np.ndarray  # [N] int64 sorted unique segment ids of the video (with 0)
+    listed: np.ndarray  # [T, N] bool: listed in that frame's segments_info
+    cat_first: np.ndarray  # [T, N] int64 category of the first listing in the frame (VPQ dict keeps first)
+    cat_last: np.ndarray  # [T, N] int64 category of the last listing (STQ's mask writes, last wins)
+    crowd: np.ndarray  # [T, N] bool iscrowd of the first listing
+    area: np.ndarray  # [T, N] int64 JSON area, summed over duplicate listings (VPQ)
+    order: np.ndarray  # [T, N] int64 position of the first listing in the frame's list (dict insertion)
+    inst: np.ndarray  # [N] int64 first-appearance index over the whole video, stuff included (STQ), -1 never
+
+    @property
+    def num(self) -> int:
+        return len(self.ids)
+
+    @property
+    def void_index(self) -> int:
+        return int(np.searchsorted(self.ids, pio.VOID))
+
+
+def segment_table(segments: Sequence[Sequence[Mapping]], where: str = "", need_area: bool = False) -> SegmentTable:
+    """Build a :class:`SegmentTable` from per-frame ``segments_info`` lists (``where`` names the JSON)."""
+    video_order: dict[int, int] = {}  # eval_stq_vspw.py: index = order of first appearance in the video
+    for f, segs in enumerate(segments):
+        for s in segs:
+            if "id" not in s or "category_id" not in s:
+                raise ValueError(f"{where}: frame {f} has a segment without 'id'/'category_id': {s}")
+            video_order.setdefault(int(s["id"]), len(video_order))
+    ids = np.array(sorted(set(video_order) | {pio.VOID}), dtype=np.int64)
+    if ids[0] < 0 or ids[-1] >= (1 << 32):
+        raise ValueError(f"{where}: segment ids must lie in [0, 2^32)")
+    col = {int(i): k for k, i in enumerate(ids)}
+    T, N = len(segments), len(ids)
+    listed = np.zeros((T, N), bool)
+    cat_first = np.full((T, N), -1, np.int64)
+    cat_last = np.full((T, N), -1, np.int64)
+    crowd = np.zeros((T, N), bool)
+    area = np.zeros((T, N), np.int64)
+    order = np.zeros((T, N), np.int64)
+    for f, segs in enumerate(segments):
+        for pos, s in enumerate(segs):
+            k = col[int(s["id"])]
+            if need_area and "area" not in s:
+                raise ValueError(f"{where}: frame {f} segment {s['id']} has no 'area' (VPQ takes GT area from JSON)")
+            if not listed[f, k]:
+                listed[f, k] = True
+                cat_first[f, k] = int(s["category_id"])
+                crowd[f, k] = int(s.get("iscrowd", 0)) == 1
+                order[f, k] = pos
+            cat_last[f, k] = int(s["category_id"])
+            area[f, k] += int(s.get("area", 0))
+    inst = np.full(N, -1, np.int64)
+    for i, o in video_order.items():
+        inst[col[i]] = o
+    return SegmentTable(ids, listed, cat_first, cat_last, crowd, area, order, inst)
+
+
+# ------------------------------------------------------------------------------------------- frame tables
+
+
+def pair_counts(gt_ids: np.ndarray, pred_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Joint histogram of one frame: (gt id [K], pred id [K], pixel count [K]), all int64.
+
+    One ``np.unique`` on the 64-bit joint key (gt << 32 | pred) replaces the official per-window
+    ``np.unique(gt * 2^24 + pred)`` over stacked frames."""
+    if gt_ids.shape != pred_ids.shape:
+        raise ValueError(f"gt {gt_ids.shape} and prediction {pred_ids.shape} differ in size")
+    key = gt_ids.astype(np.uint64, copy=True).ravel()
+    key <<= np.uint64(32)
+    key |= pred_ids.astype(np.uint64, copy=False).ravel()
+    u, n = np.unique(key, return_counts=True)
+    return (u >> np.uint64(32)).astype(np.int64), (u & np.uint64(0xFFFFFFFF)).astype(np.int64), n.astype(np.int64)
+
+
+def compact(ids_sorted: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in ``ids_sorted``; values not there get ``len(ids_sorted)`` (the "other" bucket)."""
+    idx = np.searchsorted(ids_sorted, values)
+    idx_c = np.minimum(idx, len(ids_sorted) - 1)
+    return np.where(ids_sorted[idx_c] == values, idx_c, len(ids_sorted))
+
+
+def check_prediction_frame(
+    pi: np.ndarray, pu: np.ndarray, n: np.ndarray, pred: SegmentTable, f: int, known_cat: np.ndarray, where: str
+) -> None:
+    """The sanity checks of ``eval_vpq_vspw.py`` (KeyError there), as ValueError naming the PNG."""
+    P = pred.num
+    if (pi == P).any():
+        bad = sorted(set(pu[pi == P].tolist()))
+        raise ValueError(f"{where}: segment ids {bad} are in the PNG but not in the prediction JSON")
+    pix = np.bincount(pi, weights=n, minlength=P + 1)[:P]
+    listed = pred.listed[f]
+    unlisted = (pix > 0) & ~listed & (pred.ids != pio.VOID)
+    if unlisted.any():
+        raise ValueError(
+            f"{where}: segment ids {pred.ids[unlisted].tolist()} are in the PNG but not in this frame's JSON"
+        )
+    missing = listed & (pix == 0)
+    if missing.any():
+        raise ValueError(f"{where}: segment ids {pred.ids[missing].tolist()} are in the JSON but not in the PNG")
+    unknown = listed & ~known_cat[f]
+    if unknown.any():
+        raise ValueError(
+            f"{where}: segments {pred.ids[unknown].tolist()} have unknown category_id "
+            f"{pred.cat_first[f][unknown].tolist()}"
+        )
+
+
+def dense_counts(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], G1: int, P1: int) -> np.ndarray:
+    """Per-frame sparse (gt index, pred index, count) -> dense [T, G1, P1] int64."""
+    out = np.zeros((len(frames), G1 * P1), np.int64)
+    for f, (gi, pi, n) in enumerate(frames):
+        np.add.at(out[f], gi * P1 + pi, n)
+    return out.reshape(len(frames), G1, P1)
+
+
+# ------------------------------------------------------------------------------------------- VPQ core
+
+
+def category_index(categories: Sequence[Mapping]) -> dict[int, int]:
+    return {int(c["id"]): k for k, c in enumerate(categories)}
+
+
+def _cat_positions(cats: np.ndarray, cat_index: Mapping[int, int], unknown: int) -> np.ndarray:
+    """category ids -> positions in the categories list; unknown/unlisted -> ``unknown``."""
+    lut = {**{c: unknown for c in np.unique(cats).tolist()}, **cat_index}
+    flat = np.array([lut[c] for c in cats.ravel().tolist()], np.int64)
+    return flat.reshape(cats.shape)
+
+
+def _next_listed(listed: np.ndarray) -> np.ndarray:
+    """[T, N] bool -> [T+1, N] int64: first frame >= t that lists the segment (T if none)."""
+    T, N = listed.shape
+    nxt = np.full((T + 1, N), T, np.int64)
+    for t in range(T - 1, -1, -1):
+        nxt[t] = np.where(listed[t], t, nxt[t + 1])
+    return nxt
+
+
+def vpq_from_counts(
+    counts: np.ndarray,
+    gt: SegmentTable,
+    pred: SegmentTable,
+    cat_index: Mapping[int, int],
+    spans: Iterable[int] = SPANS,
+    where: str = "",
+) -> dict[int, PQAccumulator]:
+    """VPQ accumulators of one video from its per-frame intersection tables.
+
+    counts: [T, G+1, P+1] int64, rows = ``gt.ids`` + "other", cols = ``pred.ids`` + "other"."""
+    T, G1, P1 = counts.shape
+    G, P = G1 - 1, P1 - 1
+    C = len(cat_index)
+    gcat_all = _cat_positions(gt.cat_first, cat_index, C)  # [T, G]  unknown GT categories -> slot C
+    pcat_all = _cat_positions(pred.cat_first, cat_index, C)  # [T, P]  (validated known where listed)
+    cum = np.zeros((T + 1, G1, P1), np.int64)
+    np.cumsum(counts, axis=0, out=cum[1:])
+    garea_cum = np.concatenate([np.zeros((1, G), np.int64), np.cumsum(gt.area, 0)])  # [T+1, G] JSON area
+    parea_cum = cum[:, :, :P].sum(1)  # [T+1, P] PNG pixel count
+    gnext, pnext = _next_listed(gt.listed), _next_listed(pred.listed)
+    void = gt.void_index
+    g_ar, p_ar = np.arange(G), np.arange(P)
+
+    out = {}
+    for n in spans:
+        acc = PQAccumulator.zeros(C + 1)
+        S = T - n + 1  # window starts 0..T-n; none when the video is shorter than n
+        chunk = max(1, _MAX_WINDOW_ELEMS // max(1, G1 * P1))
+        for s0 in range(0, max(S, 0), chunk):
+            s = np.arange(s0, min(S, s0 + chunk))
+            e = s + n
+            inter_all = cum[e] - cum[s]  # [S, G1, P1]
+            inter = inter_all[:, :G, :P]  # [S, G, P]
+            void_inter = inter_all[:, void, :P]  # [S, P]  |pred ∩ GT void|
+            # tube properties from the first frame of the window listing the segment
+            gf0, pf0 = gnext[s], pnext[s]  # [S, G], [S, P]
+            gpres, ppres = gf0 < e[:, None], pf0 < e[:, None]
+            gf0c, pf0c = np.minimum(gf0, T - 1), np.minimum(pf0, T - 1)
+            gcat = np.where(gpres, gcat_all[gf0c, g_ar], C)
+            pcat = np.where(ppres, pcat_all[pf0c, p_ar], C)
+            gcrowd = gpres & gt.crowd[gf0c, g_ar]
+            garea = garea_cum[e] - garea_cum[s]  # [S, G]
+            parea = parea_cum[e] - parea_cum[s]  # [S, P]
+
+            valid = (inter > 0) & gpres[:, :, None] & ppres[:, None, :] & ~gcrowd[:, :, None]
+            valid &= gcat[:, :, None] == pcat[:, None, :]
+            union = parea[:, None, :] + garea[:, :, None] - inter - void_inter[:, None, :]
+            if (valid & (union == 0)).any():
+                raise ValueError(f"{where}: tube union is 0 (GT JSON 'area' smaller than the PNG)")
+            iou = np.zeros(inter.shape, np.float64)
+            np.divide(inter, union, out=iou, where=valid)
+            if (iou > 1.0).any():  # eval_vpq_vspw.py: assert iou <= 1.0
+                raise ValueError(f"{where}: tube IoU > 1 (GT JSON 'area' smaller than the PNG pixel count)")
+            tp = valid & (iou > 0.5)
+            tp_cat = np.broadcast_to(gcat[:, :, None], tp.shape)[tp]
+            acc.tp += np.bincount(tp_cat, minlength=C + 1)
+            acc.iou += np.bincount(tp_cat, weights=iou[tp], minlength=C + 1)
+            gmatched, pmatched = tp.any(2), tp.any(1)
+
+            fn = gpres & ~gmatched & ~gcrowd
+            acc.fn += np.bincount(gcat[fn], minlength=C + 1)
+
+            ignored = void_inter.astype(np.float64)
+            if gcrowd.any():
+                ignored = ignored + _crowd_overlap(inter, gcrowd, gcat, pcat, gf0c, s, gt.order, g_ar)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                frac = ignored / parea
+            fp = ppres & ~pmatched & ~(frac > 0.5)
+            acc.fp += np.bincount(pcat[fp], minlength=C + 1)
+        out[int(n)] = PQAccumulator(acc.iou[:C], acc.tp[:C], acc.fp[:C], acc.fn[:C])
+    return out
+
+
+def _crowd_overlap(inter, gcrowd, gcat, pcat, gf0c, s, order, g_ar) -> np.ndarray:
+    """|pred ∩ crowd tube of the pred's category| per window; rare (VIPSeg has no crowd), so a small loop.
+
+    eval_vpq_vspw.py keeps one crowd tube per category: the last one inserted into the window's dict, i.e.
+    the largest (first listing frame, position in that frame's JSON)."""
+    out = np.zeros(gcat.shape[:1] + inter.shape[2:], np.float64)  # [S, P]
+    for w in np.nonzero(gcrowd.any(1))[0]:
+        gs = np.nonzero(gcrowd[w])[0]
+        rank = (gf0c[w, gs] - s[w]) * (1 << 32) + order[gf0c[w, gs], gs]
+        last = {}
+        for g in gs[np.argsort(rank, kind="stable")]:
+            last[int(gcat[w, g])] = g
+        for p in range(inter.shape[2]):
+            g = last.get(int(pcat[w, p]))
+            if g is not None:
+                out[w, p] = inter[w, g, p]
+    return out
+
+
+def vpq_video(
+    gt_ids: np.ndarray,
+    gt_segments: Sequence[Sequence[Mapping]],
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[Sequence[Mapping]],
+    categories: Sequence[Mapping],
+    spans: Iterable[int] = SPANS,
+    where: str = "video",
+) -> dict[int, PQAccumulator]:
+    """Array core: gt_ids/pred_ids [T, H, W] non-negative integer ids (< 2^32), per-frame segments_info."""
+    gt_ids, pred_ids = np.asarray(gt_ids), np.asarray(pred_ids)
+    if gt_ids.shape != pred_ids.shape or gt_ids.ndim != 3:
+        raise ValueError(f"{where}: gt {gt_ids.shape} and pred {pred_ids.shape} must be equal [T, H, W]")
+    if not (len(gt_segments) == len(pred_segments) == len(gt_ids)):
+        raise ValueError(f"{where}: {len(gt_ids)} frames but {len(gt_segments)}/{len(pred_segments)} segment lists")
+    for a in (gt_ids, pred_ids):
+        if a.size and (a.min() < 0 or a.max() >= (1 << 32)):
+            raise ValueError(f"{where}: ids must lie in [0, 2^32)")
+    gt = segment_table(gt_segments, where, need_area=True)
+    pred = segment_table(pred_segments, where)
+    cat_index = category_index(categories)
+    known = np.isin(pred.cat_first, list(cat_index))
+    frames = []
+    for f in range(len(gt_ids)):
+        gu, pu, n = pair_counts(gt_ids[f], pred_ids[f])
+        gi, pi = compact(gt.ids, gu), compact(pred.ids, pu)
+        check_prediction_frame(pi, pu, n, pred, f, known, f"{where} frame {f}")
+        frames.append((gi, pi, n))
+    counts = dense_counts(frames, gt.num + 1, pred.num + 1)
+    return vpq_from_counts(counts, gt, pred, cat_index, spans, where)
+
+
+# ------------------------------------------------------------------------------------------- summary
+
+
+def pq_average(acc: PQAccumulator, categories: Sequence[Mapping], isthing: bool | None):
+    """``PQStat.pq_average``: mean over classes with TP+FP+FN > 0 (nan where the script divides by 0)."""
+    pq = sq = rq = 0.0
+    n = 0
+    per_class = {}
+    for k, c in enumerate(categories):
+        if isthing is not None and (c.get("isthing", 0) == 1) != isthing:
+            continue
+        iou, tp, fp, fn = float(acc.iou[k]), int(acc.tp[k]), int(acc.fp[k]), int(acc.fn[k])
+        if tp + fp + fn == 0:
+            per_class[int(c["id"])] = {"pq": 0.0, "sq": 0.0, "rq": 0.0, "iou": 0.0, "tp": 0, "fp": 0, "fn": 0}
+            continue
+        n += 1
+        pq_c = iou / (tp + 0.5 * fp + 0.5 * fn)
+        sq_c = iou / tp if tp != 0 else 0
+        rq_c = tp / (tp + 0.5 * fp + 0.5 * fn)
+        per_class[int(c["id"])] = {"pq": pq_c, "sq": sq_c, "rq": rq_c, "iou": iou, "tp": tp, "fp": fp, "fn": fn}
+        pq += pq_c
+        sq += sq_c
+        rq += rq_c
+    nan = float("nan")
+    avg = {"pq": pq / n if n else nan, "sq": sq / n if n else nan, "rq": rq / n if n else nan, "n": n}
+    return avg, per_class
+
+
+def summarize(accs: Mapping[int, PQAccumulator], categories: Sequence[Mapping]) -> dict:
+    """Accumulators per span -> result dict (percent). Keys: ``vpq_mean_1246``, ``vpq_mean_12468`` (+ ``_thing``
+    / ``_stuff``), ``vpq_<n>``/``vpq_<n>_thing``/``vpq_<n>_stuff`` per span, ``spans`` (PQ/SQ/RQ/n per split)
+    and ``per_class`` (per span, per category id: pq/sq/rq in percent, iou sum, tp/fp/fn)."""
+    res: dict = {}
+    spans_out: dict = {}
+    per_class_out: dict = {}
+    for n, acc in accs.items():
+        split = {}
+        for name, isthing in (("all", None), ("things", True), ("stuff", False)):
+            avg, per_class = pq_average(acc, categories, isthing)
+            split[name] = {"pq": 100 * avg["pq"], "sq": 100 * avg["sq"], "rq": 100 * avg["rq"], "n": avg["n"]}
+            if isthing is None:
+                names = {int(c["id"]): c.get("name", str(c["id"])) for c in categories}
+                per_class_out[str(n)] = {
+                    str(cid): {"name": names[cid], **{k: (100 * v if k in ("pq", "sq", "rq") else v)
+                                                      for k, v in r.items()}}
+                    for cid, r in per_class.items()
+                }
+        spans_out[str(n)] = split
+        res[f"vpq_{n}"] = split["all"]["pq"]
+        res[f"vpq_{n}_thing"] = split["things"]["pq"]
+        res[f"vpq_{n}_stuff"] = split["stuff"]["pq"]
+    for tag, want in (("1246", PAPER_SPANS), ("12468", OFFICIAL_SPANS)):
+        if all(n in accs for n in want):
+            for suffix, key in (("", "all"), ("_thing", "things"), ("_stuff", "stuff")):
+                vals = [spans_out[str(n)][key]["pq"] for n in want]
+                res[f"vpq{suffix}_mean_{tag}"] = sum(vals) / len(vals)
+    res["spans"] = spans_out
+    res["per_class"] = per_class_out
+    return res
+
+
+# ------------------------------------------------------------------------------------------- split runner
+
+
+@dataclass
+class VideoResult:
+    video_id: str
+    vpq: dict[int, PQAccumulator] = field(default_factory=dict)
+    stq: stq_core.STQSequence | None = None
+
+
+def scan_video(
+    video: pio.PanopticVideo,
+    categories: Sequence[Mapping],
+    spans: Sequence[int] = SPANS,
+    with_vpq: bool = True,
+    with_stq: bool = False,
+    stq_num_classes: int = 124,
+    stq_ignore_label: int = 255,
+    stq_things: Sequence[int] | None = None,
+) -> VideoResult:
+    """One pass over one video: each GT and prediction PNG is read once; VPQ (all spans) and STQ both come from
+    the per-frame intersection tables."""
+    gt = segment_table(video.gt_segments, f"GT JSON video {video.video_id!r}", need_area=with_vpq)
+    pred = segment_table(video.pred_segments, f"prediction JSON video {video.video_id!r}")
+    cat_index = category_index(categories)
+    known = np.isin(pred.cat_first, list(cat_index))
+    frames = []
+    for f, (gp, pp) in enumerate(zip(video.gt_paths, video.pred_paths)):
+        g = pio.read_id_png(gp)
+        if not os.path.isfile(pp):
+            raise FileNotFoundError(f"{pp}: prediction frame missing (GT frame {gp})")
+        p = pio.read_id_png(pp)
+        if g.shape != p.shape:
+            raise ValueError(f"{pp}: prediction is {p.shape[0]}x{p.shape[1]} but GT {gp} is {g.shape[0]}x{g.shape[1]}")
+        gu, pu, n = pair_counts(g, p)
+        gi, pi = compact(gt.ids, gu), compact(pred.ids, pu)
+        if with_vpq:
+            check_prediction_frame(pi, pu, n, pred, f, known, pp)
+        frames.append((gi, pi, n))
+    out = VideoResult(video.video_id)
+    if with_vpq:
+        counts = dense_counts(frames, gt.num + 1, pred.num + 1)
+        out.vpq = vpq_from_counts(counts, gt, pred, cat_index, spans, f"video {video.video_id!r}")
+    if with_stq:
+        # eval_stq_vspw.py: things = categories with isthing
+        things = stq_things if stq_things is not None else [int(c["id"]) for c in categories if c.get("isthing", 0)]
+        gl_tab = stq_core.vipseg_labels(gt, stq_ignore_label)  # [T, G+1] label per compact id and frame
+        pl_tab = stq_core.vipseg_labels(pred, stq_ignore_label)
+        gl = np.concatenate([gl_tab[f, gi] for f, (gi, _, _) in enumerate(frames)]) if frames else np.zeros(0, np.int64)
+        pl = np.concatenate([pl_tab[f, pi] for f, (_, pi, _) in enumerate(frames)]) if frames else np.zeros(0, np.int64)
+        n = np.concatenate([fr[2] for fr in frames]) if frames else np.zeros(0, np.int64)
+        out.stq = stq_core.stq_sequence(
+            gl, pl, n, num_classes=stq_num_classes, things=things, ignore_label=stq_ignore_label,
+            length=len(frames), where=f"video {video.video_id!r}",
+        )
+    return out
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core; no nested thread pools
+
+
+def map_videos(fn, items: Sequence, workers: int | None, progress: bool, desc: str):
+    """Ordered map over videos: in-process when ``workers <= 1``, else a process pool; yields results."""
+    workers = min(os.cpu_count() or 1, len(items)) if workers is None else min(workers, len(items))
+    bar = tqdm(total=len(items), desc=desc, disable=not progress)
+    try:
+        if workers <= 1:
+            for it in items:
+                yield fn(it)
+                bar.update()
+        else:
+            with mp.get_context().Pool(workers, initializer=_init_worker) as pool:
+                for r in pool.imap(fn, items, chunksize=1):
+                    yield r
+                    bar.update()
+    finally:
+        bar.close()
+
+
+def scan_vipseg(
+    split: pio.PanopticSplit,
+    *,
+    spans: Sequence[int] = SPANS,
+    with_vpq: bool = True,
+    with_stq: bool = False,
+    stq_num_classes: int = 124,
+    stq_ignore_label: int = 255,
+    stq_things: Sequence[int] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[dict[int, PQAccumulator], dict[str, stq_core.STQSequence]]:
+    """Run :func:`scan_video` over a split; returns (VPQ accumulators per span, STQ stats per video)."""
+    C = len(split.categories)
+    accs = {int(n): PQAccumulator.zeros(C) for n in spans}
+    seqs: dict[str, stq_core.STQSequence] = {}
+    fn = partial(
+        scan_video, categories=split.categories, spans=tuple(spans), with_vpq=with_vpq, with_stq=with_stq,
+        stq_num_classes=stq_num_classes, stq_ignore_label=stq_ignore_label, stq_things=stq_things,
+    )
+    for r in map_videos(fn, split.videos, workers, progress, "VPQ/STQ" if with_stq else "VPQ"):
+        for n, a in r.vpq.items():
+            accs[n] += a
+        if r.stq is not None:
+            seqs[r.video_id] = r.stq
+    return accs, seqs
+
+
+def evaluate(
+    gt: str | os.PathLike,
+    pred: str | os.PathLike,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+    spans: Sequence[int] = SPANS,
+    with_stq: bool = False,
+    gt_json: str | None = None,
+    gt_png_dir: str | None = None,
+    pred_json: str | None = None,
+    **options,
+) -> dict:
+    """VPQ of a VIPSeg-format prediction directory against a VIPSeg-format GT (root dir or JSON file).
+
+    ``with_stq=True`` adds the STQ keys (``stq``, ``aq``, ``sq``) from the same single pass."""
+    if options:
+        raise TypeError(f"vpq.evaluate: unknown options {sorted(options)}")
+    if pio.detect_format(gt) != "vipseg":
+        raise ValueError(f"{gt}: VPQ needs VIPSeg-format ground truth (panomasksRGB/ + JSON)")
+    split = pio.load_vipseg(gt, pred, gt_json=gt_json, gt_png_dir=gt_png_dir, pred_json=pred_json)
+    accs, seqs = scan_vipseg(split, spans=spans, with_stq=with_stq, workers=workers, progress=progress)
+    res = summarize(accs, split.categories)
+    res["num_videos"] = len(split.videos)
+    if with_stq:
+        res.update(stq_core.stq_result(seqs, num_classes=124, ignore_label=255))
+    return res

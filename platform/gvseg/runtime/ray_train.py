@@ -1,0 +1,262 @@
+"""Training on Ray Train (DDP: NCCL on GPU, gloo on CPU), or in one process with ``--local``.
+
+Driver (``run_train``): resolve paths → synthesise data if the recipe asks → create or resume the MLflow
+run → ``TorchTrainer.fit()`` (or the local loop) → evaluate the last checkpoint on the val split → log
+checkpoints, overlays and the registered model → end the run FINISHED, or FAILED on any error.
+
+Worker (``train_worker``): build the parts → restore the latest checkpoint (Ray hands it over after a
+worker failure or when the same run name is re-run) → wrap in DDP → ``engine.fit`` over this worker's
+Ray Data shard (disjoint videos) → at every checkpoint step all ranks ``ray.train.report`` (a barrier),
+rank 0 attaching the checkpoint. Only rank 0 talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gvseg import checkpoint
+from gvseg.config import Config, from_dict, to_dict
+from gvseg.engine import LoopState, Parts, build_parts, fit, seed_everything
+
+# Ray workers chdir into a per-run directory: every path that crosses to them must be absolute.
+
+
+def resolve_paths(cfg: Config) -> Config:
+    root = str(Path(cfg.data.root).resolve()) if cfg.data.root else ""
+    storage = cfg.runtime.storage_path or str(Path.cwd() / "runs")
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    from gvseg.runtime.mlflow_log import resolve_tracking_uri
+
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, root=root),
+        runtime=dataclasses.replace(cfg.runtime, storage_path=storage),
+        tracking=dataclasses.replace(cfg.tracking, tracking_uri=resolve_tracking_uri(cfg),
+                                     run_name=cfg.tracking.run_name or cfg.name),
+    )
+
+
+def ensure_data(cfg: Config) -> None:
+    """Write the synthetic dataset the recipe asks for, once (an existing tree is reused)."""
+    root = Path(cfg.data.root)
+    if not cfg.data.synthetic or (root / ".complete").exists():
+        return
+    from gvseg.data.synthetic import synth_dataset
+
+    s = cfg.data.synth
+    print(f"gvseg: writing a synthetic {cfg.data.format} dataset to {root}")
+    synth_dataset(cfg.data.format, root, videos=s.videos, frames=s.frames, height=s.height, width=s.width,
+                  seed=s.seed, lookalike=s.lookalike)
+    (root / ".complete").write_text("ok\n")
+
+
+def run_dir(cfg: Config) -> Path:
+    return Path(cfg.runtime.storage_path) / cfg.tracking.run_name
+
+
+# --------------------------------------------------------------------------------------------- worker
+
+
+def _save_state(parts: Parts, state: LoopState, cfg: Config, directory: str | Path) -> Path:
+    return checkpoint.save(
+        checkpoint.build_state(model=parts.model, criterion=parts.loss_state(), optimizer=parts.optimizer,
+                               scheduler=parts.scheduler, step=state.step, epoch=state.epoch,
+                               config=to_dict(cfg),
+                               extra={"nonfinite_total": state.nonfinite_total}),
+        directory,
+    )
+
+
+def _restore_state(parts: Parts, directory: str | Path, device: torch.device) -> LoopState:
+    saved = checkpoint.load(directory, map_location=device)
+    step, epoch = checkpoint.restore(saved, model=parts.model, criterion=parts.loss_state(),
+                                     optimizer=parts.optimizer, scheduler=parts.scheduler)
+    return LoopState(step=step, epoch=epoch, nonfinite_total=int(saved["extra"].get("nonfinite_total", 0)))
+
+
+def _maybe_crash(cfg: Config, step: int, rank: int, world: int) -> None:
+    """Fault injection: the last rank dies abruptly once (a marker file remembers it did)."""
+    fault = cfg.train.fault
+    if fault.crash_at_step and step == fault.crash_at_step and rank == world - 1:
+        marker = Path(fault.crash_marker or Path(cfg.runtime.storage_path) / ".crashed")
+        if not marker.exists():
+            marker.write_text(f"crashed at step {step}\n")
+            os._exit(17)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """The per-worker function that Ray Train runs on every rank."""
+    import ray.train
+    import ray.train.torch
+
+    from gvseg.runtime.mlflow_log import RunLogger
+    from gvseg.runtime.ray_data import iterate_shard
+
+    cfg = from_dict(Config, config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    seed_everything(cfg.train.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
+    parts = build_parts(cfg, device)
+    state = LoopState()
+    ckpt = ray.train.get_checkpoint()  # set after a worker failure, or when the same run name is re-run
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = _restore_state(parts, d, device)
+    seed_everything(cfg.train.seed + 1000 * rank + state.step)  # different augmentation per rank and resume
+    parts.model = ray.train.torch.prepare_model(parts.model, parallel_strategy_kwargs={"find_unused_parameters": True})
+
+    shard = ray.train.get_dataset_shard("train")
+    per_worker = max(1, cfg.train.batch_size // world)
+    logger = RunLogger(config["tracking_uri"], config["run_id"], run_dir(cfg)) if rank == 0 else None
+    monitor = logger.start_system_metrics() if logger and cfg.tracking.log_system_metrics else None
+
+    def on_metrics(metrics: dict[str, float], step: int) -> None:
+        if logger:
+            logger.log_metrics(metrics, step)
+
+    def on_checkpoint(st: LoopState) -> None:
+        _maybe_crash(cfg, st.step, rank, world)
+        with tempfile.TemporaryDirectory() as d:
+            reported = None
+            if rank == 0:
+                _save_state(parts, st, cfg, d)
+                reported = ray.train.Checkpoint.from_directory(d)
+            metrics = {"step": st.step, "epoch": st.epoch, "loss": st.history[-1] if st.history else float("nan")}
+            ray.train.report(metrics, checkpoint=reported, checkpoint_dir_name=f"step_{st.step:07d}")
+
+    try:
+        fit(cfg, parts, lambda epoch: iterate_shard(shard, cfg, per_worker, epoch=epoch, seed=cfg.train.seed),
+            device=device, state=state, on_metrics=on_metrics, on_checkpoint=on_checkpoint,
+            progress=rank == 0)
+    finally:
+        if monitor is not None:
+            monitor.finish()
+        if logger:
+            logger.flush(force=True)
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def _train_local(cfg: Config, logger: Any) -> Path:
+    """The same engine in one process, no Ray. Checkpoints under <storage>/<run>/checkpoints/step_*."""
+    from gvseg.data.pipeline import build_records, iterate_batches
+
+    device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
+    seed_everything(cfg.train.seed)
+    parts = build_parts(cfg, device)
+    ckpt_root = run_dir(cfg) / "checkpoints"
+    state = LoopState()
+    last = checkpoint.latest(ckpt_root)
+    if last is not None:
+        print(f"gvseg: resuming from {last}")
+        state = _restore_state(parts, last, device)
+    records = build_records(cfg.data, cfg.data.train_split)
+
+    def on_checkpoint(st: LoopState) -> None:
+        _save_state(parts, st, cfg, ckpt_root / f"step_{st.step:07d}")
+        checkpoint.prune(ckpt_root, cfg.train.num_to_keep)
+
+    fit(cfg, parts,
+        lambda epoch: iterate_batches(records, cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                                      epoch=epoch, train=True),
+        device=device, state=state, on_metrics=logger.log_metrics, on_checkpoint=on_checkpoint)
+    final = checkpoint.latest(ckpt_root)
+    assert final is not None
+    return final
+
+
+def _train_ray(cfg: Config, logger: Any, address: str | None) -> Path:
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from gvseg.data.pipeline import build_records
+    from gvseg.runtime.ray_data import build_dataset
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:  # embedded: loopback only, no dashboard
+            ray.init(num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1),
+                     include_dashboard=False, log_to_driver=True)
+    records = build_records(cfg.data, cfg.data.train_split)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"cfg": to_dict(cfg), "run_id": logger.run_id, "tracking_uri": logger.tracking_uri},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.runtime.num_workers, use_gpu=cfg.runtime.use_gpu,
+            resources_per_worker={"CPU": cfg.runtime.cpus_per_worker,
+                                  **({"GPU": cfg.runtime.gpus_per_worker} if cfg.runtime.use_gpu else {})}),
+        run_config=ray.train.RunConfig(
+            name=cfg.tracking.run_name, storage_path=cfg.runtime.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.runtime.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep)),
+        datasets={"train": build_dataset(records, cfg)},
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"{run_dir(cfg)}: training reported no checkpoint")
+    local = run_dir(cfg) / "final_checkpoint"
+    with result.checkpoint.as_directory() as d:
+        checkpoint.save(checkpoint.load(d), local)
+    return local
+
+
+def run_train(cfg: Config, *, recipe: str = "", address: str | None = None) -> dict[str, float]:
+    """Train → evaluate → log. Returns the eval metrics. The MLflow run ends FINISHED or FAILED."""
+    from gvseg.runtime.mlflow_log import RunLogger
+
+    cfg = resolve_paths(cfg)
+    ensure_data(cfg)
+    run_dir(cfg).mkdir(parents=True, exist_ok=True)
+    logger = RunLogger.create(cfg, recipe=recipe, fallback_dir=run_dir(cfg))
+    print(f"gvseg: MLflow run {logger.run_id} ({cfg.tracking.run_name}) at {logger.tracking_uri}")
+    status = "FAILED"
+    try:
+        t0 = time.time()
+        if cfg.runtime.local:
+            final = _train_local(cfg, logger)
+        else:
+            final = _train_ray(cfg, logger, address or cfg.runtime.address or None)
+        train_seconds = time.time() - t0
+        logger.log_artifact(final / checkpoint.FILENAME, "checkpoints/last")
+        metrics = evaluate_checkpoint(cfg, final, logger=logger)
+        logger.log_metrics({**metrics, "train_seconds": train_seconds}, step=cfg.train.max_iters)
+        from gvseg.model.gvseg import build_gvseg
+
+        model = build_gvseg(cfg.model, cfg.loss)
+        model.load_state_dict(checkpoint.load(final)["model"])
+        logger.log_model(model.eval(), cfg.tracking.registered_model)  # registered when a name is configured
+        status = "FINISHED"
+        return metrics
+    finally:
+        logger.end(status)
+
+
+def evaluate_checkpoint(cfg: Config, path: str | Path, *, logger: Any = None) -> dict[str, float]:
+    """Predict the val split with the checkpoint, write official-format predictions, score them."""
+    from gvseg.evaluation import evaluate_split
+    from gvseg.model.gvseg import build_gvseg
+
+    device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
+    model = build_gvseg(cfg.model, cfg.loss).to(device)
+    model.load_state_dict(checkpoint.load(path, map_location=device)["model"])
+    out_dir = run_dir(cfg) / "eval"
+    metrics, overlays = evaluate_split(model.eval(), cfg, out_dir, device=device)
+    if logger is not None:
+        for i, image in enumerate(overlays):
+            logger.log_image(image, key="val_overlay", step=i)
+        logger.log_dict(metrics, "eval/metrics.json")
+    return metrics

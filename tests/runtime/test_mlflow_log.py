@@ -1,0 +1,74 @@
+"""MLflow logging: params, resume by run name, redaction, and no metric lost while the server is away."""
+
+import json
+
+import pytest
+
+pytest.importorskip("mlflow")
+
+import mlflow  # noqa: E402
+
+from gvseg.config import Config, apply_overrides  # noqa: E402
+from gvseg.runtime.mlflow_log import REDACTED, RunLogger, redact  # noqa: E402
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    return apply_overrides(Config(), [f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                                      "tracking.run_name=unit"])
+
+
+def test_params_tags_and_metrics_land(cfg, tmp_path):
+    logger = RunLogger.create(cfg, recipe="tasks/x.py:debug", fallback_dir=tmp_path / "run")
+    logger.log_metrics({"loss": 1.5}, step=3)
+    logger.end("FINISHED")
+    run = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_run(logger.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == "0.0001"
+    assert run.data.tags["recipe"] == "tasks/x.py:debug" and run.data.tags["task"] == "vps"
+    assert run.data.metrics["loss"] == 1.5
+
+
+def test_same_run_name_resumes_an_unfinished_run(cfg, tmp_path):
+    first = RunLogger.create(cfg, recipe="r", fallback_dir=tmp_path)
+    first.end("FAILED")
+    again = RunLogger.create(cfg, recipe="r", fallback_dir=tmp_path)
+    assert again.run_id == first.run_id
+    again.end("FINISHED")
+    fresh = RunLogger.create(cfg, recipe="r", fallback_dir=tmp_path)
+    assert fresh.run_id != first.run_id
+    fresh.end()
+
+
+def test_outage_buffers_then_flushes(cfg, tmp_path, monkeypatch):
+    logger = RunLogger.create(cfg, recipe="r", fallback_dir=tmp_path)
+    real = logger.client.log_batch
+
+    def down(*a, **k):
+        raise ConnectionError("server away")
+
+    monkeypatch.setattr(logger.client, "log_batch", down)
+    for step in range(3):
+        logger.log_metrics({"loss": float(step)}, step=step)
+    assert len(logger.pending) == 3
+    lines = [json.loads(x) for x in (tmp_path / "metrics_fallback.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [0, 1, 2]  # the local copy has everything
+    monkeypatch.setattr(logger.client, "log_batch", real)
+    logger.end("FINISHED")  # forces a flush
+    history = logger.client.get_metric_history(logger.run_id, "loss")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+
+
+def test_unreachable_server_does_not_raise(tmp_path):
+    logger = RunLogger("http://127.0.0.1:9", "0" * 32, tmp_path)  # nothing listens on port 9
+    logger.log_metrics({"loss": 1.0}, step=1)
+    logger.end("FINISHED")
+    assert logger.pending and (tmp_path / "metrics_fallback.jsonl").exists()
+
+
+def test_redaction_hides_secrets():
+    params = redact({"tracking.tracking_uri": "http://alice:s3cret@mlflow:5000", "runtime.token": "abc",
+                     "storage.aws_secret_access_key": "xyz", "train.lr": 0.1, "runtime.password": ""})
+    assert params["tracking.tracking_uri"] == f"http://{REDACTED}@mlflow:5000"
+    assert params["runtime.token"] == REDACTED and params["storage.aws_secret_access_key"] == REDACTED
+    assert params["train.lr"] == 0.1 and params["runtime.password"] == ""
