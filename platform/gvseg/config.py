@@ -109,6 +109,9 @@ class ModelConfig:
     # Contiguous label space, things first: classes [0, num_thing_classes) are things, the rest stuff.
     num_classes: int = 124
     num_thing_classes: int = 58
+    # Local whole-model init (the paper starts from COCO Mask2Former): a detectron2 .pkl (renamed by
+    # gvseg.model.convert_d2) or a GvSeg/torch state dict. Loaded non-strictly; every skipped key is logged.
+    pretrained: str = ""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)

@@ -149,3 +149,241 @@ def test_vipseg_writer_rejects_two_stuff_segments_of_one_class():
     v.segment_category[5] = 0  # a second "wall" segment
     with pytest.raises(ValueError, match="two stuff segments"):
         vipseg.raw_values(v)
+
+
+# -------------------------------------------------------------------------------------------------- VSPW
+
+
+def test_vspw_round_trip(tmp_path):
+    video = vipseg_video()
+    formats.write_synthetic("vspw", tmp_path, [video], "train")
+    records, errors = formats.read_dataset("vspw", tmp_path, "train")
+    assert errors == [] and len(records) == 1
+    mapping = check_round_trip(video, records[0], ignore_void=True)
+    assert mapping == {1: 0, 7: 60, 9: 48}  # semantic: track id = category id (label − 1)
+    raw = np.array(__import__("PIL.Image").Image.open(records[0].annotations[0]))
+    assert {0, 255} <= set(np.unique(raw).tolist())  # both ignore values occur
+    assert int(records[0].frame_names[0]) > 1
+
+
+def test_vspw_accepts_palette_masks(tmp_path):
+    from PIL import Image
+
+    video = vipseg_video()
+    formats.write_synthetic("vspw", tmp_path, [video], "train")
+    rec = formats.read_dataset("vspw", tmp_path, "train")[0][0]
+    for p in rec.annotations:  # re-save as P with the same indices and a scrambled palette
+        idx = np.array(Image.open(p))
+        im = Image.frombytes("P", (W, H), idx.astype(np.uint8).tobytes())
+        im.putpalette(list(np.random.default_rng(0).integers(0, 256, 768)))
+        im.save(p)
+    check_round_trip(video, rec, ignore_void=True)
+
+
+# ------------------------------------------------------------------------------------------ YTVIS / OVIS
+
+
+@pytest.mark.parametrize("fmt", ["ytvis", "ovis"])
+def test_vis_round_trip(tmp_path, fmt):
+    cats = {c.name.lower(): c for c in formats.categories_for(fmt)}
+    video = tiny_video("ab12cd34ef", None, (cats["person"], cats["cat"]))
+    formats.write_synthetic(fmt, tmp_path, [video], "train")
+    records, errors = formats.read_dataset(fmt, tmp_path, "train")
+    assert errors == [] and records[0].video_id == "ab12cd34ef"
+    check_round_trip(video, records[0])
+    expect = "img_0000001" if fmt == "ovis" else "00000"
+    assert records[0].frame_names[0] == expect
+
+
+def test_ytvis_categories_2021():
+    cats = formats.categories_for("ytvis")
+    assert [c.id for c in cats] == list(range(1, 41)) and all(c.isthing for c in cats)
+    names = {c.name for c in cats}
+    assert {"flying_disc", "squirrel", "whale", "bird"} <= names and not {"hand", "ape", "owl"} & names
+    assert len(formats.categories_for("ovis")) == 25
+
+
+def test_ytvis_list_and_string_rle_and_nulls(tmp_path):
+    import json
+
+    video = tiny_video("v1", None, tuple(formats.categories_for("ytvis")[:2]))
+    formats.write_synthetic("ytvis", tmp_path, [video], "train")
+    data = json.loads((tmp_path / "train.json").read_text())
+    kinds = {type(s["counts"]).__name__ for a in data["annotations"] for s in a["segmentations"] if s}
+    assert kinds == {"list", "str"}
+    assert data["annotations"][1]["segmentations"][0] is None  # thing B is absent in frame 0
+
+
+def test_ytvis_polygons_and_crowd(tmp_path):
+    import json
+
+    video = tiny_video("v1", None, tuple(formats.categories_for("ytvis")[:2]))
+    formats.write_synthetic("ytvis", tmp_path, [video], "train")
+    js = tmp_path / "train.json"
+    data = json.loads(js.read_text())
+    poly = [[2.0, 2.0, 12.0, 2.0, 12.0, 8.0, 2.0, 8.0]]  # a 10x6 rectangle
+    data["annotations"][0]["segmentations"][2] = poly
+    data["annotations"][0]["iscrowd"] = 1
+    js.write_text(json.dumps(data))
+    rec = formats.read_dataset("ytvis", tmp_path, "train")[0][0]
+    ann = formats.load_annotation(rec, 2)
+    k = list(ann.ids).index(data["annotations"][0]["id"])
+    assert ann.iscrowd[k] and ann.masks[k, 3:8, 3:12].all() and not ann.masks[k, 20:].any()
+
+
+def test_ytvis_valid_json_without_annotations_is_unannotated(tmp_path):
+    import json
+
+    video = tiny_video("v1", None, tuple(formats.categories_for("ytvis")[:2]))
+    formats.write_synthetic("ytvis", tmp_path, [video], "valid")
+    data = json.loads((tmp_path / "valid.json").read_text())
+    del data["annotations"]
+    (tmp_path / "valid.json").write_text(json.dumps(data))
+    rec = formats.read_dataset("ytvis", tmp_path, "val")[0][0]  # "val" finds "valid"
+    assert len(rec) == T and all(formats.load_annotation(rec, t) is None for t in range(T))
+
+
+# ------------------------------------------------------------------------------------------- YT-VOS / DAVIS
+
+
+def object_video():
+    obj = formats.categories_for("ytvos")[0]
+    return tiny_video("vos1", None, (obj, obj))
+
+
+@pytest.mark.parametrize("fmt", ["ytvos", "davis"])
+def test_vos_round_trip_and_mid_video_exemplar(tmp_path, fmt):
+    video = object_video()
+    formats.write_synthetic(fmt, tmp_path, [video], "train")
+    records, errors = formats.read_dataset(fmt, tmp_path, "train")
+    assert errors == []
+    rec = records[0]
+    mapping = check_round_trip(video, rec)
+    assert sorted(mapping.values()) == [1, 2]  # palette indices
+    from PIL import Image
+
+    im = Image.open(rec.annotations[0])
+    assert im.mode == "P" and im.getpalette()[:12] == [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0]  # VOC
+    ex = {e.track_id: e for e in formats.load_exemplars(rec)}
+    assert ex[mapping[7]].frame == 0 and ex[mapping[9]].frame == 1  # B enters at frame 1
+    assert np.array_equal(ex[mapping[9]].mask, video.id_maps[1] == 9)
+    assert all(e.mask is None for e in rec.exemplars)  # the record keeps only handles
+
+
+def test_ytvos_valid_split_has_only_first_appearance_masks(tmp_path):
+    video = object_video()
+    formats.write_synthetic("ytvos", tmp_path, [video], "valid")
+    ann_dir = tmp_path / "valid" / "Annotations" / "vos1"
+    pngs = sorted(ann_dir.glob("*.png"))
+    pngs[2].unlink()  # keep frame 0 (A appears) and frame 1 (B appears), as in the release
+    rec = formats.read_dataset("ytvos", tmp_path, "valid")[0][0]
+    assert all(formats.load_annotation(rec, t) is None for t in range(T))
+    ex = {e.track_id: e for e in formats.load_exemplars(rec)}
+    assert (ex[1].frame, ex[2].frame) == (0, 1)
+    assert np.array_equal(ex[2].mask, video.id_maps[1] == 9)
+
+
+def test_ytvos_frame_names_not_from_zero(tmp_path):
+    formats.write_synthetic("ytvos", tmp_path, [object_video()], "train")
+    rec = formats.read_dataset("ytvos", tmp_path, "train")[0][0]
+    assert int(rec.frame_names[0]) > 0 and all(len(n) == 5 for n in rec.frame_names)
+
+
+# -------------------------------------------------------------------------------------------------- BURST
+
+
+def test_burst_round_trip_and_exemplars(tmp_path):
+    video = object_video()
+    formats.write_synthetic("burst", tmp_path, [video], "val")
+    records, errors = formats.read_dataset("burst", tmp_path, "val")
+    assert errors == []
+    rec = records[0]
+    mapping = check_round_trip(video, rec)
+    assert mapping == {7: 7, 9: 9}  # track ids survive as ints
+    ex = formats.load_exemplars(rec)
+    assert sorted({e.kind for e in ex}) == ["box", "mask", "point"]
+    for e in ex:
+        m = video.id_maps[e.frame] == e.track_id
+        assert e.frame == (0 if e.track_id == 7 else 1)
+        if e.kind == "point":
+            assert m[int(e.point[1]), int(e.point[0])]
+        elif e.kind == "box":
+            ys, xs = np.nonzero(m)
+            assert e.box == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        else:
+            assert np.array_equal(e.mask, m)
+
+
+def test_burst_point_as_list(tmp_path):
+    import json
+
+    formats.write_synthetic("burst", tmp_path, [object_video()], "val")
+    js = tmp_path / "annotations" / "val" / "first_frame_annotations.json"
+    data = json.loads(js.read_text())
+    for frame in data["sequences"][0]["segmentations"]:
+        for obj in frame.values():
+            obj["point"] = [obj["point"]["x"], obj["point"]["y"]]
+    js.write_text(json.dumps(data))
+    rec = formats.read_dataset("burst", tmp_path, "val")[0][0]
+    pts = [e for e in rec.exemplars if e.kind == "point"]
+    assert len(pts) == 2 and all(isinstance(p.point[0], float) for p in pts)
+
+
+def test_burst_train_exemplars_derived_from_first_masks(tmp_path):
+    formats.write_synthetic("burst", tmp_path, [object_video()], "train")
+    assert not (tmp_path / "annotations" / "train" / "first_frame_annotations.json").exists()
+    rec = formats.read_dataset("burst", tmp_path, "train")[0][0]
+    kinds = sorted((e.track_id, e.kind, e.frame) for e in rec.exemplars)
+    assert kinds == [(7, "box", 0), (7, "mask", 0), (9, "box", 1), (9, "mask", 1)]
+
+
+# ---------------------------------------------------------------------------------------------- KITTI-STEP
+
+
+def test_kitti_step_round_trip(tmp_path):
+    cats = formats.categories_for("kitti-step")
+    assert [c.id for c in cats if c.isthing] == [11, 13] and len(cats) == 19
+    video = tiny_video("seq", cats[0], (cats[11], cats[13]))
+    formats.write_synthetic("kitti-step", tmp_path, [video], "train")
+    records, errors = formats.read_dataset("kitti-step", tmp_path, "train")
+    assert errors == [] and records[0].video_id == "0000"
+    mapping = check_round_trip(video, records[0], ignore_void=True)
+    assert mapping[1] == 0 * 65536  # stuff: one segment per class, instance 0
+    assert {mapping[7] // 65536, mapping[9] // 65536} == {11, 13}
+    assert min(mapping[7], mapping[9]) % 65536 > 255  # instance ids above 255 (G channel used)
+    pan = np.array(__import__("PIL.Image").Image.open(records[0].annotations[1]))
+    assert pan[..., 1].max() >= 1
+
+
+def test_kitti_step_crowd_pixels(tmp_path):
+    from PIL import Image
+
+    cats = formats.categories_for("kitti-step")
+    formats.write_synthetic("kitti-step", tmp_path, [tiny_video("seq", cats[0], (cats[11], cats[13]))], "train")
+    rec = formats.read_dataset("kitti-step", tmp_path, "train")[0][0]
+    pan = np.array(Image.open(rec.annotations[0]))
+    pan[0:2, 0:4] = (11, 0, 0)  # person without instance id = crowd
+    Image.fromarray(pan).save(rec.annotations[0])
+    ann = formats.load_annotation(rec, 0)
+    k = list(ann.ids).index(11 * 65536)
+    assert ann.iscrowd[k] and ann.masks[k].sum() == 8
+
+
+# ---------------------------------------------------------------------------------------------- edge cases
+
+
+@pytest.mark.parametrize("fmt", ["vipseg", "ytvis", "kitti-step", "davis"])
+def test_frame_without_objects_reads_as_empty_annotation(tmp_path, fmt):
+    cats = formats.categories_for(fmt)
+    things = [c for c in cats if c.isthing][:2]
+    video = tiny_video("e1", None, (things[0], things[-1]))
+    video.id_maps[2][:] = 0  # nothing labelled in the last frame
+    formats.write_synthetic(fmt, tmp_path, [video], "train")
+    rec = formats.read_dataset(fmt, tmp_path, "train")[0][0]
+    ann = formats.load_annotation(rec, 2)
+    assert ann is not None and len(ann.ids) == 0 and ann.masks.shape == (0, H, W)
+
+
+def test_empty_split_reads_as_nothing(tmp_path):
+    (tmp_path / "train.txt").write_text("")
+    assert formats.read_dataset("vipseg", tmp_path, "train") == ([], [])

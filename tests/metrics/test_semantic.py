@@ -162,6 +162,15 @@ def test_vc_matches_literal_definition(n):
     np.testing.assert_allclose(video_consistency(gt, pred, n), _naive_vc(gt, pred, n), equal_nan=True)
 
 
+def test_vc_long_static_video_past_counter_saturation():
+    rng = np.random.default_rng(5)
+    gt, pred = _random_video(rng, 300, h=2, w=3)  # runs longer than 255 frames saturate the uint8 counters
+    gt[:, 0, 0] = 4
+    pred[:, 0, 0] = 3
+    for n in (16, 255):
+        np.testing.assert_allclose(video_consistency(gt, pred, n), _naive_vc(gt, pred, n), equal_nan=True)
+
+
 # ------------------------------------------------------------------------------------------ evaluate()
 def test_evaluate_end_to_end_matches_definitions_and_workers(tmp_path):
     rng = np.random.default_rng(1)

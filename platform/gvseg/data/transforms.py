@@ -408,7 +408,7 @@ def collate(samples: Sequence[Sample]) -> Clip:
     exemplars: list[ClipExemplars] = []
     for i, s in enumerate(samples):
         h, w = s.frames.shape[1:3]
-        frames[i, :, :, :h, :w] = normalize(torch.from_numpy(s.frames).permute(0, 3, 1, 2))  # [T, 3, h, w]
+        frames[i, :, :, :h, :w] = normalize(torch.tensor(s.frames).permute(0, 3, 1, 2))  # [T, 3, h, w]; copies (Ray rows are read-only)
         masks = torch.zeros(len(s.ids), t_len, ph, pw, dtype=torch.bool)
         masks[:, :, :h, :w] = torch.from_numpy(s.masks)
         ignore = torch.ones(t_len, ph, pw, dtype=torch.bool)  # padding is ignored

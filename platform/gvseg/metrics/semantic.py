@@ -148,43 +148,58 @@ def miou_from_confusion(cm: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------- mVC
+def _as_u8_frame(a: np.ndarray, what: str) -> np.ndarray:
+    """One label frame as a contiguous 2-D uint8 array (cv2 needs it); values must be 8-bit labels."""
+    a = np.asarray(a)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2:
+        raise ValueError(f"{what}: expected one [H, W] frame, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise ValueError(f"{what}: values must be 8-bit labels 0..255")
+        a = a.astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
 class ConsistencyCounter:
     """Streaming mVC for one video: feed frames in order, get per-window (|both|, |consistent|) counts.
 
-    Per pixel we keep the length of the current run of identical raw GT values (``run_gt``) and of
-    identical (GT, pred) pairs (``run_both``), saturating at 255. The window of n frames *ending* at frame t
-    is GT-consistent at a pixel iff run_gt >= n, and also prediction-constant iff run_both >= n; this equals
-    VC_perclip.py's "frame i equals frames i+1..i+n-1" test, for every n in one pass.
+    Per pixel we keep the number of frames since the raw GT value last changed (``since_gt``) and since the
+    (GT, pred) pair last changed (``since_both``), saturating at 255. The window of n frames *ending* at
+    frame t is GT-consistent at a pixel iff since_gt >= n - 1, and also prediction-constant iff
+    since_both >= n - 1: VC_perclip.py's "frame i equals frames i+1..i+n-1" test, for every n in one pass,
+    with O(H*W) memory. The updates are saturating uint8 cv2 ops (add, compare, and).
     """
 
     def __init__(self, spans: Sequence[int] = VC_SPANS):
-        if any(n < 1 or n > 255 for n in spans):
-            raise ValueError(f"VC spans must be in 1..255, got {list(spans)}")
+        if any(n < 1 or n > 256 for n in spans):
+            raise ValueError(f"VC spans must be in 1..256, got {list(spans)}")
         self.spans = tuple(spans)
         self.t = 0
-        self.prev_gt = self.prev_pred = self.run_gt = self.run_both = None
-        self.counts: dict[int, list[tuple[int, int]]] = {n: [] for n in self.spans}  # window end -> counts
+        self.prev_gt = self.prev_pred = self.since_gt = self.since_both = None
+        self.counts: dict[int, list[tuple[int, int]]] = {n: [] for n in self.spans}  # one per window end
 
     def update(self, gt_raw: np.ndarray, pred: np.ndarray) -> None:
+        gt_raw, pred = _as_u8_frame(gt_raw, "GT"), _as_u8_frame(pred, "prediction")
         if gt_raw.shape != pred.shape:
             raise ValueError(f"GT shape {gt_raw.shape} != prediction shape {pred.shape}")
         if self.prev_gt is None:
-            self.run_gt = np.ones(gt_raw.shape, np.uint8)
-            self.run_both = np.ones(gt_raw.shape, np.uint8)
+            self.since_gt = np.zeros(gt_raw.shape, np.uint8)
+            self.since_both = np.zeros(gt_raw.shape, np.uint8)
         else:
             if gt_raw.shape != self.prev_gt.shape:
                 raise ValueError(f"frame {self.t} is {gt_raw.shape}, earlier frames are {self.prev_gt.shape}")
-            changed_gt = gt_raw != self.prev_gt  # [H, W]
-            changed_both = changed_gt | (pred != self.prev_pred)
-            for run, changed in ((self.run_gt, changed_gt), (self.run_both, changed_both)):
-                np.minimum(run, 254, out=run)  # saturate at 255; spans are <= 255
-                run += 1
-                np.copyto(run, 1, where=changed)
+            keep_gt = cv2.compare(gt_raw, self.prev_gt, cv2.CMP_EQ)  # [H, W] 255 = unchanged, 0 = changed
+            keep_both = cv2.bitwise_and(keep_gt, cv2.compare(pred, self.prev_pred, cv2.CMP_EQ))
+            for since, keep in ((self.since_gt, keep_gt), (self.since_both, keep_both)):
+                cv2.add(since, 1, dst=since)  # saturates at 255
+                cv2.bitwise_and(since, keep, dst=since)  # reset to 0 where the value changed
         self.prev_gt, self.prev_pred = gt_raw, pred
         for n in self.spans:
             if self.t >= n - 1:  # a window of n frames ends here
-                cons = int(np.count_nonzero(self.run_gt >= n))
-                both = int(np.count_nonzero(self.run_both >= n))
+                cons = int(np.count_nonzero(self.since_gt >= n - 1))
+                both = int(np.count_nonzero(self.since_both >= n - 1))
                 self.counts[n].append((both, cons))
         self.t += 1
 

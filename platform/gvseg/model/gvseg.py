@@ -230,7 +230,28 @@ def build_gvseg(cfg: ModelConfig, loss_cfg: LossConfig | None = None) -> GvSeg:
         matcher = HungarianMatcher(loss_cfg if loss_cfg is not None else LossConfig())
     except ImportError:  # inference-only installs may leave out the losses
         matcher = None
-    return GvSeg(cfg, backbone, pixel_decoder, query_init, decoder, matcher)
+    model = GvSeg(cfg, backbone, pixel_decoder, query_init, decoder, matcher)
+    if cfg.pretrained:
+        model.load_report = load_pretrained(model, cfg.pretrained)
+    return model
+
+
+def load_pretrained(model: GvSeg, path: str):
+    """Whole-model init from a local file: ``.pkl`` = Mask2Former detectron2 (converted), else a torch state
+    dict (optionally under ``"model"``). Returns the :class:`~gvseg.model.backbone.LoadReport`."""
+    from gvseg.model.convert_d2 import load_d2_checkpoint, load_into
+
+    if path.endswith(".pkl"):
+        return load_d2_checkpoint(model, path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path}: model.pretrained not found") from e
+    except Exception as e:
+        raise ValueError(f"{path}: model.pretrained is not a torch state dict ({e})") from e
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    return load_into(model, state, path)
 
 
 def debug_model_config(task: str = "vps", num_classes: int = 4, num_thing_classes: int = 2) -> ModelConfig:

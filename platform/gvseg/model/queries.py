@@ -150,9 +150,14 @@ class QueryInit(nn.Module):
         centres = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s  # [S]
         cy, cx = torch.meshgrid(centres, centres, indexing="ij")
         cell_xy = torch.stack((cx.flatten(), cy.flatten()), -1)  # [S*S, 2] in [0, 1] of the valid canvas
-        # valid canvas as a fraction of the padded map, per clip -> grid_sample coordinates
-        frac = image_sizes.flip(-1).to(dev, torch.float32) / torch.tensor([pad_size[1], pad_size[0]], device=dev)  # [B, 2] (x, y)
-        grid = (cell_xy[None] * frac[:, None]) * 2 - 1  # [B, S*S, 2]
+        # cell centres in feature-pixel units of each clip's valid canvas, clamped to the last valid feature
+        # pixel so bilinear reads never mix in padding -> grid_sample coordinates
+        valid = image_sizes.flip(-1).to(dev, torch.float32)  # [B, 2] (w, h) px
+        fsize = torch.tensor([f.shape[-1], f.shape[-2]], device=dev, dtype=torch.float32)  # (w, h) feature px
+        u = cell_xy[None] * valid[:, None] / self.grid_stride - 0.5  # [B, S*S, 2]
+        last = (torch.ceil(valid / self.grid_stride) - 1).clamp(min=0)  # [B, 2]
+        u = torch.minimum(u.clamp(min=0), last[:, None])
+        grid = (u + 0.5) / fsize * 2 - 1  # [B, S*S, 2]
         grid = grid.repeat_interleave(t, 0)[:, :, None]  # [B*T, S*S, 1, 2]
         sampled = F.grid_sample(f, grid.to(f.dtype), mode="bilinear", padding_mode="border", align_corners=False)  # [B*T, C, S*S, 1]
         cell_feat = sampled[..., 0].view(b, t, f.shape[1], s * s).mean(1).transpose(1, 2)  # [B, S*S, C]
@@ -246,7 +251,7 @@ class QueryInit(nn.Module):
         dev = queries.device
         bi = torch.cat([torch.full((len(q),), i, dtype=torch.long) for i, (q, _) in enumerate(indices)]).to(dev)
         qi = torch.cat([q.long().cpu() for q, _ in indices]).to(dev)
-        labels = torch.cat([tg.labels.to(dev)[t.long().to(dev)] for (_, t), tg in zip(indices, targets)])
+        labels = torch.cat([tg.labels.to(dev).long()[t.long().to(dev)] for (_, t), tg in zip(indices, targets)])
         slot = labels - self.bank_offset
         keep = (slot >= 0) & (slot < self.num_bank)
         if bi.numel() == 0:

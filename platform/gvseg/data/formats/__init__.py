@@ -2,12 +2,13 @@
 
 Public API::
 
-    read_dataset(format, root, split, *, on_error="fail", validate="header", progress=False, **options)
+    read_dataset(format, root, split, *, on_error="fail", validate="header", progress=True, **options)
         -> (records: list[VideoRecord], errors: list[DataError])
     load_frame(record, t)       -> uint8 [H, W, 3] RGB
     load_annotation(record, t)  -> FrameAnnotation | None        (None = frame t is not annotated)
     load_exemplars(record)      -> list[Exemplar] with ``mask`` decoded for kind "mask"
-    write_synthetic(format, out_dir, videos, split)               (the format's writer)
+    read_video(path)            -> VideoRecord of an mp4/avi file or a folder of frames (format "video")
+    write_synthetic(format, out_dir, videos, split, *, progress=True)  (the format's writer)
     categories_for(format)      -> list[Category]                 (ids/isthing a synthetic set uses)
 
 Readers list frames (sorted, never computed) and keep a cheap, picklable handle per frame; nothing heavy is
@@ -25,24 +26,51 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from gvseg.data.errors import DataError
-from gvseg.data.formats import _common, vipseg
+from gvseg.data.formats import _common, burst, davis, kitti_step, video, vipseg, vspw, ytvis, ytvos
 from gvseg.data.formats.vipseg_categories import VIPSEG_CATEGORIES
 from gvseg.structures import Category, Exemplar, FrameAnnotation, SyntheticVideo, VideoRecord
 
 READERS = {
     "vipseg": vipseg.read_split,
+    "vspw": vspw.read_split,
+    "ytvis": ytvis.read_split,
+    "ovis": ytvis.read_split_ovis,
+    "ytvos": ytvos.read_split,
+    "davis": davis.read_split,
+    "burst": burst.read_split,
+    "kitti-step": kitti_step.read_split,
 }
 DECODERS = {
     "vipseg": vipseg.load_annotation,
+    "vspw": vspw.load_annotation,
+    "ytvis": ytvis.load_annotation,
+    "ovis": ytvis.load_annotation,
+    "ytvos": ytvos.load_annotation,
+    "davis": davis.load_annotation,
+    "burst": burst.load_annotation,
+    "kitti-step": kitti_step.load_annotation,
 }
 WRITERS = {
     "vipseg": vipseg.write,
+    "vspw": vspw.write,
+    "ytvis": ytvis.write,
+    "ovis": ytvis.write_ovis,
+    "ytvos": ytvos.write,
+    "davis": davis.write,
+    "burst": burst.write,
+    "kitti-step": kitti_step.write,
 }
 CATEGORIES: dict[str, list[Category]] = {
     "vipseg": VIPSEG_CATEGORIES,
+    "vspw": VIPSEG_CATEGORIES,  # same 124 classes; VSPW label − 1 = VIPSeg id
+    "ytvis": ytvis.YTVIS21_CATEGORIES,
+    "ovis": ytvis.OVIS_CATEGORIES,
+    "ytvos": ytvos.OBJECT,  # class-agnostic EVS
+    "davis": ytvos.OBJECT,
+    "burst": ytvos.OBJECT,  # the release keeps LVIS ids; synthetic BURST is class-agnostic
+    "kitti-step": kitti_step.KITTI_STEP_CATEGORIES,
 }
 
 
@@ -52,10 +80,12 @@ def _check_format(format: str) -> None:
 
 
 def read_dataset(format: str, root: str | Path, split: str, *, on_error: _common.OnError = "fail",
-                 validate: _common.Validate = "header", progress: bool = False, **options: Any
+                 validate: _common.Validate = "header", progress: bool = True, **options: Any
                  ) -> tuple[list[VideoRecord], list[DataError]]:
     """All videos of ``split``; ``options`` go to the format's reader (e.g. BURST ``frames_root``)."""
     _check_format(format)
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     if validate not in ("none", "header", "full"):
         raise ValueError(f"validate must be 'none', 'header' or 'full', got {validate!r}")
     records, errors = READERS[format](root, split, on_error, validate=validate, progress=progress, **options)
@@ -79,8 +109,6 @@ def _decode_all(record: VideoRecord) -> VideoRecord:
 def load_frame(record: VideoRecord, t: int) -> np.ndarray:
     """Frame t of the video as uint8 [H, W, 3] RGB."""
     if record.video_path:
-        from gvseg.data.formats import video
-
         return video.read_frame(record.video_path, t)
     return _common.read_rgb(record.frame_paths[t])
 
@@ -104,7 +132,7 @@ def load_exemplars(record: VideoRecord) -> list[Exemplar]:
 
 
 def write_synthetic(format: str, out_dir: str | Path, videos: list[SyntheticVideo], split: str,
-                    *, progress: bool = False) -> None:
+                    *, progress: bool = True) -> None:
     """Serialise ``videos`` as ``split`` of a ``format`` dataset under ``out_dir`` (real on-disk layout)."""
     _check_format(format)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -117,5 +145,8 @@ def categories_for(format: str) -> list[Category]:
     return list(CATEGORIES[format])
 
 
-__all__ = ["DataError", "READERS", "read_dataset", "load_frame", "load_annotation", "load_exemplars",
+read_video = video.read_video
+iter_frames = video.iter_frames
+
+__all__ = ["DataError", "READERS", "read_video", "iter_frames", "read_dataset", "load_frame", "load_annotation", "load_exemplars",
            "write_synthetic", "categories_for"]

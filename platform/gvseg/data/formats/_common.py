@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -40,10 +41,8 @@ def list_frames(folder: str | Path, exts: tuple[str, ...] = IMAGE_EXTS) -> list[
 
 
 def check_unique(where: str | Path, names: Iterable[str], what: str = "frame names") -> None:
-    names = list(names)
-    if len(set(names)) != len(names):
-        seen: set[str] = set()
-        dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    dupes = sorted(n for n, k in Counter(names).items() if k > 1)
+    if dupes:
         raise DataError(where, f"duplicate {what}: {dupes[:5]}")
 
 

@@ -41,7 +41,7 @@ def _build(root: Path, seq: str, resolution: str, validate: C.Validate) -> Video
     first = first_appearances(pngs, h, w)
     exemplars = [Exemplar(track_id=o, frame=t, kind="mask", source=("png", pngs[t], o))
                  for o, t in sorted(first.items())]
-    return VideoRecord(seq, "davis", frames, h, w, list(OBJECT), pngs, exemplars, meta={"objects": sorted(first)})
+    return VideoRecord(seq, "davis", frames, h, w, list(OBJECT), pngs, exemplars, meta={"seen_objects": sorted(first)})
 
 
 def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:

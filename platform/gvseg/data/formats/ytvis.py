@@ -96,7 +96,9 @@ def read_split_ovis(root: str | Path, split: str, on_error: C.OnError = "fail", 
 
 def _build(js: Path, img_root: Path, item, per_video, has_gt: bool, cats, known, variant, validate) -> VideoRecord:
     i, v = item
-    where = f"videos[{i}]"
+    names = v.get("file_names") if isinstance(v, dict) else None
+    stem = Path(names[0]).parent.name if names else ""  # the frame folder: the video's name on disk
+    where = f"videos[{i}] ({stem or 'no frames'})"
     vid = C.field(v, "id", js, where)
     names = C.field(v, "file_names", js, where)
     if not names:
@@ -110,7 +112,7 @@ def _build(js: Path, img_root: Path, item, per_video, has_gt: bool, cats, known,
             raise DataError(frames[0], f"frame is {fh}x{fw} but the JSON says {h}x{w} for video {vid}")
     annotations: list = [[] for _ in names] if has_gt else [None] * len(names)
     for j, a in per_video.get(vid, []):
-        aw = f"annotations[{j}] (video {vid})"
+        aw = f"annotations[{j}] (video {vid}, {stem})"
         ann_id = int(C.field(a, "id", js, aw))
         cat = int(C.field(a, "category_id", js, aw))
         if cat not in known:
@@ -122,8 +124,7 @@ def _build(js: Path, img_root: Path, item, per_video, has_gt: bool, cats, known,
             if s is not None:
                 annotations[t].append((ann_id, cat, bool(a.get("iscrowd", 0)), s))
     annotations = [tuple(a) if a is not None else None for a in annotations]
-    stem = Path(names[0]).parent.name or str(vid)
-    return VideoRecord(stem, variant, frames, h, w, list(cats), annotations,
+    return VideoRecord(stem or str(vid), variant, frames, h, w, list(cats), annotations,
                        meta={"json_video_id": vid, "json": str(js)})
 
 

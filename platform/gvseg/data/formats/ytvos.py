@@ -107,7 +107,7 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
     path = record.annotations[t]
     if path is None:
         return None
-    allowed = set(record.meta["objects"]) if record.meta.get("objects") else None
+    allowed = set(record.meta["objects"]) if "objects" in record.meta else None
     ids, lab = decode_palette(path, record.height, record.width, allowed)
     return FrameAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64), masks=C.masks_from_ids(lab, ids),
                            iscrowd=np.zeros(len(ids), bool), ignore=lab == IGNORE_INDEX)

@@ -1,0 +1,208 @@
+"""Data-loading throughput: the Ray Data pipeline vs a plain torch DataLoader doing identical work, same run.
+
+Workload (the real VIPSeg training transform): synthetic VIPSeg videos of 480x640 JPEG frames + 16-bit PNG
+panoptic masks written by ``gvseg.data.synthetic``; each sample is a 3-frame key clip + a 3-frame reference
+clip, resized (short side 480-800, long side <= 1333), flipped, turned into [K, T, H, W] tubes, and
+collated into a typed ``Clip`` (ImageNet-normalised, padded to /32).
+
+  * ``dataloader``: ``DataLoader(ClipDataset, num_workers=W, collate_fn=collate)``.
+  * ``ray``: ``build_dataset`` (one Ray Data task per video, ``ray.init(num_cpus=W)``) consumed by
+    ``iterate_shard`` in the driver, as a Train worker would.
+
+Both variants produce the same samples (same seeds). Each variant runs in its own child process, alternating
+``dataloader, ray, dataloader, ray, ...`` so machine noise hits both; the parent writes one JSON with every run.
+Peak memory is the sum over the child's process tree (the driver, its DataLoader workers or the Ray
+raylet/GCS/workers) sampled every 0.2 s: RSS (counts shared object-store pages once per process mapping them)
+and PSS (shares them out; the honest total).
+
+    python benchmarks/data_throughput.py                     # a few minutes on 2 cores
+    python benchmarks/data_throughput.py --videos 8 --repeats 1   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "platform"))
+ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+       "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class MemorySampler(threading.Thread):
+    """Peak total RSS / PSS (bytes) of this process and all its descendants."""
+
+    def __init__(self, period: float = 0.2):
+        super().__init__(daemon=True)
+        self.period, self.peak_rss, self.peak_pss, self._halt = period, 0, 0, threading.Event()
+
+    def sample(self) -> tuple[int, int]:
+        import psutil
+
+        me = psutil.Process()
+        rss = pss = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                info = p.memory_full_info()
+                rss += info.rss
+                pss += getattr(info, "pss", info.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return rss, pss
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            rss, pss = self.sample()
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self._halt.wait(self.period)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def data_config(root: str):
+    from gvseg.config import DataConfig
+
+    # VIPSeg training defaults (method.md): short side 480-800, long side <= 1333, flip, T=3 + 3 reference
+    return DataConfig(format="vipseg", root=root, clip_frames=3, reference_frames=3, clips_per_video=ARGS.clips_per_video)
+
+
+def child(variant: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from gvseg.data.pipeline import ClipDataset, build_records
+    from gvseg.data.transforms import collate
+
+    cfg = data_config(ARGS.root)
+    records = build_records(cfg, "train")
+    mem = MemorySampler()
+    base_rss, base_pss = mem.sample()
+    setup = 0.0
+    if variant == "dataloader":
+        ds = ClipDataset(records, cfg, seed=0)
+        ds.set_epoch(0)
+        loader = torch.utils.data.DataLoader(ds, batch_size=ARGS.batch_size, num_workers=ARGS.workers,
+                                             collate_fn=collate, prefetch_factor=2)
+        batches = lambda: iter(loader)
+    else:
+        import ray
+
+        from gvseg.runtime.ray_data import build_dataset, iterate_shard
+
+        t = time.perf_counter()
+        ray.init(num_cpus=ARGS.workers, include_dashboard=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        setup = time.perf_counter() - t
+        base_rss, base_pss = mem.sample()  # Ray's own daemons are the baseline of this variant
+        ds = build_dataset(records, cfg, seed=0, epochs=1)
+        batches = lambda: iterate_shard(ds, cfg, ARGS.batch_size)
+    mem.start()
+    clips, first = 0, None
+    t0 = time.perf_counter()
+    for clip in batches():
+        clips += clip.shape[0]
+        if first is None:
+            first, first_clips = time.perf_counter() - t0, clips
+    total = time.perf_counter() - t0
+    mem.stop()
+    if variant == "ray":
+        import ray
+
+        ray.shutdown()
+    return {
+        "variant": variant, "clips": clips, "seconds": round(total, 3),
+        "clips_per_s": round(clips / total, 3),
+        "steady_clips_per_s": round((clips - first_clips) / max(total - first, 1e-9), 3),
+        "first_batch_s": round(first, 3), "setup_s": round(setup, 3),
+        "baseline_rss_mb": round(base_rss / 2**20, 1), "peak_rss_mb": round(mem.peak_rss / 2**20, 1),
+        "baseline_pss_mb": round(base_pss / 2**20, 1), "peak_pss_mb": round(mem.peak_pss / 2**20, 1),
+    }
+
+
+def parent() -> None:
+    from gvseg.data.synthetic import synth_dataset
+
+    with tempfile.TemporaryDirectory(prefix="gvseg_bench_") as tmp:
+        root = os.path.join(tmp, "vipseg")
+        t = time.perf_counter()
+        synth_dataset("vipseg", root, videos=ARGS.videos, frames=ARGS.frames, height=480, width=640, seed=0,
+                      val_fraction=0.0, thing_classes=8, stuff_classes=6, progress=False)
+        synth_s = time.perf_counter() - t
+        runs = []
+        for r in range(ARGS.repeats):
+            for variant in ("dataloader", "ray"):
+                cmd = [sys.executable, __file__, "--child", variant, "--root", root] + [
+                    f"--{k.replace('_', '-')}={getattr(ARGS, k)}" for k in
+                    ("videos", "frames", "clips_per_video", "batch_size", "workers")]
+                out = subprocess.run(cmd, env={**os.environ, **ENV}, capture_output=True, text=True, check=False)
+                lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+                if out.returncode != 0 or not lines:
+                    raise SystemExit(f"{variant} run failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
+                res = json.loads(lines[-1])
+                res["repeat"] = r
+                runs.append(res)
+                print(json.dumps(res), flush=True)
+
+    def med(variant: str, key: str) -> float:
+        return statistics.median(x[key] for x in runs if x["variant"] == variant)
+
+    summary = {v: {k: med(v, k) for k in ("clips_per_s", "steady_clips_per_s", "peak_pss_mb", "peak_rss_mb",
+                                          "baseline_pss_mb")} for v in ("dataloader", "ray")}
+    summary["ray_over_dataloader"] = round(summary["ray"]["clips_per_s"] / summary["dataloader"]["clips_per_s"], 3)
+    summary["ray_over_dataloader_steady"] = round(
+        summary["ray"]["steady_clips_per_s"] / summary["dataloader"]["steady_clips_per_s"], 3)
+    import numpy
+    import ray
+    import torch
+
+    result = {
+        "benchmark": "data_throughput",
+        "machine": {"node": platform.node(), "cpu_count": os.cpu_count(),
+                    "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                    "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+                    "numpy": numpy.__version__,
+                    "note": "shared machine: other jobs ran concurrently; compare variants within this file"},
+        "workload": {"frame": "480x640 JPEG + 16-bit PNG (VIPSeg panomasks/RGB)", "key_frames": 3,
+                     "reference_frames": 3, "min_size": "480-800", "max_size": 1333, "flip": True,
+                     "videos": ARGS.videos, "frames_per_video": ARGS.frames,
+                     "clips_per_video": ARGS.clips_per_video, "batch_size": ARGS.batch_size,
+                     "workers_or_ray_cpus": ARGS.workers, "synth_seconds": round(synth_s, 1)},
+        "summary_median": summary,
+        "runs": runs,
+    }
+    out = Path(ARGS.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=24)
+    ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--clips-per-video", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers = Ray CPUs")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/data_throughput.json"))
+    ap.add_argument("--child", choices=("dataloader", "ray"), help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    ARGS = ap.parse_args()
+    os.environ.update(ENV)
+    if ARGS.child:
+        print(json.dumps(child(ARGS.child)), flush=True)
+    else:
+        parent()

@@ -1,0 +1,193 @@
+"""Cross-clip association for one video (GvSeg Eq. 6, Table 4d): SPA for things, class identity for stuff.
+
+Contract
+--------
+``Tracker(cfg).update(embeds [Q, D], descriptors_first [Q, u*v], descriptors_last [Q, u*v], scores [Q],
+labels [Q], is_stuff [Q], keep [Q]) -> track ids [Q]`` int64 on the inputs' device, -1 where not kept.
+Call it once per clip, in order; track ids start at 1 and are never reused.
+
+* Things / instances (kept, not stuff): affinity S_ij = cos(q_i + H_i, q_j + H_j) (Eq. 6) between each live
+  track's memory (its embedding and the descriptor of **its last frame**) and this clip's queries (their
+  embedding and the descriptor of **this clip's first frame**); H is embedded to D by
+  ``descriptor_to_embedding``. Hungarian maximises S; a pair below ``match_threshold`` is not a match.
+  ``spa_things=False`` drops H (appearance only: the Table 4d ablation).
+* Unmatched kept queries start new tracks (ids in order of descending score). A track unmatched for more
+  than ``max_missing_clips`` consecutive clips is retired and never matched again.
+* Memory: embedding = the last matched q-hat (``memory_momentum`` > 0 blends: m <- mom*m + (1-mom)*q);
+  descriptor = the last frame of the last matched clip.
+* Stuff (and every VSS query): identity = class, one track per class for the whole video, no SPA.
+  ``spa_stuff=True`` (Table 4d row 3) matches stuff like things instead, but only within the same class.
+* ``state_dict()`` / ``load_state_dict()`` hold everything needed to resume a stream (CPU tensors + ints).
+* Q = 0 or nothing kept: returns an empty / all -1 tensor and only ages the live tracks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from gvseg.config import AssociationConfig
+from gvseg.model.descriptor import descriptor_to_embedding
+
+_BLOCKED = -1e4  # affinity of pairs that may not match (other class); always below any threshold
+
+
+class Tracker:
+    def __init__(self, cfg: AssociationConfig):
+        self.cfg = cfg
+        self.reset()
+
+    def reset(self) -> None:
+        self.next_id = 1
+        self.clips_seen = 0
+        # live tracks that go through embedding matching (things, and stuff when spa_stuff)
+        self.ids = torch.zeros(0, dtype=torch.int64)  # [N]
+        self.embeds: torch.Tensor | None = None  # [N, D]
+        self.desc: torch.Tensor | None = None  # [N, u*v]
+        self.labels = torch.zeros(0, dtype=torch.int64)  # [N]
+        self.stuff = torch.zeros(0, dtype=torch.bool)  # [N]
+        self.missing = torch.zeros(0, dtype=torch.int64)  # [N] consecutive clips unmatched
+        self.class_tracks: dict[int, int] = {}  # stuff class -> its track id (spa_stuff=False)
+
+    @property
+    def num_live(self) -> int:
+        return int(self.ids.numel())
+
+    # ----------------------------------------------------------------------------------------- update
+
+    @torch.no_grad()
+    def update(
+        self,
+        embeds: torch.Tensor,
+        descriptors_first: torch.Tensor,
+        descriptors_last: torch.Tensor,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        is_stuff: torch.Tensor,
+        keep: torch.Tensor,
+    ) -> torch.Tensor:
+        q = embeds.shape[0]
+        for name, x in (("descriptors_first", descriptors_first), ("descriptors_last", descriptors_last)):
+            if x.shape[0] != q:
+                raise ValueError(f"Tracker.update: {name} has {x.shape[0]} rows for {q} queries")
+        for name, x in (("scores", scores), ("labels", labels), ("is_stuff", is_stuff), ("keep", keep)):
+            if x.shape != (q,):
+                raise ValueError(f"Tracker.update: {name} has shape {tuple(x.shape)}, expected ({q},)")
+        device = embeds.device
+        # Everything below is small (Q <= a few hundred): work on CPU, where the Hungarian solver runs.
+        emb = embeds.detach().float().cpu()
+        d_first, d_last = descriptors_first.float().cpu(), descriptors_last.float().cpu()
+        scores, labels = scores.float().cpu(), labels.long().cpu()
+        is_stuff, keep = is_stuff.bool().cpu(), keep.bool().cpu()
+        out = torch.full((q,), -1, dtype=torch.int64)
+        if self.embeds is not None and self.embeds.device != emb.device:
+            self._to_cpu()
+
+        by_class = keep & is_stuff & (not self.cfg.spa_stuff)
+        for i in torch.nonzero(by_class).flatten().tolist():  # stuff: one track per class
+            c = int(labels[i])
+            if c not in self.class_tracks:
+                self.class_tracks[c] = self._new_id()
+            out[i] = self.class_tracks[c]
+
+        matched_tracks = torch.zeros(self.num_live, dtype=torch.bool)
+        new_rows: list[int] = []
+        pools = [(keep & ~is_stuff, False, self.cfg.spa_things)]
+        if self.cfg.spa_stuff:
+            pools.append((keep & is_stuff, True, True))
+        for query_mask, stuff_pool, use_spa in pools:
+            qi = torch.nonzero(query_mask).flatten()  # this pool's queries
+            ti = torch.nonzero(self.stuff == stuff_pool).flatten() if self.num_live else torch.zeros(0, dtype=torch.int64)
+            pairs = self._match(emb[qi], d_first[qi], labels[qi], ti, use_spa, gate_class=stuff_pool)
+            taken = torch.zeros(qi.numel(), dtype=torch.bool)
+            for a, b in pairs:  # track ti[a] continues as query qi[b]
+                t, i = int(ti[a]), int(qi[b])
+                out[i] = self.ids[t]
+                m = self.cfg.memory_momentum
+                self.embeds[t] = m * self.embeds[t] + (1.0 - m) * emb[i] if m > 0 else emb[i]
+                self.desc[t] = d_last[i]
+                self.labels[t] = labels[i]
+                matched_tracks[t] = True
+                taken[b] = True
+            rest = qi[~taken]
+            new_rows += rest[torch.argsort(-scores[rest], stable=True)].tolist()
+
+        # age and retire unmatched tracks, then append the new ones
+        self.missing = torch.where(matched_tracks, torch.zeros_like(self.missing), self.missing + 1)
+        alive = self.missing <= self.cfg.max_missing_clips
+        self._select(alive)
+        if new_rows:
+            rows = torch.tensor(new_rows, dtype=torch.int64)
+            new_ids = torch.tensor([self._new_id() for _ in new_rows], dtype=torch.int64)
+            out[rows] = new_ids
+            self._append(new_ids, emb[rows], d_last[rows], labels[rows], is_stuff[rows])
+        self.clips_seen += 1
+        return out.to(device)
+
+    def _match(self, q_emb, q_desc, q_lab, ti, use_spa: bool, gate_class: bool) -> list[tuple[int, int]]:
+        """Hungarian on S [n_tracks, n_queries] (Eq. 6); pairs (track row in ti, query row) above threshold."""
+        if ti.numel() == 0 or q_emb.shape[0] == 0:
+            return []
+        t_emb, t_desc = self.embeds[ti], self.desc[ti]
+        if use_spa:  # Eq. (6): cos(q_i + H_i, q_j + H_j)
+            t_emb = t_emb + descriptor_to_embedding(t_desc, t_emb.shape[1])
+            q_emb = q_emb + descriptor_to_embedding(q_desc, q_emb.shape[1])
+        sim = F.normalize(t_emb, dim=-1) @ F.normalize(q_emb, dim=-1).T  # [n_t, n_q]
+        if gate_class:
+            sim = torch.where(self.labels[ti][:, None] == q_lab[None], sim, torch.full_like(sim, _BLOCKED))
+        rows, cols = linear_sum_assignment(sim.numpy(), maximize=True)
+        return [(int(r), int(c)) for r, c in zip(rows, cols) if sim[r, c] >= self.cfg.match_threshold]
+
+    # -------------------------------------------------------------------------------------- bookkeeping
+
+    def _new_id(self) -> int:
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+    def _select(self, keep: torch.Tensor) -> None:
+        self.ids, self.labels, self.stuff, self.missing = (x[keep] for x in (self.ids, self.labels, self.stuff, self.missing))
+        if self.embeds is not None:
+            self.embeds, self.desc = self.embeds[keep], self.desc[keep]
+
+    def _append(self, ids, emb, desc, labels, stuff) -> None:
+        if self.embeds is None:
+            self.embeds, self.desc = emb.new_zeros(0, emb.shape[1]), desc.new_zeros(0, desc.shape[1])
+        self.ids = torch.cat([self.ids, ids])
+        self.embeds = torch.cat([self.embeds, emb])
+        self.desc = torch.cat([self.desc, desc])
+        self.labels = torch.cat([self.labels, labels])
+        self.stuff = torch.cat([self.stuff, stuff])
+        self.missing = torch.cat([self.missing, torch.zeros_like(ids)])
+
+    def _to_cpu(self) -> None:
+        self.embeds, self.desc = self.embeds.cpu(), self.desc.cpu()
+
+    # ----------------------------------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict:
+        classes = sorted(self.class_tracks)
+        return {
+            "next_id": self.next_id,
+            "clips_seen": self.clips_seen,
+            "ids": self.ids.clone(),
+            "embeds": None if self.embeds is None else self.embeds.clone(),
+            "desc": None if self.desc is None else self.desc.clone(),
+            "labels": self.labels.clone(),
+            "stuff": self.stuff.clone(),
+            "missing": self.missing.clone(),
+            "stuff_classes": torch.tensor(classes, dtype=torch.int64),
+            "stuff_track_ids": torch.tensor([self.class_tracks[c] for c in classes], dtype=torch.int64),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_id = int(state["next_id"])
+        self.clips_seen = int(state["clips_seen"])
+        self.ids = state["ids"].cpu().long()
+        self.embeds = None if state["embeds"] is None else state["embeds"].cpu().float()
+        self.desc = None if state["desc"] is None else state["desc"].cpu().float()
+        self.labels = state["labels"].cpu().long()
+        self.stuff = state["stuff"].cpu().bool()
+        self.missing = state["missing"].cpu().long()
+        self.class_tracks = {int(c): int(i) for c, i in zip(state["stuff_classes"], state["stuff_track_ids"])}

@@ -1,0 +1,119 @@
+"""KITTI-STEP (video panoptic segmentation, driving). datasets.md §7; deeplab2 ``build_step_data.py``.
+
+Layout read (``root`` = the KITTI-STEP folder)::
+
+    images/{split}/<%04d seq>/<%06d>.png          frames (every sequence folder under the split is a video)
+    panoptic_maps/{split}/<%04d seq>/<%06d>.png   RGB: R = semantic trainId (255 = void), instance = G*256 + B
+
+Classes are the 19 Cityscapes trainIds; only person (11) and car (13) carry instance ids (which exceed 255).
+Stuff, crowd and void pixels have instance 0. Decoded annotation: one segment per (class, instance) with
+track id ``class * 65536 + instance`` (unique even for instance ids >= 1000, where deeplab2's ``*1000`` would
+collide); a thing class with instance 0 is a crowd segment (``iscrowd``); stuff is one segment per class;
+``ignore`` = trainId 255. A trainId outside 0..18/255, or an instance id on a stuff class, is a ``DataError``.
+Test sequences have no panoptic maps (``None``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gvseg.data.errors import DataError
+from gvseg.data.formats import _common as C
+from gvseg.structures import Category, FrameAnnotation, SyntheticVideo, VideoRecord
+
+_CITYSCAPES = [
+    ("road", (128, 64, 128)), ("sidewalk", (244, 35, 232)), ("building", (70, 70, 70)), ("wall", (102, 102, 156)),
+    ("fence", (190, 153, 153)), ("pole", (153, 153, 153)), ("traffic light", (250, 170, 30)),
+    ("traffic sign", (220, 220, 0)), ("vegetation", (107, 142, 35)), ("terrain", (152, 251, 152)),
+    ("sky", (70, 130, 180)), ("person", (220, 20, 60)), ("rider", (255, 0, 0)), ("car", (0, 0, 142)),
+    ("truck", (0, 0, 70)), ("bus", (0, 60, 100)), ("train", (0, 80, 100)), ("motorcycle", (0, 0, 230)),
+    ("bicycle", (119, 11, 32)),
+]
+THING_IDS = (11, 13)  # KITTI-STEP tracks only person and car
+KITTI_STEP_CATEGORIES = [Category(i, n, i in THING_IDS, c) for i, (n, c) in enumerate(_CITYSCAPES)]
+VOID = 255
+DIVISOR = 65536  # track id = class * DIVISOR + instance; instance = G*256 + B < 65536
+
+
+def read_split(root: str | Path, split: str, on_error: C.OnError = "fail", *, validate: C.Validate = "header",
+               progress: bool = False) -> tuple[list[VideoRecord], list[DataError]]:
+    root = Path(root)
+    img_split = root / "images" / split
+    if not img_split.is_dir():
+        raise DataError(img_split, "split folder is missing")
+    seqs = sorted(p.name for p in img_split.iterdir() if p.is_dir())
+    return C.run_videos(seqs, lambda s: _build(root, split, s, validate), on_error, f"kitti-step {split}", progress)
+
+
+def _build(root: Path, split: str, seq: str, validate: C.Validate) -> VideoRecord:
+    frames = C.list_frames(root / "images" / split / seq)
+    stems = {Path(f).stem: t for t, f in enumerate(frames)}
+    annotations: list = [None] * len(frames)
+    pdir = root / "panoptic_maps" / split / seq
+    if pdir.is_dir():
+        for p in sorted(pdir.glob("*.png")):
+            if p.stem not in stems:
+                raise DataError(p, f"panoptic map has no matching frame in {root / 'images' / split / seq}")
+            annotations[stems[p.stem]] = str(p)
+    h, w = C.image_size(frames[0]) if validate == "none" else C.check_headers(seq, frames, annotations)
+    return VideoRecord(seq, "kitti-step", frames, h, w, list(KITTI_STEP_CATEGORIES), annotations)
+
+
+def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
+    path = record.annotations[t]
+    if path is None:
+        return None
+    return decode(path, record.height, record.width)
+
+
+def decode(path: str, height: int, width: int) -> FrameAnnotation:
+    rgb = C.read_label(path)
+    if rgb.ndim != 3:
+        raise DataError(path, f"expected an RGB panoptic map, got shape {rgb.shape}")
+    C.check_shape(path, rgb, height, width)
+    rgb = rgb.astype(np.int64)
+    sem, inst = rgb[..., 0], rgb[..., 1] * 256 + rgb[..., 2]  # build_step_data.py encoding
+    void = sem == VOID
+    key = np.where(void, -1, sem * DIVISOR + inst)  # [H, W]
+    ids = np.unique(key[~void])
+    cats, insts = ids // DIVISOR, ids % DIVISOR
+    bad = cats >= len(KITTI_STEP_CATEGORIES)
+    if bad.any():
+        raise DataError(path, f"stray trainIds {np.unique(cats[bad])[:8].tolist()} (allowed 0..18 and 255)")
+    thing = np.isin(cats, THING_IDS)
+    if (~thing & (insts != 0)).any():
+        raise DataError(path, f"instance ids on stuff classes {np.unique(cats[~thing & (insts != 0)]).tolist()}")
+    return FrameAnnotation(ids=ids, category_ids=cats, masks=C.masks_from_ids(key, ids),
+                           iscrowd=thing & (insts == 0), ignore=void)
+
+
+def write(out_dir: str | Path, videos: list[SyntheticVideo], split: str, *, progress: bool = False) -> None:
+    """Sequences are named by their position in ``videos`` (``0000``, ``0001``, ...), as in the release.
+    Thing instances get ids 256, 257, ... so that G (instance // 256) is always non-zero, as in real maps."""
+    out = Path(out_dir)
+    for i, v in enumerate(tqdm(videos, desc=f"write kitti-step {split}", disable=not progress)):
+        C.check_synthetic(v)
+        seq = f"{i:04d}"
+        value: dict[int, tuple[int, int]] = {}  # segment -> (trainId, instance)
+        n_inst = 0
+        for s in C.present_segments(v):
+            c = v.segment_category[s]
+            if not 0 <= c < len(KITTI_STEP_CATEGORIES):
+                raise ValueError(f"{v.video_id}: category {c} is not a KITTI-STEP trainId")
+            if c in THING_IDS:
+                n_inst += 1
+                value[s] = (c, 255 + n_inst)
+            else:
+                if (c, 0) in value.values():
+                    raise ValueError(f"{v.video_id}: two stuff segments of class {c}")
+                value[s] = (c, 0)
+        for t, (frame, ids) in enumerate(zip(v.frames, v.id_maps)):
+            u, inv = np.unique(ids, return_inverse=True)
+            lut = np.array([(*value.get(int(s), (VOID, 0)),) for s in u], np.int64)  # [S, 2]
+            sem, inst = lut[inv.reshape(ids.shape), 0], lut[inv.reshape(ids.shape), 1]
+            pan = np.stack([sem, inst // 256, inst % 256], -1).astype(np.uint8)  # [H, W, 3]
+            C.save_png(out / "images" / split / seq / f"{t:06d}.png", frame, "RGB")
+            C.save_png(out / "panoptic_maps" / split / seq / f"{t:06d}.png", pan, "RGB")

@@ -1,0 +1,163 @@
+"""Task-oriented TCL (Eq. 10): ΔH positives, far_same_id, stuff queues (FIFO, state_dict), loss sanity."""
+
+import math
+
+import pytest
+import torch
+
+from gvseg.config import ContrastiveConfig
+from gvseg.losses.contrastive import Samples, TemporalContrastive, delta_h, gather_samples, positive_mask
+from gvseg.structures import Targets
+
+U = 8  # descriptor length in these tests
+
+
+def samples(ids, labels, isthing, desc, clip=None, frame=None, embeds=None, dim=4):
+    k = len(ids)
+    return Samples(
+        embeds=torch.randn(k, dim) if embeds is None else embeds,
+        ids=torch.tensor(ids, dtype=torch.int64),
+        labels=torch.tensor(labels, dtype=torch.int64),
+        isthing=torch.tensor(isthing, dtype=torch.bool),
+        clip=torch.zeros(k, dtype=torch.int64) if clip is None else torch.tensor(clip),
+        desc=torch.as_tensor(desc, dtype=torch.float32).reshape(k, U),
+        frame=torch.zeros(k, dtype=torch.int64) if frame is None else torch.tensor(frame),
+    )
+
+
+def unit(i, scale=1.0):
+    v = torch.zeros(U)
+    v[i] = scale
+    return v
+
+
+def test_delta_h_formula_and_empty_key():
+    hk, hr = torch.tensor([3.0, 4.0]), torch.tensor([3.0, 5.0])
+    assert delta_h(hk, hr).item() == pytest.approx(1.0 / 5.0)
+    assert math.isinf(delta_h(torch.zeros(2), hr).item())
+    pair = delta_h(torch.stack([hk, hk])[:, None], torch.stack([hk, hr])[None])  # [2, 2] broadcast
+    assert pair.shape == (2, 2) and pair[0, 0] == 0
+
+
+def test_tau_selects_exactly_the_expected_positives():
+    base = torch.ones(U)
+    key = samples([1, 2], [0, 0], [True, True], torch.stack([base, base]))
+    # refs of id 1 with ΔH = 0.05, 0.15, 0.25, 0.35 (||base|| = sqrt(8)); one ref of id 2 with ΔH = 0
+    refs = [base + unit(0, d * math.sqrt(U)) for d in (0.05, 0.15, 0.25, 0.35)] + [base]
+    ref = samples([1, 1, 1, 1, 2], [0] * 5, [True] * 5, torch.stack(refs))
+    for tau, n_pos in [(0.1, 1), (0.2, 2), (0.3, 3)]:
+        pos, neg = positive_mask(key, ref, ContrastiveConfig(tau=tau))
+        assert pos[0].tolist() == [i < n_pos for i in range(4)] + [False]
+        assert neg[0].tolist() == [i >= n_pos for i in range(4)] + [True]  # far same id: negative
+        assert pos[1].tolist() == [False] * 4 + [True]
+
+
+def test_far_same_id_ignore_excludes_instead_of_negating():
+    base = torch.ones(U)
+    key = samples([1], [0], [True], base[None])
+    ref = samples([1, 1, 3], [0, 0, 0], [True] * 3, torch.stack([base, base * 2, base]))
+    pos, neg = positive_mask(key, ref, ContrastiveConfig(far_same_id="ignore"))
+    assert pos[0].tolist() == [True, False, False]
+    assert neg[0].tolist() == [False, False, True]
+    pos, neg = positive_mask(key, ref, ContrastiveConfig(far_same_id="negative"))
+    assert neg[0].tolist() == [False, True, True]
+
+
+def test_absent_object_and_other_clips_are_excluded():
+    base = torch.ones(U)
+    key = samples([1, 1], [0, 0], [True, True], torch.stack([base, base]), clip=[0, 1])
+    ref = samples([1, 1, 5], [0, 0, 0], [True] * 3, torch.stack([torch.zeros(U), base, base]), clip=[0, 0, 1])
+    pos, neg = positive_mask(key, ref, ContrastiveConfig())
+    assert pos.tolist() == [[False, True, False], [False, False, False]]  # other clip pair: never
+    assert neg.tolist() == [[False, False, False], [False, False, True]]  # absent same id: neither
+
+
+def test_thing_reference_frame_uses_nearby_frames_only():
+    base = torch.ones(U)
+    key = samples([1], [0], [True], base[None], frame=[10])
+    ref = samples([1, 1, 2], [0, 0, 0], [True] * 3, torch.stack([base * 3, base, base]), frame=[12, 40, 11])
+    pos, neg = positive_mask(key, ref, ContrastiveConfig(thing_reference="frame", frame_window=5))
+    assert pos[0].tolist() == [True, False, False]  # near same id is positive whatever its ΔH
+    assert neg[0].tolist() == [False, False, True]
+
+
+def test_stuff_positives_are_same_class_and_queue():
+    cfg = ContrastiveConfig(queue_size=4)
+    tcl = TemporalContrastive(cfg, num_classes=5, num_thing_classes=2, dim=4)
+    tcl.enqueue(torch.tensor([3, 3, 4]), torch.randn(3, 4))
+    key = samples([7], [3], [False], torch.ones(1, U))
+    ref = samples([7, 8], [3, 4], [False, False], torch.ones(2, U))
+    pos, neg = positive_mask(key, ref, cfg)
+    assert pos[0].tolist() == [True, False] and neg[0].tolist() == [False, True]
+    out = tcl(key, ref, update_queue=False)
+    assert torch.isfinite(out["loss_tcl"]) and out["loss_tcl"] > 0
+    # without the queue the loss changes (the queue adds 2 positives and 1 negative)
+    frame = TemporalContrastive(ContrastiveConfig(queue_size=4, stuff_reference="frame"), 5, 2, 4)
+    frame.load_state_dict(tcl.state_dict())
+    assert not torch.allclose(frame(key, ref, update_queue=False)["loss_tcl"], out["loss_tcl"])
+
+
+def test_fifo_queue_order_and_size():
+    tcl = TemporalContrastive(ContrastiveConfig(queue_size=3), num_classes=4, num_thing_classes=0, dim=2)
+    vals = torch.arange(10.0)[:, None].repeat(1, 2)
+    tcl.enqueue(torch.tensor([1, 1]), vals[:2])
+    assert tcl.queue_items(1)[:, 0].tolist() == [0.0, 1.0]
+    tcl.enqueue(torch.tensor([1, 2, 1]), vals[2:5])
+    assert tcl.queue_items(1)[:, 0].tolist() == [1.0, 2.0, 4.0]  # oldest dropped, order kept
+    assert tcl.queue_items(2)[:, 0].tolist() == [3.0]
+    tcl.enqueue(torch.tensor([1] * 5), vals[5:10])  # more than N_Q at once: only the newest N_Q stay
+    assert tcl.queue_items(1)[:, 0].tolist() == [7.0, 8.0, 9.0]
+    assert tcl.queue_count.tolist() == [0, 3, 1, 0]
+
+
+def test_queue_lives_in_state_dict_and_updates_only_in_training():
+    cfg = ContrastiveConfig(queue_size=5)
+    tcl = TemporalContrastive(cfg, num_classes=3, num_thing_classes=1, dim=4)
+    sd = tcl.state_dict()
+    assert {"queue", "queue_ptr", "queue_count"} <= set(sd) and sd["queue"].shape == (3, 5, 4)
+    key = samples([1, 2], [0, 2], [True, False], torch.ones(2, U))
+    ref = samples([1, 2], [0, 2], [True, False], torch.ones(2, U))
+    tcl.eval()
+    tcl(key, ref)
+    assert tcl.queue_count.sum() == 0
+    tcl.train()
+    tcl(key, ref)
+    assert tcl.queue_count.tolist() == [0, 0, 1]  # only the stuff sample is enqueued
+    other = TemporalContrastive(cfg, 3, 1, 4)
+    other.load_state_dict(tcl.state_dict())
+    assert torch.equal(other.queue_items(2), tcl.queue_items(2))
+
+
+def test_loss_is_low_when_positives_align_and_grads_flow():
+    d = 8
+    base = torch.ones(U)
+    e = torch.eye(d) * 10
+    key = samples([1, 2], [0, 0], [True, True], torch.stack([base, base]), embeds=e[:2].clone().requires_grad_(), dim=d)
+    good = samples([1, 2], [0, 0], [True, True], torch.stack([base, base]), embeds=e[:2].clone(), dim=d)
+    bad = samples([1, 2], [0, 0], [True, True], torch.stack([base, base]), embeds=e[[1, 0]].clone(), dim=d)
+    tcl = TemporalContrastive(ContrastiveConfig(), 2, 2, d)
+    lg, lb = tcl(key, good), tcl(key, bad)
+    assert lg["loss_tcl"] < 1e-3 < lb["loss_tcl"]
+    assert lg["loss_tcl_aux"] < lb["loss_tcl_aux"]
+    (lb["loss_tcl"] + lb["loss_tcl_aux"]).backward()
+    assert torch.isfinite(key.embeds.grad).all() and key.embeds.grad.abs().sum() > 0
+
+
+def test_no_samples_gives_attached_zero():
+    tcl = TemporalContrastive(ContrastiveConfig(), 3, 1, 4)
+    emb = torch.zeros(0, 4, requires_grad=True)
+    empty = Samples(emb, *(torch.zeros(0, dtype=torch.int64) for _ in range(2)), torch.zeros(0, dtype=torch.bool),
+                    torch.zeros(0, dtype=torch.int64), torch.zeros(0, U), torch.zeros(0, dtype=torch.int64))
+    out = tcl(empty, empty)
+    assert out["loss_tcl"].item() == 0.0 and out["loss_tcl"].requires_grad
+
+
+def test_gather_samples_follows_matcher_indices():
+    tg = Targets(masks=torch.zeros(2, 3, 4, 4, dtype=torch.bool), labels=torch.tensor([0, 2]),
+                 ids=torch.tensor([11, 12]), isthing=torch.tensor([True, False]))
+    emb = torch.arange(2 * 5 * 3.0).view(2, 5, 3)
+    idx = [(torch.tensor([4, 1]), torch.tensor([1, 0])), (torch.tensor([2]), torch.tensor([0]))]
+    desc = [torch.eye(2, U), torch.eye(2, U) * 2]
+    s = gather_samples(emb, idx, [tg, tg], desc, frame=torch.tensor([5, 9]))
+    assert s.ids.tolist() == [12, 11, 11] and s.clip.tolist() == [0, 0, 1] and s.frame.tolist() == [5, 5, 9]
+    assert torch.equal(s.embeds[0], emb[0, 4]) and torch.equal(s.desc[2], desc[1][0])
