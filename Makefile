@@ -22,6 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# The main job: synthetic VIPSeg-format data -> 2-worker Ray Train (gloo, CPU) -> VPQ/STQ -> MLflow (./mlflow.db).
+demo: install
+	RAY_AUTH_MODE=disabled $(VENV)/bin/gvseg train tasks/vps_vipseg.py:debug --workers 2
+
 test: install
 	RAY_AUTH_MODE=disabled $(PY) -m pytest -q
 

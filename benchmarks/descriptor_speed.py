@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform as pyplatform
 import statistics
 import sys
@@ -90,12 +91,17 @@ def main() -> None:
               "input": [h, w], "config": {"angle_bins": cfg.angle_bins, "radius_bins": cfg.radius_bins,
                                           "num_points": cfg.num_points, "contour_stride": cfg.contour_stride},
               "warmup": warmup, "runs": runs, "target_ms_h100": 1.0, "cases": {}}
+    if device.type == "cpu":  # the dev box is shared: a high load inflates CPU timings, so record it
+        result["loadavg_1m_before"] = round(os.getloadavg()[0], 2)
+        result["cpu_count"] = os.cpu_count()
     for key, fn in cases.items():
         t = time_case(fn, device, warmup, runs)
         result["cases"][key] = {"median_ms": round(statistics.median(t), 4), "min_ms": round(min(t), 4),
                                 "max_ms": round(max(t), 4)}
         print(f"{key:14s} median {statistics.median(t):9.3f} ms  (min {min(t):.3f}, {runs} runs) on {name}")
 
+    if device.type == "cpu":
+        result["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "cuda_" + name.lower().replace(" ", "_") if device.type == "cuda" else "cpu"

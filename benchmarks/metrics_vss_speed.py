@@ -136,6 +136,7 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
+    cached = (root / "SIZE.json").is_file()
     videos = make_split(root, args.videos, args.frames, h, w, args.workers)
     gen_s = time.perf_counter() - t0
 
@@ -157,12 +158,15 @@ def main() -> None:
                  "vspw_val_full_size": full,
                  "note": "full VSPW-val size" if full else "REDUCED size (not the full 343 x ~70 x 480x854)"},
         "workers": args.workers,
+        "data_dir": str(root),
+        "data_cached": cached,
         "generate_s": round(gen_s, 2),
         "read_only_s": [round(x, 3) for x in reads],
         "evaluate_s": [round(x, 3) for x in evals],
         "best_read_only_s": round(a, 3),
         "best_evaluate_s": round(b, 3),
         "ratio_evaluate_over_read": round(b / a, 3),
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
         "target_ratio": 2.0,
         "meets_target": b <= 2 * a,
         "metrics": {k: res[k] for k in ("miou", "mvc8", "mvc16", "pixel_acc", "num_videos", "num_frames")},

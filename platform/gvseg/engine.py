@@ -105,21 +105,36 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def compute_losses(parts: Parts, clip: Clip) -> dict[str, torch.Tensor]:
+def compute_losses(parts: Parts, clip: Clip, cfg: Config) -> dict[str, torch.Tensor]:
     """Forward the key clip (and the reference clip for TCL); unweighted loss dict."""
-    outputs = parts.model(clip)  # dict: pred_logits [B,Q,C+1], pred_masks [B,Q,T,h,w], pred_embeds [B,Q,D], ...
-    indices = outputs.get("indices")  # the final layer's matching, if the model computed it for SPA injection
-    if indices is None:
-        indices = parts.criterion.matcher(outputs["pred_logits"], outputs["pred_masks"], clip.targets)
+    outputs = parts.model(clip)  # pred_logits [B,Q,C+1], pred_masks [B,Q,T,h,w], pred_embeds [B,Q,D], ...
+    indices = _final_indices(parts, outputs, clip)
     losses = parts.criterion(outputs, clip.targets, indices)
     if parts.contrastive is not None and clip.reference is not None:
-        ref_outputs = parts.model(clip.reference)
-        ref_indices = ref_outputs.get("indices")
-        if ref_indices is None:
-            ref_indices = parts.criterion.matcher(ref_outputs["pred_logits"], ref_outputs["pred_masks"],
-                                                  clip.reference.targets)
-        losses.update(parts.contrastive(outputs, indices, clip, ref_outputs, ref_indices, clip.reference))
+        # Eq. (10): the reference clip comes from anywhere in the same video; its matched embeddings are the
+        # positives/negatives, chosen by ΔH of the ground-truth descriptors.
+        ref = clip.reference
+        ref_outputs = parts.model(ref)
+        ref_indices = _final_indices(parts, ref_outputs, ref)
+        losses.update(parts.contrastive(_samples(outputs, indices, clip, cfg), _samples(ref_outputs, ref_indices, ref, cfg)))
     return losses
+
+
+def _final_indices(parts: Parts, outputs: dict, clip: Clip) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The last layer's matching: reuse the model's (it matched for SPA injection) or compute it."""
+    indices = outputs.get("indices")
+    if indices is None:
+        indices = parts.criterion.matcher(outputs["pred_logits"], outputs["pred_masks"], clip.targets)
+    return indices
+
+
+def _samples(outputs: dict, indices: list, clip: Clip, cfg: Config):
+    from gvseg.losses.contrastive import gather_samples
+    from gvseg.model.descriptor import target_descriptors
+
+    t = clip.frames.shape[1]
+    desc = target_descriptors(clip.targets, clip.image_sizes, cfg.model.descriptor, cfg.model.decoder.dim)
+    return gather_samples(outputs["pred_embeds"], indices, clip.targets, desc, frame=clip.frame_index[:, t // 2])
 
 
 def _all_ranks_finite(finite: bool, device: torch.device) -> bool:
@@ -130,13 +145,13 @@ def _all_ranks_finite(finite: bool, device: torch.device) -> bool:
     return bool(flag.item())
 
 
-def train_step(parts: Parts, clip: Clip, cfg: TrainConfig, *, inject_nan: bool = False) -> StepResult:
+def train_step(parts: Parts, clip: Clip, cfg: Config, *, inject_nan: bool = False) -> StepResult:
     """forward → loss dict → weighted sum → finite check → backward → clip → step."""
     parts.model.train()
     device = clip.frames.device
-    use_amp = cfg.amp == "bf16" and device.type == "cuda"
+    use_amp = cfg.train.amp == "bf16" and device.type == "cuda"
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-        losses = compute_losses(parts, clip)
+        losses = compute_losses(parts, clip, cfg)
     weights = parts.criterion.weight_dict
     total = sum(weights[k] * v for k, v in losses.items() if k in weights)
     if inject_nan:  # fault injection for tests (train.fault.nan_at_steps)
@@ -148,8 +163,8 @@ def train_step(parts: Parts, clip: Clip, cfg: TrainConfig, *, inject_nan: bool =
         parts.scheduler.step()  # the iteration is spent either way; the schedule stays on the step count
         return StepResult(float("nan"), {}, False, lr)
     total.backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), cfg.grad_clip)
+    if cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), cfg.train.grad_clip)
     parts.optimizer.step()
     parts.scheduler.step()
     return StepResult(float(total.detach()), {k: float(v.detach()) for k, v in losses.items()}, True, lr)
@@ -176,7 +191,7 @@ def fit(
         seen = 0
         for clip in batches(state.epoch):
             seen += 1
-            result = train_step(parts, clip.to(device), t, inject_nan=state.step + 1 in t.fault.nan_at_steps)
+            result = train_step(parts, clip.to(device), cfg, inject_nan=state.step + 1 in t.fault.nan_at_steps)
             state.step += 1
             bar.update(1)
             if result.finite:

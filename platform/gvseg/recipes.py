@@ -74,7 +74,7 @@ def debug_variant(cfg: Config, name: str) -> Config:
     """A CPU-seconds version of a full recipe: tiny backbone and decoder, tiny synthetic data."""
     model = dataclasses.replace(
         cfg.model,
-        backbone=BackboneConfig(name="resnet18", out_indices=(1, 2, 3, 4), lr_multiplier=0.1),
+        backbone=BackboneConfig(name="test_resnet", out_indices=(1, 2, 3, 4), lr_multiplier=0.1),  # 0.4M params
         pixel_decoder=PixelDecoderConfig(kind="fpn", dim=32, num_layers=1, num_heads=2, ffn_dim=64),
         decoder=DecoderConfig(num_layers=3, dim=32, num_heads=2, ffn_dim=64, num_queries=10),
         descriptor=dataclasses.replace(cfg.model.descriptor, num_points=64),

@@ -115,3 +115,20 @@ def test_vipseg_end_to_end(tmp_path):
         # the label space is VIPSeg's 58 things first; isthing agrees with the category list
         assert (t.isthing == (t.labels < 58)).all()
     assert sum(c.isthing for c in vip.values()) == 58
+
+
+@pytest.mark.parametrize("fmt", sorted(getattr(formats, "READERS", {})))
+def test_every_format_end_to_end(tmp_path, fmt):
+    """Generator -> the format's writer -> its reader -> train batch and eval batch."""
+    from gvseg.data.synthetic import synth_dataset
+
+    assert synth_dataset(fmt, tmp_path, videos=3, frames=3, height=32, width=40, seed=1, thing_classes=2,
+                         stuff_classes=2, progress=False) == {"train": 2, "val": 1}
+    evs = fmt in ("ytvos", "davis", "burst")
+    cfg = DataConfig(format=fmt, root=str(tmp_path), min_size=(32,), max_size=64, test_size=32,
+                     exemplar_kinds=("mask", "point") if evs else ())
+    train = next(iterate_batches(build_records(cfg, "train"), cfg, batch_size=2, seed=0, epoch=0))
+    assert train.shape == (2, 3, 32, 64) and all(len(t.ids) > 0 for t in train.targets)
+    assert (train.exemplars is not None) == evs
+    val = next(iterate_batches(build_records(cfg, "val"), cfg, batch_size=1, seed=0, epoch=0, train=False))
+    assert val.frame_index.tolist() == [[0, 1, 2]] and val.reference is None

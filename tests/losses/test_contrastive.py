@@ -161,3 +161,77 @@ def test_gather_samples_follows_matcher_indices():
     s = gather_samples(emb, idx, [tg, tg], desc, frame=torch.tensor([5, 9]))
     assert s.ids.tolist() == [12, 11, 11] and s.clip.tolist() == [0, 0, 1] and s.frame.tolist() == [5, 5, 9]
     assert torch.equal(s.embeds[0], emb[0, 4]) and torch.equal(s.desc[2], desc[1][0])
+
+
+def _ddp_worker(rank, world, port, q):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        tcl = TemporalContrastive(ContrastiveConfig(queue_size=4), num_classes=3, num_thing_classes=0, dim=2)
+        n = 1 if rank == 0 else 3  # different counts per rank -> padding path
+        labels = torch.full((n,), 1, dtype=torch.int64)
+        tcl.enqueue(labels, torch.full((n, 2), float(rank * 10)) + torch.arange(n)[:, None])
+        q.put((rank, tcl.queue_items(1)[:, 0].tolist(), tcl.queue_count.tolist()))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_queue_update_is_identical_on_every_rank():
+    """Two gloo ranks enqueue different numbers of pairs; both end with the same queue (~10 s: spawn)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(q.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    assert results[0][1:] == results[1][1:]
+    assert results[0][1] == [0.0, 10.0, 11.0, 12.0]  # rank 0's pair first, then rank 1's, FIFO order
+    assert results[0][2] == [0, 4, 0]
+
+
+def test_pipeline_from_model_outputs():
+    """matcher indices -> GT descriptors -> gather_samples -> loss, as the engine wires it."""
+    from gvseg.config import DescriptorConfig, LossConfig
+    from gvseg.losses.matcher import HungarianMatcher
+    from gvseg.model.descriptor import target_descriptors
+
+    g = torch.Generator().manual_seed(0)
+
+    def clip(shift):
+        m = torch.zeros(3, 3, 32, 48, dtype=torch.bool)
+        m[0, :, 4:14, 4 + shift:16 + shift] = True  # thing id 1
+        m[1, :, 16:28, 20 + shift:40 + shift] = True  # thing id 2
+        m[2, :, 28:] = True  # stuff class 3
+        return Targets(masks=m, labels=torch.tensor([0, 1, 3]), ids=torch.tensor([1, 2, 3]),
+                       isthing=torch.tensor([True, True, False]))
+
+    key_t, ref_t = [clip(0), clip(0)], [clip(4), clip(4)]
+    sizes = torch.tensor([[32, 48], [32, 48]])
+    matcher = HungarianMatcher(LossConfig(num_points=200))
+    tcl = TemporalContrastive(ContrastiveConfig(queue_size=8), num_classes=4, num_thing_classes=3, dim=16)
+    side = []
+    for tg, frames in ((key_t, torch.tensor([0, 0])), (ref_t, torch.tensor([30, 30]))):
+        emb = torch.randn(2, 6, 16, generator=g, requires_grad=True)
+        idx = matcher(torch.randn(2, 6, 5, generator=g), torch.randn(2, 6, 3, 8, 12, generator=g), tg)
+        desc = target_descriptors(tg, sizes, DescriptorConfig(angle_bins=4, radius_bins=2), 16)
+        side.append((emb, gather_samples(emb, idx, tg, desc, frames)))
+    (k_emb, key), (r_emb, ref) = side
+    pos, _ = positive_mask(key, ref, tcl.cfg)
+    assert pos.sum() == 6  # every object of each clip pair: 2 things with small ΔH + 1 stuff
+    tcl.train()
+    out = tcl(key, ref)
+    assert torch.isfinite(out["loss_tcl"]) and torch.isfinite(out["loss_tcl_aux"])
+    (out["loss_tcl"] + out["loss_tcl_aux"]).backward()
+    assert k_emb.grad.abs().sum() > 0 and r_emb.grad.abs().sum() > 0
+    assert tcl.queue_count.tolist() == [0, 0, 0, 2]

@@ -93,3 +93,14 @@ def test_given_indices_are_used():
     swapped = [(torch.tensor([0, 1]), torch.tensor([1, 0]))]  # deliberately wrong assignment
     assert crit(out, tgs, swapped)["loss_dice"] > 0.5
     assert crit(out, tgs)["loss_dice"] < 1e-3
+
+
+def test_errors_on_ignored_pixels_cost_nothing():
+    tgs = [clip_targets(2, ignore=True)]
+    tgs[0].ignore[:, :2] = True  # rows 0-1 are void (background there)
+    out = perfect_outputs(tgs)
+    out["pred_masks"][:, :2, :, 0] = 1e4  # matched queries wrongly claim row 0
+    losses = SetCriterion(cfg(), C)(out, tgs)
+    assert losses["loss_mask"].item() < 1e-3 and losses["loss_dice"].item() < 1e-3
+    tgs[0].ignore[:] = False
+    assert SetCriterion(cfg(), C)(out, tgs)["loss_mask"].item() > 1.0

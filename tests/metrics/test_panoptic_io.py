@@ -103,3 +103,20 @@ def test_two_gt_jsons_need_an_explicit_choice(tmp_path):
 def test_segments_from_ids_requires_categories():
     with pytest.raises(ValueError, match="segment id 9"):
         pio.segments_from_ids(np.array([[9]]), {})
+
+
+def test_gt_images_and_annotations_must_pair_up(tmp_path):
+    f = np.zeros((2, 2), np.uint32)
+    jp = pio.write_vipseg(tmp_path, {"v": (["0", "1"], [f, f], [[], []])}, CATS)
+    data = json.loads(jp.read_text())
+    data["annotations"][0]["annotations"].pop()
+    jp.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="panoptic_gt_VIPSeg_val.json: video 'v' has 2 images but 1 annotations"):
+        pio.load_vipseg(tmp_path)
+
+
+def test_detect_format_kitti_step(tmp_path):
+    pio.write_kitti_step_png(tmp_path / "panoptic_maps" / "val" / "0002" / "000000.png", np.zeros((2, 2)), np.zeros((2, 2)))
+    assert pio.detect_format(tmp_path) == "kitti-step"
+    seqs = pio.load_kitti_step(tmp_path, tmp_path)
+    assert [s.seq_id for s in seqs] == ["0002"] and seqs[0].gt_paths == seqs[0].pred_paths

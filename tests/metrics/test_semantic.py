@@ -243,5 +243,8 @@ def test_read_label_png_modes(tmp_path):
     assert read_label_png(tmp_path / "p.png").tolist() == arr.tolist()
     with pytest.raises(ValueError, match="rgb.png.*mode RGB"):
         read_label_png(tmp_path / "rgb.png")
+    (tmp_path / "bad.png").write_bytes((tmp_path / "l.png").read_bytes()[:40])  # truncated
+    with pytest.raises(ValueError, match="bad.png"):
+        read_label_png(tmp_path / "bad.png")
     with pytest.raises(FileNotFoundError, match="VSPW layout"):
         semantic.list_videos(tmp_path / "nowhere", "val")

@@ -9,6 +9,8 @@ from gvseg.model.backbone import Backbone, load_backbone_checkpoint
 from gvseg.model.convert_d2 import load_d2_checkpoint, load_d2_pkl, rename_d2
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
+torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
+
 TINY = BackboneConfig(name="test_resnet")
 
 

@@ -3,6 +3,8 @@ import torch
 
 from gvseg.model.decoder import MaskedAttentionDecoder
 
+torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
+
 D, DP, C, L, Q = 32, 24, 5, 3, 6
 
 

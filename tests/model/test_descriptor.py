@@ -163,3 +163,19 @@ def test_target_descriptors_use_middle_frame_per_clip():
     assert [o.shape for o in out] == [(2, 432), (0, 432)]
     assert torch.equal(out[0][0], compute_descriptor(m[0, 1][None], canvas(1), cfg, D)[0])
     assert torch.equal(out[0][1], torch.zeros(432))
+
+
+def test_pooling_matches_area_rule_on_ragged_sizes():
+    """The uint8 pooling (stride 4) equals an explicit area >= 0.5 rule, partial border cells included."""
+    from gvseg.model.descriptor import _pool
+
+    g = torch.Generator().manual_seed(0)
+    fg = torch.rand(3, 37, 50, generator=g) > 0.5
+    fg[2] = False
+    fg[2, 36, 49] = True  # lone pixel in a partial corner cell: must survive
+    out = _pool(fg, 4)
+    frac = torch.nn.functional.avg_pool2d(fg.float()[:, None], 4, stride=4, ceil_mode=True)[:, 0]
+    assert out.shape == (3, 10, 13)
+    assert torch.equal(out[:2], frac[:2] >= 0.5)
+    assert out[2].sum() == 1 and out[2, 9, 12]
+    assert torch.equal(_pool(fg, 16), _pool(fg, 16))  # float fallback path runs

@@ -1,10 +1,11 @@
 import pytest
 import torch
+from model_helpers import make_clip
 
 from gvseg.config import LossConfig
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
-from model_helpers import make_clip
+torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
 
 LOSS = LossConfig(num_points=256)
 

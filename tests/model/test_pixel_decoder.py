@@ -4,6 +4,8 @@ import torch
 from gvseg.config import PixelDecoderConfig
 from gvseg.model.pixel_decoder import MSDeformAttn, build_pixel_decoder, ms_deform_attn
 
+torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
+
 IN_CH = {4: 8, 8: 12, 16: 16, 32: 20}
 
 

@@ -6,6 +6,8 @@ from gvseg.model.gvseg import build_gvseg, debug_model_config
 from gvseg.model.queries import QueryInit
 from gvseg.structures import ClipExemplars, Targets
 
+torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
+
 CH = {4: 8, 8: 6, 16: 10, 32: 12}
 
 

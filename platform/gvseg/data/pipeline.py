@@ -177,9 +177,8 @@ def iterate_samples(records: Sequence[VideoRecord], cfg: DataConfig, *, seed: in
     else:
         for v in tqdm(range(rank, len(records), world_size), desc="eval", disable=not progress):
             rec = records[v]
-            cache = _FrameCache(rec)
             for indices in eval_clips(len(rec), cfg.clip_frames):
-                yield load_eval_clip(rec, cfg, space, indices, cache)
+                yield load_eval_clip(rec, cfg, space, indices)  # fresh cache per clip: long videos stay out of RAM
 
 
 def iterate_batches(records: Sequence[VideoRecord], cfg: DataConfig, *, batch_size: int, seed: int, epoch: int,

@@ -400,9 +400,11 @@ def synth_dataset(format: str, out_dir: str | Path, *, videos: int, frames: int,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(frames=frames, height=height, width=width, seed=seed, lookalike=lookalike, progress=progress)
-    formats.write_synthetic(format, out, generate_split(cats, videos=n_train, start_index=0, **kw), "train")
+    train = generate_split(cats, videos=n_train, start_index=0, **kw)
+    formats.write_synthetic(format, out, train, "train", progress=progress)
     if n_val:
-        formats.write_synthetic(format, out, generate_split(cats, videos=n_val, start_index=n_train, **kw), "val")
+        val = generate_split(cats, videos=n_val, start_index=n_train, **kw)
+        formats.write_synthetic(format, out, val, "val", progress=progress)
     if corrupt:
         from gvseg.data.formats import corrupt as corrupt_mod
 

@@ -28,6 +28,7 @@ Conventions:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -175,7 +176,7 @@ def augment_masks(masks: np.ndarray, p: AugmentParams) -> np.ndarray:
 
 def augment_points(xy: np.ndarray, height: int, width: int, p: AugmentParams) -> np.ndarray:
     """[N, 2] (x, y) pixel coordinates (continuous, pixel centres at +0.5) -> the augmented frame."""
-    (rh, rw), (y0, x0, ch, cw) = p.size, p.crop
+    (rh, rw), (y0, x0, _, cw) = p.size, p.crop
     out = np.asarray(xy, np.float64).reshape(-1, 2).copy()
     out[:, 0] = out[:, 0] * rw / width - x0
     out[:, 1] = out[:, 1] * rh / height - y0
@@ -304,14 +305,20 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
     masks = augment_masks(tubes.masks, params)  # [K, T, h, w]
     ignore = augment_masks(tubes.ignore, params)  # [T, h, w]
     present = masks.any(axis=(1, 2, 3))  # objects cropped away disappear
+    if not present.all():  # (a copy of the masks only when something was cropped away)
+        masks = masks[present]
     labels = label_space.to_contiguous(tubes.category_ids[present], video_id)
     return Sample(video_id, image, np.asarray(frame_index, np.int64), tubes.ids[present], labels,
-                  np.ascontiguousarray(masks[present]), ignore, label_space.num_thing_classes)
+                  masks, ignore, label_space.num_thing_classes)
 
 
 def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str] = ("mask", "point")) -> SampleExemplars:
     """EVS training hints from the key clip's first frame: one per object visible there, kind drawn at
-    random from ``kinds``; a point is a random pixel inside the mask, a box is the mask's tight box."""
+    random from ``kinds``; a point is a random pixel inside the mask, a box is the mask's tight box.
+    Objects that only appear later in the clip get no hint (as in VOS); ``ids`` link hints to target tubes."""
+    bad = [k for k in kinds if k not in EXEMPLAR_KINDS]
+    if bad or not kinds:
+        raise ValueError(f"{sample.video_id}: exemplar kinds must be a non-empty subset of {list(EXEMPLAR_KINDS)}, got {list(kinds)}")
     h, w = sample.frames.shape[1:3]
     if sample.masks.shape[0] == 0:
         return SampleExemplars.empty(h, w)
@@ -388,6 +395,15 @@ def normalize(frames: torch.Tensor) -> torch.Tensor:
     return (frames.float() - mean) / std
 
 
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """Zero-copy view of an array we only read from (Ray hands out read-only arrays; torch warns on those)."""
+    if a.flags.writeable:
+        return torch.from_numpy(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
+
+
 def collate(samples: Sequence[Sample]) -> Clip:
     """B samples -> one :class:`Clip`, padded to a common H×W (multiples of 32) at the bottom/right.
 
@@ -404,22 +420,26 @@ def collate(samples: Sequence[Sample]) -> Clip:
     ph, pw = pad_size(sizes)
     b = len(samples)
     frames = torch.zeros(b, t_len, 3, ph, pw)
+    scale = 1.0 / torch.tensor(PIXEL_STD).view(3, 1, 1)
+    shift = -torch.tensor(PIXEL_MEAN).view(3, 1, 1) * scale
     targets: list[Targets] = []
     exemplars: list[ClipExemplars] = []
     for i, s in enumerate(samples):
         h, w = s.frames.shape[1:3]
-        frames[i, :, :, :h, :w] = normalize(torch.tensor(s.frames).permute(0, 3, 1, 2))  # [T, 3, h, w]; copies (Ray rows are read-only)
+        valid = frames[i, :, :, :h, :w]  # [T, 3, h, w] view; padding stays 0 (= the mean colour)
+        valid.copy_(_tensor(s.frames).permute(0, 3, 1, 2))  # uint8 HWC -> float CHW in one pass
+        valid.mul_(scale).add_(shift)  # ImageNet normalisation in place (the hot loop of data loading)
         masks = torch.zeros(len(s.ids), t_len, ph, pw, dtype=torch.bool)
-        masks[:, :, :h, :w] = torch.from_numpy(s.masks)
+        masks[:, :, :h, :w] = _tensor(s.masks)
         ignore = torch.ones(t_len, ph, pw, dtype=torch.bool)  # padding is ignored
-        ignore[:, :h, :w] = torch.from_numpy(s.ignore)
+        ignore[:, :h, :w] = _tensor(s.ignore)
         labels = torch.from_numpy(s.labels)
         targets.append(Targets(masks=masks, labels=labels, ids=torch.from_numpy(s.ids),
                                isthing=labels < s.num_thing_classes, ignore=ignore))
         if s.exemplars is not None:
             e = s.exemplars
             em = torch.zeros(len(e.ids), ph, pw, dtype=torch.bool)
-            em[:, :h, :w] = torch.from_numpy(e.masks)
+            em[:, :h, :w] = _tensor(e.masks)
             exemplars.append(ClipExemplars(kind=[KIND_NAMES[int(k)] for k in e.kind],
                                            frame=torch.from_numpy(e.frame), points=torch.from_numpy(e.points),
                                            boxes=torch.from_numpy(e.boxes), masks=em, ids=torch.from_numpy(e.ids)))

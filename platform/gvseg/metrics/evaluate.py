@@ -4,7 +4,7 @@
 exposes ``evaluate(gt, pred, *, progress=True, **options) -> dict[str, float | dict]``. ``run_metric`` calls
 it, writes the result as JSON (numpy scalars/arrays converted, NaN written as ``NaN``) when ``out`` is given,
 and returns the dict. ``format_table`` renders the scalar entries (and one level of nested scalars) as a
-two-column text table; big nested tables (per class / per video) are summarised by their size.
+two-column text table; big or deep nested tables (per span / class / video) are summarised by their size.
 """
 
 from __future__ import annotations
@@ -78,15 +78,16 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(results: dict, max_nested: int = 12) -> str:
-    """Two-column table of the scalar results; nested dicts of scalars with <= ``max_nested`` entries are
-    shown as ``parent.key`` rows, larger or deeper ones as ``parent  (N entries)``."""
+    """Two-column table of the scalar results; a nested dict of scalars with <= ``max_nested`` entries is
+    shown as ``parent.key`` rows, a larger or deeper one as one ``parent | (N entries)`` row."""
     rows: list[tuple[str, str]] = []
 
     def walk(prefix: str, d: dict, depth: int) -> None:
         for k, v in d.items():
             key = f"{prefix}{k}"
             if isinstance(v, dict):
-                if depth < 2 and len(v) <= max_nested:
+                flat = all(not isinstance(x, (dict, list, tuple)) for x in v.values())
+                if depth < 2 and len(v) <= max_nested and flat:
                     walk(key + ".", v, depth + 1)
                 else:
                     rows.append((key, f"({len(v)} entries)"))

@@ -248,8 +248,10 @@ def load_vipseg(
                 pred_segments=pred_segments,
             )
         )
+    # the official scripts key categories by id in a dict: duplicates keep the first position, last value
+    categories = list({c["id"]: c for c in gt_data["categories"]}.values())
     return PanopticSplit(
-        categories=list(gt_data["categories"]),
+        categories=categories,
         videos=videos,
         gt_json=str(json_path),
         pred_json=str(pred_json_path) if pred_json_path else None,

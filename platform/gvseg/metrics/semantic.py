@@ -64,10 +64,13 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     bit_depth, color_type = buf[24], buf[25]  # IHDR fields
     if color_type == 0 and bit_depth == 8:
         arr = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise ValueError(f"{path}: could not decode PNG")
-        return arr
-    img = Image.open(io.BytesIO(buf))
+        if arr is not None and arr.ndim == 2:  # (a tRNS chunk would make cv2 add alpha: PIL below)
+            return arr
+    try:
+        img = Image.open(io.BytesIO(buf))
+        img.load()
+    except Exception as e:  # truncated / corrupt file
+        raise ValueError(f"{path}: could not decode PNG ({e})") from None
     if img.mode not in ("L", "P"):
         raise ValueError(f"{path}: expected an 8-bit single-channel (L or P) PNG, got mode {img.mode}")
     return np.asarray(img, dtype=np.uint8)

@@ -20,9 +20,10 @@ names: ``vpq_mean_12468`` (the script's final ``vpq-final.txt`` number, spans 1,
 ``vpq_mean_1246`` (VIPSeg paper and GvSeg tables, spans 1,2,4,6).
 
 Speed: the official script re-reads each PNG once per span and window (~18x the reading time). Here each
-frame pair is read once; ``np.unique`` on the joint id gives a per-frame intersection table
-``[G+1, P+1]`` (video-level GT ids incl. void + "other", pred ids incl. void + "other"), windows are
-differences of the cumulative table, and STQ is computed from the same tables (``scan_vipseg``).
+frame pair is read once; a run-length-encoded ``np.unique`` of the joint (gt, pred) id gives a per-frame
+intersection table ``[G+1, P+1]`` (video-level GT ids incl. void + "other", pred ids incl. void + "other"),
+windows of every span are differences of the cumulative table, and STQ comes from the same tables
+(``scan_vipseg``). Videos run in parallel (process pool); only one video's tables are held at a time.
 
 Array core: ``vpq_video(gt_ids [T,H,W], gt_segments, pred_ids [T,H,W], pred_segments, categories, spans)``
 returns ``{span: PQAccumulator}``; ``summarize`` turns accumulators into the result dict; ``evaluate`` runs a

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -65,7 +65,6 @@ class Track:
     iscrowd: bool = False
     score: float = 0.0
     index: int = 0  # position in the source file (ties keep file order)
-    extra: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -95,7 +94,7 @@ def _truthy_mean(areas) -> float:
     return float(np.array(kept).mean()) if kept else 0
 
 
-def _make_track(ann, rles, h, w, where, **kw) -> Track:
+def _make_track(rles, h, w, where, **kw) -> Track:
     areas = np.zeros(len(rles), np.int64)
     present = [i for i, r in enumerate(rles) if r is not None]
     for i in present:
@@ -131,7 +130,7 @@ def load_gt(gt_json) -> tuple[dict, list[int], list[Track]]:
         if length and len(segs) != length:
             raise ValueError(f"{aw}: {len(segs)} segmentations but video {ann['video_id']} has {length} frames")
         rles = [_to_rle(s, h, w, f"{aw} frame {t}") for t, s in enumerate(segs)]
-        track = _make_track(ann, rles, h, w, aw, id=ann["id"], video_id=ann["video_id"],
+        track = _make_track(rles, h, w, aw, id=ann["id"], video_id=ann["video_id"],
                             category_id=ann["category_id"], avg_area=0.0,
                             iscrowd=bool(ann.get("iscrowd", 0)), index=i)
         # GT area range uses the ``areas`` field as given; computed from the masks only if it is missing.
@@ -161,7 +160,7 @@ def load_results(results_json, videos: dict) -> list[Track]:
             raise ValueError(f"{rw}: {len(r['segmentations'])} segmentations but video {r['video_id']} "
                              f"has {length} frames")
         rles = [_to_rle(s, h, w, f"{rw} frame {t}") for t, s in enumerate(r["segmentations"])]
-        track = _make_track(r, rles, h, w, rw, id=i + 1, video_id=r["video_id"],
+        track = _make_track(rles, h, w, rw, id=i + 1, video_id=r["video_id"],
                             category_id=r["category_id"], avg_area=0.0, score=float(r["score"]), index=i)
         track.avg_area = _truthy_mean(track.mask_areas.tolist())  # loadRes: areas from the masks
         tracks.append(track)
@@ -329,14 +328,17 @@ def evaluate(gt_json, results_json, *, progress: bool = True) -> dict:
         cats_here = [(k, c) for k, c in enumerate(cat_ids) if gts.get((vid, c)) or dts.get((vid, c))]
         # top-100 results per (video, category) by score, stable (computeIoU); IoU for all of them at once
         vid_dts = {c: sorted(dts.get((vid, c), []), key=lambda d: -d.score)[: MAX_DETS[-1]] for _, c in cats_here}
-        all_d = [d for _, c in cats_here for d in vid_dts[c]]
-        all_g = [g for _, c in cats_here for g in gts.get((vid, c), [])]
-        ious_all = video_iou(all_d, all_g)
+        # only categories with both results and GT need IoUs: one pycocotools call per frame for them all
+        both = [c for _, c in cats_here if vid_dts[c] and gts.get((vid, c))]
+        ious_all = video_iou([d for c in both for d in vid_dts[c]], [g for c in both for g in gts[vid, c]])
         d0 = g0 = 0
         for k, c in cats_here:
             cd, cg = vid_dts[c], gts.get((vid, c), [])
-            ious = ious_all[d0 : d0 + len(cd), g0 : g0 + len(cg)]
-            d0, g0 = d0 + len(cd), g0 + len(cg)
+            if c in both:
+                ious = ious_all[d0 : d0 + len(cd), g0 : g0 + len(cg)]
+                d0, g0 = d0 + len(cd), g0 + len(cg)
+            else:
+                ious = np.zeros((len(cd), len(cg)))
             for a, rng in enumerate(AREA_RNG):
                 per_video[k][a].append(evaluate_video(ious, cg, cd, rng))
 

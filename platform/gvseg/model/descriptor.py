@@ -20,7 +20,7 @@ Recipe (method.md defaults)
 ---------------------------
 1. Work at 1/``contour_stride`` of the masks' resolution (area pooling, >= 0.5; an object that would vanish
    keeps every touched cell). Pass ``downsample=1`` for masks already at 1/4 (the model's ``pred_masks``).
-2. Contour = mask - erode(mask), erosion as a 3x3 max-pool of the background.
+2. Contour = mask - erode(mask), erosion as a 3x3 (separable) max-pool of the background.
 3. M points evenly spaced in the contour's raster order, with replacement when the contour has fewer than
    M pixels. (Tracing the boundary is not vectorisable; an evenly spaced subsample of the boundary pixels
    has the same expected histogram. Ranks come from a cumsum + searchsorted, no sort, no Python loop.)
@@ -83,13 +83,16 @@ def compute_descriptor(
     fg = masks if masks.dtype == torch.bool else masks > 0.5  # [N, H, W] bool
     fg = _pool(fg, s)  # [N, h, w] bool
     h, w = fg.shape[-2:]
-    fgf = fg.to(torch.float32)
-    area = fgf.sum((1, 2))  # [N]
+    col = fg.sum(1, dtype=torch.float32)  # [N, w] pixels per column
+    row = fg.sum(2, dtype=torch.float32)  # [N, h] pixels per row
+    area = col.sum(1)  # [N]
     nonempty = area > 0  # [N]
 
-    # --- 2. contour = mask - erode(mask); outside the array counts as background so border objects close
-    bg = F.pad((~fg).to(fgf.dtype)[:, None], (1, 1, 1, 1), value=1.0)  # [N, 1, h+2, w+2]
-    contour = fg & (F.max_pool2d(bg, 3, stride=1)[:, 0] > 0)  # [N, h, w]
+    # --- 2. contour = mask - erode(mask): a pixel with a background pixel in its 3x3 window (separable
+    # max-pool of the background, done with bool ORs). Beyond the array is background, so border objects close.
+    bg = F.pad(~fg, (1, 1, 1, 1), value=True)  # [N, h+2, w+2]
+    bg = bg[:, :, :-2] | bg[:, :, 1:-1] | bg[:, :, 2:]  # [N, h+2, w]
+    contour = fg & (bg[:, :-2] | bg[:, 1:-1] | bg[:, 2:])  # [N, h, w]
 
     # --- 3. M points evenly spaced in raster order (with replacement when fewer than M)
     flat = contour.view(n_obj, h * w)
@@ -105,8 +108,8 @@ def compute_descriptor(
     xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * s  # [w]
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * s  # [h]
     safe_area = area.clamp_min(1.0)
-    cx = (fgf.sum(1) * xs).sum(1) / safe_area  # [N]
-    cy = (fgf.sum(2) * ys).sum(1) / safe_area  # [N]
+    cx = (col * xs).sum(1) / safe_area  # [N]
+    cy = (row * ys).sum(1) / safe_area  # [N]
     dx, dy = px - cx[:, None], py - cy[:, None]  # [N, M]
     theta = torch.atan2(dy, dx)  # [N, M] in [-pi, pi]
     a_bin = torch.floor((theta + math.pi) * (u / (2 * math.pi))).long() % u  # theta = pi wraps to bin 0
@@ -168,11 +171,21 @@ def _pool(fg: torch.Tensor, s: int) -> torch.Tensor:
     touched cell, so a non-empty mask stays non-empty (one-pixel masks are defined)."""
     if s == 1:
         return fg
-    dtype = torch.float16 if fg.is_cuda else torch.float32  # halves the memory traffic of full-res GT
-    frac = F.avg_pool2d(fg.to(dtype)[:, None], s, stride=s, ceil_mode=True)[:, 0]  # [N, h, w]
-    big = frac >= 0.5
+    n, hh, ww = fg.shape
+    h, w = -(-hh // s), -(-ww // s)
+    if s * s <= 255:  # count in uint8 on a reshaped view: 4x less memory traffic than a float avg-pool
+        ragged = (h * s, w * s) != (hh, ww)
+        padded = F.pad(fg, (0, w * s - ww, 0, h * s - hh), value=False) if ragged else fg.contiguous()  # [N, h*s, w*s]
+        count = padded.view(torch.uint8).view(n, h, s, w, s).sum(4, dtype=torch.uint8).sum(2, dtype=torch.uint8)
+        ch = (hh - torch.arange(h, device=fg.device) * s).clamp_max(s)  # in-image rows per cell row
+        cw = (ww - torch.arange(w, device=fg.device) * s).clamp_max(s)
+        big = 2 * count.to(torch.int16) >= (ch[:, None] * cw[None]).to(torch.int16)  # [N, h, w]
+        touched = count > 0
+    else:
+        frac = F.avg_pool2d(fg.to(torch.float32)[:, None], s, stride=s, ceil_mode=True)[:, 0]  # [N, h, w]
+        big, touched = frac >= 0.5, frac > 0
     vanished = ~big.flatten(1).any(1)  # [N]
-    return big | (vanished[:, None, None] & (frac > 0))
+    return big | (vanished[:, None, None] & touched)
 
 
 def _radius_bins(

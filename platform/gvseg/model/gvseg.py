@@ -26,8 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gvseg.config import (BackboneConfig, DecoderConfig, DescriptorConfig, LossConfig, ModelConfig,
-                          PixelDecoderConfig, QueryInitConfig)
+from gvseg.config import (
+    BackboneConfig,
+    DecoderConfig,
+    DescriptorConfig,
+    LossConfig,
+    ModelConfig,
+    PixelDecoderConfig,
+    QueryInitConfig,
+)
 from gvseg.model.backbone import Backbone, build_backbone
 from gvseg.model.decoder import MaskedAttentionDecoder, build_decoder
 from gvseg.model.pixel_decoder import build_pixel_decoder

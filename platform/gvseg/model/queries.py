@@ -153,11 +153,10 @@ class QueryInit(nn.Module):
         # cell centres in feature-pixel units of each clip's valid canvas, clamped to the last valid feature
         # pixel so bilinear reads never mix in padding -> grid_sample coordinates
         valid = image_sizes.flip(-1).to(dev, torch.float32)  # [B, 2] (w, h) px
-        fsize = torch.tensor([f.shape[-1], f.shape[-2]], device=dev, dtype=torch.float32)  # (w, h) feature px
         u = cell_xy[None] * valid[:, None] / self.grid_stride - 0.5  # [B, S*S, 2]
         last = (torch.ceil(valid / self.grid_stride) - 1).clamp(min=0)  # [B, 2]
-        u = torch.minimum(u.clamp(min=0), last[:, None])
-        grid = (u + 0.5) / fsize * 2 - 1  # [B, S*S, 2]
+        u = torch.minimum(u.clamp(min=0), last[:, None]) + 0.5
+        grid = torch.stack((u[..., 0] / f.shape[-1], u[..., 1] / f.shape[-2]), -1) * 2 - 1  # [B, S*S, 2]
         grid = grid.repeat_interleave(t, 0)[:, :, None]  # [B*T, S*S, 1, 2]
         sampled = F.grid_sample(f, grid.to(f.dtype), mode="bilinear", padding_mode="border", align_corners=False)  # [B*T, C, S*S, 1]
         cell_feat = sampled[..., 0].view(b, t, f.shape[1], s * s).mean(1).transpose(1, 2)  # [B, S*S, C]

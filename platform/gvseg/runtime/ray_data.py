@@ -10,14 +10,15 @@ Driver side (:func:`build_dataset`):
     samples are therefore always made by the task that read it, and each row holds a whole sample (key clip,
     reference clip, hints), so however Ray splits the rows across workers a sample is never torn apart.
   * Every column is a NumPy array or number: the video id travels as UTF-8 bytes in a uint8 array and
-    masks as ``np.packbits`` bit planes with their shape, so nothing in a row is a string (``iter_torch_batches``
-    rejects string columns) and a row is ~8x smaller than with bool masks.
+    masks as flat uint8 0/1 planes with their shape (``np.packbits`` planes with ``PACK_MASKS``), so nothing
+    in a row is a string (``iter_torch_batches`` rejects string columns).
   * Samples are identical to the plain pipeline's (``gvseg.data.pipeline.load_sample`` with
     ``sample_rng(seed, epoch, video, draw)``): a run reproduces whichever loader made it.
   * Memory stays bounded: Ray Data streams (backpressure on the object store), and one task holds one video.
 
 Worker side (:func:`iterate_shard`): ``ray.train.get_dataset_shard("train")`` (or any Dataset / DataIterator)
--> ``iter_batches(batch_format="numpy")`` -> rows decoded back into NumPy ``Sample``s -> ``collate`` -> Clip.
+-> ``iter_torch_batches(collate_fn=ClipCollateFn)``: rows decoded back into NumPy ``Sample``s and ``collate``d
+into a CPU :class:`Clip` in Ray's prefetch threads (overlapping the training step).
 
 ``TorchTrainer(datasets={"train": ds})`` splits the stream across workers (``streaming_split(equal=True)``);
 with ``clips_per_video=1`` every video then lands on exactly one worker per epoch.
@@ -32,11 +33,18 @@ from typing import Any
 
 import numpy as np
 import ray
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from gvseg.config import DataConfig
 from gvseg.data.pipeline import label_space_for, load_sample, sample_rng, shard_videos
 from gvseg.data.transforms import LabelSpace, Sample, SampleExemplars, collate
 from gvseg.structures import Clip, VideoRecord
+
+# Masks travel as raw 0/1 bytes by default: zero-copy out of the object store, while unpacking bits costs the
+# consumer (the Train worker, the serial end of the pipeline) ~3x its collate time on 2 cores. Set True to send
+# np.packbits planes instead (8x smaller rows) when object-store memory or network is the limit.
+PACK_MASKS = False
+BLOCK_BYTES = 16 * 2**20  # target output block size of the sample stage (one sample row is tens of MB)
 
 # --------------------------------------------------------------------------------------------- driver
 
@@ -53,8 +61,12 @@ def video_manifest(records: Sequence[VideoRecord], *, seed: int, epochs: int = 1
 
 def build_dataset(records: Sequence[VideoRecord], cfg: DataConfig, *, seed: int, epochs: int = 1,
                   start_epoch: int = 0, label_space: LabelSpace | None = None,
-                  videos_per_block: int = 1) -> ray.data.Dataset:
-    """The training stream: ``epochs * len(records) * cfg.clips_per_video`` sample rows."""
+                  videos_per_block: int = 1, buffer_mb: float = 0) -> ray.data.Dataset:
+    """The training stream: ``epochs * len(records) * cfg.clips_per_video`` sample rows.
+
+    ``buffer_mb`` > 0 caps the object-store memory this dataset's execution may hold (a soft limit Ray Data
+    enforces by backpressure); 0 leaves Ray's automatic budget (a share of the object store).
+    """
     if not records:
         raise ValueError("build_dataset: no videos")
     manifest = video_manifest(records, seed=seed, epochs=epochs, start_epoch=start_epoch)
@@ -62,31 +74,41 @@ def build_dataset(records: Sequence[VideoRecord], cfg: DataConfig, *, seed: int,
     blocks = max(1, -(-len(manifest) // max(videos_per_block, 1)))
     fn = functools.partial(_video_samples, cfg=cfg, label_space=space, seed=seed)
     # Ray Data: one input block = videos_per_block videos, read, decoded and augmented in one task.
-    return ray.data.from_items(manifest, override_num_blocks=blocks).flat_map(fn)
+    ds = ray.data.from_items(manifest, override_num_blocks=blocks).flat_map(fn)
+    # A sample row is tens of MB: small output blocks let a task hand each one to the object store at once
+    # instead of accumulating 128 MB (Ray's default) in its heap.
+    ds.context.target_max_block_size = BLOCK_BYTES
+    if buffer_mb > 0:  # per-dataset context: other datasets of the driver keep their limits
+        ds.context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
+            object_store_memory=buffer_mb * 2**20)
+    return ds
 
 
-def _video_samples(row: dict[str, Any], *, cfg: DataConfig, label_space: LabelSpace, seed: int) -> list[dict[str, Any]]:
-    """Runs in a Ray Data task: one video -> its samples for one epoch, as NumPy rows."""
+def _video_samples(row: dict[str, Any], *, cfg: DataConfig, label_space: LabelSpace, seed: int) -> Iterator[dict[str, Any]]:
+    """Runs in a Ray Data task: one video -> its samples for one epoch, as NumPy rows (a generator, so a task
+    holds one sample at a time)."""
     record: VideoRecord = pickle.loads(row["record"])
     epoch, v = int(row["epoch"]), int(row["video_index"])
-    out = []
     for k in range(cfg.clips_per_video):
         s = load_sample(record, cfg, label_space, sample_rng(seed, epoch, v, k))
-        out.append(encode_sample(s, epoch=epoch, video_index=v, draw=k))
-    return out
+        yield encode_sample(s, epoch=epoch, video_index=v, draw=k)
 
 
 # ---------------------------------------------------------------------------------- row encode/decode
 
 
+
 def _pack(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.packbits(mask.reshape(-1)), np.asarray(mask.shape, np.int64)
+    flat = np.ascontiguousarray(mask).reshape(-1)
+    return (np.packbits(flat) if PACK_MASKS else flat.view(np.uint8)), np.asarray(mask.shape, np.int64)
 
 
-def _unpack(bits: np.ndarray, shape: np.ndarray) -> np.ndarray:
+def _unpack(data: np.ndarray, shape: np.ndarray) -> np.ndarray:
     shape = tuple(int(x) for x in np.asarray(shape))
-    n = int(np.prod(shape)) if shape else 1
-    return np.unpackbits(np.asarray(bits, np.uint8), count=n).astype(bool).reshape(shape)
+    data = np.asarray(data, np.uint8)
+    if len(data) != int(np.prod(shape)):  # bit-packed
+        data = np.unpackbits(data, count=int(np.prod(shape)))
+    return data.view(bool).reshape(shape)  # 0/1 bytes are valid bools
 
 
 def _encode_clip(s: Sample, p: str) -> dict[str, Any]:
@@ -150,18 +172,31 @@ def decode_sample(row: dict[str, Any]) -> Sample:
 # --------------------------------------------------------------------------------------------- worker
 
 
-def iterate_shard(shard: Any, cfg: DataConfig, batch_size: int, *, prefetch_batches: int = 2) -> Iterator[Clip]:
-    """Typed Clips from a Ray Data shard (``DataIterator``) or Dataset; the last batch may be smaller.
+class ClipCollateFn(NumpyBatchCollateFn):
+    """NumPy batch of sample rows -> typed :class:`Clip`. Ray runs it in its prefetch thread pool, so decoding
+    and collation overlap with the training step instead of running between steps."""
 
-    Ray returns a column as one stacked array when every row has the same shape, else as an object array of
-    per-row arrays; indexing the first axis works for both.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=prefetch_batches):
+    def __init__(self, clip_frames: int):
+        self.clip_frames = clip_frames
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Clip:
         n = len(batch["epoch"])
         samples = [decode_sample({k: col[i] for k, col in batch.items()}) for i in range(n)]
         for s in samples:
-            if s.frames.shape[0] != cfg.clip_frames:
-                raise ValueError(f"{s.video_id}: row has {s.frames.shape[0]} frames, data.clip_frames is {cfg.clip_frames}")
-        yield collate(samples)
+            if s.frames.shape[0] != self.clip_frames:
+                raise ValueError(f"{s.video_id}: row has {s.frames.shape[0]} frames, data.clip_frames is {self.clip_frames}")
+        return collate(samples)
+
+
+def iterate_shard(shard: Any, cfg: DataConfig, batch_size: int, *, prefetch_batches: int = 2) -> Iterator[Clip]:
+    """Typed Clips (on CPU) from a Ray Data shard (``DataIterator``) or Dataset; the last batch may be smaller.
+
+    ``iter_torch_batches`` with a collate class: every column is numeric, the collate function decodes rows and
+    pads them in Ray's background threads, and the Clip (not a tensor dict) passes Ray's device step untouched;
+    the training loop moves it with ``clip.to(device)``. Ray returns a column as one stacked array when every
+    row has the same shape, else as an object array of per-row arrays; indexing the first axis works for both.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    yield from shard.iter_torch_batches(batch_size=batch_size, prefetch_batches=prefetch_batches, device="cpu",
+                                        collate_fn=ClipCollateFn(cfg.clip_frames))

@@ -44,20 +44,6 @@ def resolve_paths(cfg: Config) -> Config:
     )
 
 
-def ensure_data(cfg: Config) -> None:
-    """Write the synthetic dataset the recipe asks for, once (an existing tree is reused)."""
-    root = Path(cfg.data.root)
-    if not cfg.data.synthetic or (root / ".complete").exists():
-        return
-    from gvseg.data.synthetic import synth_dataset
-
-    s = cfg.data.synth
-    print(f"gvseg: writing a synthetic {cfg.data.format} dataset to {root}")
-    synth_dataset(cfg.data.format, root, videos=s.videos, frames=s.frames, height=s.height, width=s.width,
-                  seed=s.seed, lookalike=s.lookalike)
-    (root / ".complete").write_text("ok\n")
-
-
 def run_dir(cfg: Config) -> Path:
     return Path(cfg.runtime.storage_path) / cfg.tracking.run_name
 
@@ -134,7 +120,9 @@ def train_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=reported, checkpoint_dir_name=f"step_{st.step:07d}")
 
     try:
-        fit(cfg, parts, lambda epoch: iterate_shard(shard, cfg, per_worker, epoch=epoch, seed=cfg.train.seed),
+        # One pass over the shard streams every epoch the driver planned (see _train_ray); a rare extra pass
+        # (uneven last batches) simply re-streams it.
+        fit(cfg, parts, lambda epoch: iterate_shard(shard, cfg.data, per_worker),
             device=device, state=state, on_metrics=on_metrics, on_checkpoint=on_checkpoint,
             progress=rank == 0)
     finally:
@@ -160,7 +148,7 @@ def _train_local(cfg: Config, logger: Any) -> Path:
     if last is not None:
         print(f"gvseg: resuming from {last}")
         state = _restore_state(parts, last, device)
-    records = build_records(cfg.data, cfg.data.train_split)
+    records = build_records(cfg.data, cfg.data.train_split, progress=True)
 
     def on_checkpoint(st: LoopState) -> None:
         _save_state(parts, st, cfg, ckpt_root / f"step_{st.step:07d}")
@@ -189,7 +177,9 @@ def _train_ray(cfg: Config, logger: Any, address: str | None) -> Path:
         else:  # embedded: loopback only, no dashboard
             ray.init(num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1),
                      include_dashboard=False, log_to_driver=True)
-    records = build_records(cfg.data, cfg.data.train_split)
+    records = build_records(cfg.data, cfg.data.train_split, progress=True)
+    samples_per_epoch = len(records) * cfg.data.clips_per_video
+    epochs = -(-cfg.train.max_iters * cfg.train.batch_size // samples_per_epoch) + 1
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"cfg": to_dict(cfg), "run_id": logger.run_id, "tracking_uri": logger.tracking_uri},
@@ -201,7 +191,7 @@ def _train_ray(cfg: Config, logger: Any, address: str | None) -> Path:
             name=cfg.tracking.run_name, storage_path=cfg.runtime.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=cfg.runtime.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep)),
-        datasets={"train": build_dataset(records, cfg)},
+        datasets={"train": build_dataset(records, cfg.data, seed=cfg.train.seed, epochs=epochs)},
     )
     result = trainer.fit()
     if result.error is not None:
@@ -219,7 +209,6 @@ def run_train(cfg: Config, *, recipe: str = "", address: str | None = None) -> d
     from gvseg.runtime.mlflow_log import RunLogger
 
     cfg = resolve_paths(cfg)
-    ensure_data(cfg)
     run_dir(cfg).mkdir(parents=True, exist_ok=True)
     logger = RunLogger.create(cfg, recipe=recipe, fallback_dir=run_dir(cfg))
     print(f"gvseg: MLflow run {logger.run_id} ({cfg.tracking.run_name}) at {logger.tracking_uri}")

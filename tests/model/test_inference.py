@@ -1,0 +1,157 @@
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from gvseg.config import LossConfig
+from gvseg.inference import predict_video
+from gvseg.model.gvseg import build_gvseg, debug_model_config
+from gvseg.structures import Exemplar
+
+torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
+
+H = W = 64
+
+
+def _model(task, overlap=0, score=0.0):
+    torch.manual_seed(0)
+    cfg = debug_model_config(task)
+    cfg.association.clip_overlap = overlap
+    cfg.association.score_threshold = score  # an untrained model: keep every query so every path runs
+    return build_gvseg(cfg, LossConfig(num_points=64)).eval(), cfg
+
+
+def _frames(n, seed=0, constant=False, size=(H, W)):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+    for i in range(n):  # lazily: the video is never held in memory
+        if constant:
+            yield base
+        else:
+            f = base.copy()
+            f[10:30, 5 + i % 20:25 + i % 20] = 250  # a moving bright box
+            yield f
+
+
+def _record_windows(model):
+    windows = []
+    real = model.forward
+
+    def spy(clip):
+        windows.append(clip.frame_index[0].tolist())
+        return real(clip)
+
+    model.forward = spy
+    return windows
+
+
+@pytest.mark.parametrize("overlap,n,expect", [
+    (0, 7, [[0, 1, 2], [3, 4, 5], [4, 5, 6]]),
+    (1, 8, [[0, 1, 2], [2, 3, 4], [4, 5, 6], [5, 6, 7]]),
+    (0, 2, [[0, 1]]),
+    (0, 6, [[0, 1, 2], [3, 4, 5]]),
+])
+def test_clip_windows_and_each_frame_once(overlap, n, expect):
+    model, cfg = _model("vss", overlap)
+    windows = _record_windows(model)
+    out = list(predict_video(model, _frames(n), cfg, progress=False))
+    assert windows == expect
+    assert [f.frame_index for f in out] == list(range(n))
+
+
+def test_streaming_20_frames_vps_with_overlap():
+    model, cfg = _model("vps", overlap=1)
+    out = list(predict_video(model, _frames(20), cfg, video_id="v", progress=False))
+    assert len(out) == 20
+    for f in out:
+        assert f.id_map.shape == (H, W) and f.id_map.dtype == np.int32 and f.semantic.shape == (H, W)
+        present = set(np.unique(f.id_map).tolist()) - {0}
+        assert present == {s.id for s in f.segments}
+        for s in f.segments:
+            assert s.area == int((f.id_map == s.id).sum())
+            assert s.isthing == (s.label < cfg.num_thing_classes)
+            assert (f.semantic[f.id_map == s.id] == s.label).all()
+        assert (f.semantic[f.id_map == 0] == -1).all()
+
+
+def test_constant_video_keeps_track_ids():
+    model, cfg = _model("vps")
+    out = list(predict_video(model, _frames(9, constant=True), cfg, progress=False))
+    assert out[0].id_map.max() > 0
+    for f in out[1:]:
+        np.testing.assert_array_equal(f.id_map, out[0].id_map)
+
+
+def test_vis_rle_segments():
+    from pycocotools import mask as mask_util
+
+    model, cfg = _model("vis")
+    out = list(predict_video(model, _frames(4), cfg, progress=False))
+    assert len(out) == 4
+    segs = [s for f in out for s in f.segments]
+    assert segs, "score_threshold 0 keeps queries"
+    for s in segs:
+        m = mask_util.decode(s.rle)
+        assert m.shape == (H, W) and int(m.sum()) == s.area > 0
+
+
+def test_vss_semantic_map():
+    model, cfg = _model("vss")
+    out = list(predict_video(model, _frames(3), cfg, progress=False))
+    sem = out[0].semantic
+    assert sem.shape == (H, W) and sem.min() >= 0 and sem.max() < cfg.num_classes
+    assert sum(s.area for s in out[0].segments) == H * W
+
+
+def test_evs_objects_enter_at_their_hint_and_get_reinitialised():
+    model, cfg = _model("evs")
+    mask = np.zeros((H, W), bool)
+    mask[10:30, 5:25] = True
+    ex = [Exemplar(track_id=7, frame=0, kind="mask", mask=mask),
+          Exemplar(track_id=9, frame=4, kind="point", point=(40.0, 45.0))]
+    kinds = []
+    real = model.forward
+
+    def spy(clip):
+        kinds.append(dict(zip(clip.exemplars[0].ids.tolist(), clip.exemplars[0].kind)))
+        return real(clip)
+
+    model.forward = spy
+    out = list(predict_video(model, _frames(9), cfg, exemplars=ex, progress=False))
+    assert kinds[0] == {7: "mask"} and 9 in kinds[1] and kinds[1][9] == "point"
+    assert all(9 not in f.id_map for f in out[:4])  # object 9 does not exist before its hint
+    assert set(np.unique(np.concatenate([f.id_map.ravel() for f in out]))) <= {0, 7, 9}
+    if any(7 in f.id_map for f in out[:3]):  # re-initialised from its predicted mask once it was seen
+        assert kinds[1][7] == "mask"
+
+
+def test_frame_size_change_raises():
+    model, cfg = _model("vss")
+
+    def frames():
+        yield np.zeros((H, W, 3), np.uint8)
+        yield np.zeros((H, W + 32, 3), np.uint8)
+
+    with pytest.raises(ValueError, match="frame 1"):
+        list(predict_video(model, frames(), cfg, progress=False))
+
+
+def _peak(model, cfg, n):
+    gc.collect()
+    tracemalloc.start()
+    # 128x128: per-clip outputs (numpy maps) dominate; torch's own small allocations stay in the noise
+    for f in predict_video(model, _frames(n, size=(128, 128)), cfg, progress=False):
+        del f  # a consumer that writes each frame out and forgets it
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def test_long_video_memory_does_not_grow():
+    model, cfg = _model("vps")
+    _peak(model, cfg, 6)  # warm-up: lazy imports and caches
+    short = _peak(model, cfg, 20)
+    long = _peak(model, cfg, 200)
+    assert long <= 1.10 * short, (short, long)
