@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -160,7 +161,9 @@ def train_step(parts: Parts, clip: Clip, cfg: Config, *, inject_nan: bool = Fals
     lr = parts.optimizer.param_groups[0]["lr"]
     parts.optimizer.zero_grad(set_to_none=True)
     if not finite:
-        parts.scheduler.step()  # the iteration is spent either way; the schedule stays on the step count
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            parts.scheduler.step()  # the iteration is spent either way; the schedule stays on the step count
         return StepResult(float("nan"), {}, False, lr)
     total.backward()
     if cfg.train.grad_clip > 0:

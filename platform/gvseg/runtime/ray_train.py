@@ -90,6 +90,8 @@ def train_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    if device.type == "cpu":  # one intra-op pool per reserved CPU: oversubscribed threads run ~10x slower
+        torch.set_num_threads(max(1, int(cfg.runtime.cpus_per_worker)))
     seed_everything(cfg.train.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
     parts = build_parts(cfg, device)
     state = LoopState()
@@ -165,12 +167,14 @@ def _train_local(cfg: Config, logger: Any) -> Path:
 
 def _train_ray(cfg: Config, logger: Any, address: str | None) -> Path:
     import ray
+    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from gvseg.data.pipeline import build_records
     from gvseg.runtime.ray_data import build_dataset
 
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the train bar is the one to watch
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=True)

@@ -1,0 +1,60 @@
+"""The engine's loop without Ray: non-finite losses, the LR schedule, the backbone LR multiplier."""
+
+import pytest
+import torch
+
+from gvseg.config import apply_overrides
+from gvseg.data.pipeline import build_records, iterate_batches
+from gvseg.engine import NonFiniteLossError, build_parts, build_scheduler, fit, seed_everything
+
+
+def _fit(cfg):
+    seed_everything(0)
+    parts = build_parts(cfg)
+    records = build_records(cfg.data, "train")
+    batches = lambda epoch: iterate_batches(records, cfg.data, batch_size=2, seed=0, epoch=epoch)  # noqa: E731
+    return fit(cfg, parts, batches, device=torch.device("cpu"), progress=False)
+
+
+def test_nan_loss_is_skipped_and_counted(tiny_cfg):
+    state = _fit(apply_overrides(tiny_cfg, ["train.fault.nan_at_steps=(2,)"]))
+    assert state.step == 4 and state.nonfinite_total == 1 and state.nonfinite_streak == 0
+
+
+def test_consecutive_nan_losses_stop_the_run(tiny_cfg):
+    cfg = apply_overrides(tiny_cfg, ["train.fault.nan_at_steps=(1, 2, 3)", "train.max_nonfinite=2"])
+    with pytest.raises(NonFiniteLossError, match="2 consecutive non-finite losses at step 2"):
+        _fit(cfg)
+
+
+def test_nan_step_leaves_parameters_unchanged(tiny_cfg):
+    cfg = apply_overrides(tiny_cfg, ["train.fault.nan_at_steps=(1,)", "train.max_iters=1"])
+    seed_everything(0)
+    before = {k: v.detach().clone() for k, v in build_parts(cfg).model.named_parameters()}
+    seed_everything(0)
+    parts = build_parts(cfg)
+    records = build_records(cfg.data, "train")
+    fit(cfg, parts, lambda e: iterate_batches(records, cfg.data, batch_size=2, seed=0, epoch=e),
+        device=torch.device("cpu"), progress=False)
+    after = dict(parts.model.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_step_schedule_and_warmup():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    from gvseg.config import TrainConfig
+
+    sched = build_scheduler(opt, TrainConfig(lr_steps=(3, 5), lr_gamma=0.1, warmup_iters=2))
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.1, 0.1, 0.01])
+
+
+def test_backbone_trains_at_a_tenth_of_the_lr(tiny_cfg):
+    parts = build_parts(tiny_cfg)
+    groups = {len(g["params"]): g["lr"] for g in parts.optimizer.param_groups}
+    backbone = sum(1 for n, _ in parts.model.named_parameters() if n.startswith("backbone."))
+    assert groups[backbone] == pytest.approx(tiny_cfg.train.lr * 0.1)
