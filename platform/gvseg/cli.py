@@ -101,7 +101,9 @@ def _results_table(metrics: dict) -> str:
     rows = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
     width = max((len(k) for k, _ in rows), default=6)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
-    lines += [f"{k:<{width}}  {v:.4f}" for k, v in rows]
+    lines += [f"{k:<{width}}  {v:.4f}" if v == v else f"{k:<{width}}  n/a" for k, v in rows]  # NaN: undefined
+    if any(v != v for _, v in rows):
+        lines.append("(n/a: undefined on this data, e.g. VPQ at spans longer than the videos)")
     return "\n".join(lines)
 
 

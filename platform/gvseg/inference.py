@@ -85,6 +85,8 @@ def _default_preprocess(frame: Any) -> torch.Tensor:
     arr = np.asarray(frame)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"predict_video: frames must be [H, W, 3] RGB arrays or [3, H, W] tensors, got {arr.shape}")
+    if not arr.flags.writeable:  # decoded frames may be read-only views; torch wants writable memory
+        arr = arr.copy()
     return (torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() - _MEAN) / _STD
 
 
