@@ -4,6 +4,10 @@
     gvseg data synth --format F --out DIR ...  write a synthetic dataset in a real on-disk format
     gvseg eval --metric M --gt G --pred P      score predictions with the official metric definitions
     gvseg train RECIPE [--set k=v ...]         train (+ eval + MLflow) on embedded Ray, a cluster, or --local
+    gvseg tune SWEEP [--set k=v ...] [--resume]  hyper-parameter sweep on Ray Tune (sweeps/*.py), MLflow parent+children
+    gvseg predict INPUT --checkpoint C --task T --out DIR   run a checkpoint on videos (overlays, result files)
+    gvseg submit RECIPE --address http://HEAD:8265 [--wait]   run it on a Ray cluster as a Ray job
+    gvseg jobs list|status|logs|stop [JOB_ID]   manage that cluster's jobs
 
 RECIPE is ``path/to/recipe.py[:function]`` (default function ``full``). Bad configs and bad inputs print
 one line naming the key or file and exit 2; they never dump a traceback.
@@ -87,13 +91,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     metrics = run_train(cfg, recipe=args.recipe)
     print(_results_table(metrics))
-    from gvseg.runtime.mlflow_log import resolve_tracking_uri
+    from gvseg.runtime.mlflow_log import redact, resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg)
     if uri.startswith("sqlite:"):
         print(f"\nSee the run:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     else:
-        print(f"\nSee the run at {uri}")
+        print(f"\nSee the run at {redact({'uri': uri})['uri']}")  # never echo user:password@
     return 0
 
 
@@ -180,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (enables CUDA/NCCL)")
     p.add_argument("--local", action="store_true", help="one process, no Ray")
     p.set_defaults(fn=cmd_train)
+
+    from gvseg.runtime.ray_tune import add_tune_parser  # no ray/mlflow/torch at import: they load per sweep
+
+    add_tune_parser(sub)
+
+    from gvseg.predict import add_predict_parser  # light at import; torch/OpenCV load when predicting
+
+    add_predict_parser(sub)
+
+    from gvseg.runtime.jobs import add_jobs_parser, add_submit_parser  # ray loads lazily
+
+    add_submit_parser(sub)
+    add_jobs_parser(sub)
     return parser
 
 

@@ -1,20 +1,29 @@
 """Evaluate a model on a dataset split with the benchmark's own metric, through its official files.
 
-``evaluate_split`` streams every val video through ``inference.predict_video``, writes predictions in the
-format the official evaluation scripts read, then scores them with ``gvseg.metrics`` against the dataset's
-GT files on disk. Going through the files (not in-memory shortcuts) means a training run reports exactly
-the number the benchmark's script would.
+``evaluate_split(model, cfg, out_dir) -> (metrics, overlays)`` streams every val video through
+``inference.predict_video``, writes predictions with the format's official writer (``gvseg.writers``), then
+scores them with ``gvseg.metrics`` against the dataset's GT files on disk. Going through the files (not
+in-memory shortcuts) means a training run reports exactly the number the benchmark's script would.
 
-  VPS / VIPSeg  pan_pred/<video>/<stem>.png + pred.json   ->  VPQ (spans 1,2,4,6,8) + STQ
-  VSS / VSPW    <video>/<stem>.png class ids (255 unset)    ->  mIoU, mVC8, mVC16
+  task/format        files written (gvseg.writers)                        metrics
+  vps/vipseg         pan_pred/<video>/<stem>.png + pred.json             VPQ (spans 1,2,4,6,8) + STQ
+  vps/kitti-step     <seq>/<stem>.png (R trainId, G*256+B instance)      STQ (VPQ is not defined for it here)
+  vss/vspw           <video>/<stem>.png class ids (255 unset)            mIoU, mVC8, mVC16
+  vis/ytvis, ovis    results.json                                        AP, AP50, ..., AR100, ... (ytvoseval)
+  evs/davis          <seq>/<stem>.png palette                            J&F (DAVIS 2017 semi-supervised)
+  evs/ytvos          Annotations/<vid>/<stem>.png palette                J&F (YouTube-VOS, local)
+  evs/burst          burst_results.json                                  HOTA (exemplar-guided)
 
-Other task/format pairs raise a ConfigError naming what is supported (their writers land with the
-prediction issue). Returns (flat metrics, overlay images of the first video for MLflow).
+``cfg.data.max_videos`` evaluates the first N videos; the GT is restricted to them (JSON-based metrics get a
+filtered GT dict; folder-based ones a ``sequences`` list). A VIS run with no result at all (an untrained
+model) scores 0 instead of failing in ``ytvis.evaluate`` (which rejects an empty results list). Returns flat
+scalar metrics and up to ``max_overlays`` side-by-side overlays of the first video (for MLflow).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +34,8 @@ import torch
 from gvseg.config import Config, ConfigError
 from gvseg.structures import VideoRecord
 
-SUPPORTED = {("vps", "vipseg"), ("vss", "vspw")}
+SUPPORTED = {("vps", "vipseg"), ("vps", "kitti-step"), ("vss", "vspw"), ("vis", "ytvis"), ("vis", "ovis"),
+             ("evs", "ytvos"), ("evs", "davis"), ("evs", "burst")}
 
 
 def _frames(record: VideoRecord, size: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -52,65 +62,134 @@ def _gt_ids(record: VideoRecord, t: int) -> np.ndarray | None:
 
 def evaluate_split(model: torch.nn.Module, cfg: Config, out_dir: str | Path, *, device: torch.device | str = "cpu",
                    max_overlays: int = 6, progress: bool = True) -> tuple[dict[str, float], list[np.ndarray]]:
+    from gvseg.data.formats import load_exemplars, load_frame
     from gvseg.data.pipeline import build_records, label_space_for
     from gvseg.data.transforms import test_params
     from gvseg.inference import predict_video
-    from gvseg.metrics.panoptic_io import id2rgb
     from gvseg.visualize import side_by_side
+    from gvseg.writers import display_ids, official_writer, video_info
 
     task, fmt = cfg.model.task, cfg.data.format
     if (task, fmt) not in SUPPORTED:
-        raise ConfigError(f"evaluation of task {task!r} on format {fmt!r} is not supported yet; "
+        raise ConfigError(f"evaluation of task {task!r} on format {fmt!r} is not supported; "
                           f"supported: {sorted(SUPPORTED)}")
     out_dir = Path(out_dir)
     records = build_records(cfg.data, cfg.data.val_split)
     space = label_space_for(records)
     overlays: list[np.ndarray] = []
-    pan_json: list[dict] = []
-    for v, record in enumerate(records):
-        size = test_params(record.height, record.width, cfg.data.test_size, cfg.data.max_size).size
-        stems = record.frame_names
-        frame_ann = []
-        preds = predict_video(model, _frames(record, size), cfg.model, task, video_id=record.video_id,
-                              out_size=(record.height, record.width), device=device, progress=False)
-        for t, pred in enumerate(preds):
-            if task == "vps":
-                ids = pred.id_map.astype(np.int64)
-                _write_png(out_dir / "pan_pred" / record.video_id / f"{stems[t]}.png", id2rgb(ids))
-                present = set(np.unique(ids).tolist())
-                cats = space.to_dataset(np.array([s.label for s in pred.segments], np.int64))
-                frame_ann.append({"image_id": stems[t], "file_name": f"{stems[t]}.png", "segments_info": [
-                    {"id": int(s.id), "category_id": int(c), "iscrowd": 0, "area": int(s.area)}
-                    for s, c in zip(pred.segments, cats) if s.id in present]})
-                shown = ids
-            else:  # vss: dataset class ids, 255 where nothing was predicted
-                sem = pred.semantic
-                labels = np.where(sem >= 0, space.to_dataset(np.clip(sem, 0, None).ravel()).reshape(sem.shape), 255)
-                _write_png(out_dir / record.video_id / f"{stems[t]}.png", labels.astype(np.uint8))
-                shown = np.where(sem >= 0, sem + 1, 0)
-            if v == 0 and len(overlays) < max_overlays:
-                from gvseg.data.formats import load_frame
-
-                overlays.append(side_by_side(load_frame(record, t), shown, _gt_ids(record, t)))
-        if task == "vps":
-            pan_json.append({"video_id": record.video_id, "annotations": frame_ann})
-    if task == "vps":
-        from gvseg.metrics import vpq
-
-        (out_dir / "pred.json").write_text(json.dumps({"annotations": pan_json}))
-        gt_json = Path(cfg.data.root) / f"panoptic_gt_VIPSeg_{cfg.data.val_split}.json"
-        result = vpq.evaluate(cfg.data.root, out_dir, gt_json=str(gt_json), with_stq=True, progress=progress,
-                              workers=0)
-    else:
-        from gvseg.metrics import semantic
-
-        result = semantic.evaluate(cfg.data.root, out_dir, split=cfg.data.val_split, progress=progress, workers=0)
+    writer = official_writer(fmt, out_dir, space, split=cfg.data.val_split)
+    try:
+        for v, record in enumerate(records):
+            size = test_params(record.height, record.width, cfg.data.test_size, cfg.data.max_size).size
+            exemplars = load_exemplars(record) if task == "evs" else None
+            if task == "evs" and not exemplars:
+                warnings.warn(f"{record.video_id}: no exemplars; its objects score as missed", stacklevel=2)
+                exemplars = None
+            writer.begin_video(video_info(record))
+            if exemplars is None and task == "evs":
+                # nothing to segment: write empty frames so every GT frame has a prediction
+                _write_empty(writer, record, task)
+            else:
+                preds = predict_video(model, _frames(record, size), cfg.model, task, exemplars,
+                                      video_id=record.video_id, out_size=(record.height, record.width),
+                                      device=device, progress=False)
+                for t, pred in enumerate(preds):
+                    writer.write(pred)
+                    if v == 0 and len(overlays) < max_overlays:
+                        overlays.append(side_by_side(load_frame(record, t), display_ids(pred), _gt_ids(record, t)))
+            writer.end_video()
+    finally:
+        writer.close()
+    result = _score(task, fmt, cfg, out_dir, records, writer, progress)
     metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return metrics, overlays
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
+def _write_empty(writer, record: VideoRecord, task: str) -> None:
+    from gvseg.inference import FramePrediction
+
+    for t in range(len(record)):
+        writer.write(FramePrediction(record.video_id, t, record.height, record.width, task,
+                                     id_map=np.zeros((record.height, record.width), np.int32)))
+
+
+def _score(task: str, fmt: str, cfg: Config, out_dir: Path, records: list[VideoRecord], writer,
+           progress: bool) -> dict:
+    root, split = Path(cfg.data.root), cfg.data.val_split
+    names = [r.video_id for r in records]
+    if fmt == "vipseg":
+        from gvseg.metrics import vpq
+
+        gt_json = root / f"panoptic_gt_VIPSeg_{split}.json"
+        if len(records) < _count_vipseg(gt_json):  # max_videos: score the evaluated videos only
+            gt_json = _filtered_vipseg_gt(gt_json, set(names), out_dir)
+        return vpq.evaluate(root, out_dir, gt_json=str(gt_json), gt_png_dir=str(root / "panomasksRGB"),
+                            with_stq=True, progress=progress, workers=0)
+    if fmt == "kitti-step":
+        from gvseg.metrics import stq
+
+        return stq.evaluate(_subset_dir(root / "panoptic_maps" / split, names, out_dir / "_gt"), out_dir,
+                            dataset="kitti-step", split=split, progress=progress, workers=0)
+    if fmt == "vspw":
+        from gvseg.metrics import semantic
+
+        return semantic.evaluate(root, out_dir, split=split, videos=names, progress=progress, workers=0)
+    if fmt in ("ytvis", "ovis"):
+        from gvseg.metrics import ytvis
+
+        results = json.loads((out_dir / "results.json").read_text())
+        if not results:  # an untrained model may keep nothing; ytvis.evaluate rejects an empty list
+            warnings.warn("VIS evaluation: the model predicted no instance; AP/AR are 0", stacklevel=3)
+            return {k: 0.0 for k in ytvis.STAT_NAMES}
+        gt = json.loads(Path(records[0].meta["json"]).read_text())
+        keep = {r.meta["json_video_id"] for r in records}
+        gt["videos"] = [v for v in gt["videos"] if v["id"] in keep]
+        gt["annotations"] = [a for a in gt.get("annotations") or [] if a["video_id"] in keep]
+        return ytvis.evaluate(gt, results, progress=progress)
+    if fmt == "davis":
+        from gvseg.metrics import jf
+
+        return jf.evaluate_davis(root, out_dir, split=split, sequences=names, progress=progress)
+    if fmt == "ytvos":
+        from gvseg.metrics import jf
+
+        return jf.evaluate_youtube_vos(root / split, out_dir / "Annotations", sequences=names, progress=progress)
+    if fmt == "burst":
+        from gvseg.metrics import hota
+
+        gt = json.loads(Path(records[0].meta["json"]).read_text())
+        keep = {(r.meta["dataset"], r.meta["seq_name"]) for r in records}
+        gt["sequences"] = [s for s in gt["sequences"] if (s["dataset"], s["seq_name"]) in keep]
+        cats = root / "info" / "categories.json"
+        with warnings.catch_warnings():  # synthetic sets carry their categories in the GT JSON
+            warnings.simplefilter("ignore", UserWarning)
+            return hota.evaluate(gt, out_dir / "burst_results.json", progress=progress,
+                                 categories=str(cats) if cats.is_file() else None)
+    raise ConfigError(f"no scorer for format {fmt!r}")
+
+
+def _count_vipseg(gt_json: Path) -> int:
+    return len(json.loads(gt_json.read_text())["videos"])
+
+
+def _filtered_vipseg_gt(gt_json: Path, keep: set[str], out_dir: Path) -> Path:
+    data = json.loads(gt_json.read_text())
+    data["videos"] = [v for v in data["videos"] if v["video_id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["video_id"] in keep]
+    path = out_dir / "_gt" / gt_json.name
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"{path}: could not write PNG")
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _subset_dir(seq_root: Path, names: list[str], scratch: Path) -> Path:
+    """``seq_root`` itself, or (when only some sequences were predicted) a folder of links to those."""
+    all_seqs = sorted(p.name for p in seq_root.iterdir() if p.is_dir())
+    if sorted(names) == all_seqs:
+        return seq_root
+    scratch.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        link = scratch / n
+        if not link.exists():
+            link.symlink_to((seq_root / n).resolve(), target_is_directory=True)
+    return scratch

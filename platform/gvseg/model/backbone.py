@@ -105,20 +105,26 @@ def load_backbone_checkpoint(backbone: Backbone, path: str) -> LoadReport:
                 k = k[len(prefix):]
                 break
         stripped[k] = v
-    report = LoadReport(path=path)
-    own = backbone.body.state_dict()
+    return load_into(backbone.body, stripped, path)
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], path: str,
+              unmatched: list[str] | None = None) -> LoadReport:
+    """Copy every name/shape match into ``model`` (non-strict) and report the rest, loudly."""
+    own = model.state_dict()
+    report = LoadReport(path=path, unexpected=list(unmatched or []))
     ok: dict[str, torch.Tensor] = {}
-    for k, v in stripped.items():
+    for k, v in state.items():
         if k not in own:
             if not k.endswith("num_batches_tracked"):
                 report.unexpected.append(k)
         elif tuple(v.shape) != tuple(own[k].shape):
             report.shape_mismatch.append(f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}")
         else:
-            ok[k] = v
+            ok[k] = v.to(own[k].dtype)
+    model.load_state_dict(ok, strict=False)
     report.loaded = sorted(ok)
     report.missing = sorted(k for k in own if k not in ok and not k.endswith("num_batches_tracked"))
-    backbone.body.load_state_dict(ok, strict=False)
     log.info(report.summary())
     for name, keys in (("missing", report.missing), ("unexpected", report.unexpected),
                        ("shape mismatch", report.shape_mismatch)):

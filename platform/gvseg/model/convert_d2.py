@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gvseg.model.backbone import LoadReport
+from gvseg.model.backbone import LoadReport, load_into
 
 log = logging.getLogger(__name__)
 
@@ -108,31 +108,6 @@ def rename_d2(src: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], list
         else:
             unmatched.append(key)  # e.g. criterion.empty_weight
     return out, unmatched
-
-
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], path: str,
-              unmatched: list[str] | None = None) -> LoadReport:
-    """Copy every name/shape match into ``model`` (non-strict) and report the rest."""
-    own = model.state_dict()
-    report = LoadReport(path=path, unexpected=list(unmatched or []))
-    ok = {}
-    for k, v in state.items():
-        if k not in own:
-            if not k.endswith("num_batches_tracked"):
-                report.unexpected.append(k)
-        elif tuple(v.shape) != tuple(own[k].shape):
-            report.shape_mismatch.append(f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}")
-        else:
-            ok[k] = v.to(own[k].dtype)
-    model.load_state_dict(ok, strict=False)
-    report.loaded = sorted(ok)
-    report.missing = sorted(k for k in own if k not in ok and not k.endswith("num_batches_tracked"))
-    log.info(report.summary())
-    for name, keys in (("missing", report.missing), ("unexpected", report.unexpected),
-                       ("shape mismatch", report.shape_mismatch)):
-        if keys:
-            log.warning("%s: %d %s keys, e.g. %s", path, len(keys), name, keys[:5])
-    return report
 
 
 def load_d2_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:

@@ -30,7 +30,8 @@ from gvseg.engine import LoopState, Parts, build_parts, fit, seed_everything
 
 def resolve_paths(cfg: Config) -> Config:
     root = str(Path(cfg.data.root).resolve()) if cfg.data.root else ""
-    storage = cfg.runtime.storage_path or str(Path.cwd() / "runs")
+    # config, else $GVSEG_STORAGE_PATH (set by a cluster's runtime env to its shared storage), else <cwd>/runs
+    storage = cfg.runtime.storage_path or os.environ.get("GVSEG_STORAGE_PATH") or str(Path.cwd() / "runs")
     if "://" not in storage:
         storage = str(Path(storage).resolve())
     from gvseg.runtime.mlflow_log import resolve_tracking_uri
@@ -45,7 +46,12 @@ def resolve_paths(cfg: Config) -> Config:
 
 
 def run_dir(cfg: Config) -> Path:
-    return Path(cfg.runtime.storage_path) / cfg.tracking.run_name
+    """This run's local files (eval outputs, metric fallback, final checkpoint copy). Under storage_path
+    when it is a filesystem (NFS/PVC) path; under <cwd>/runs when it is a URI (s3://, gs://), where Ray
+    Train writes the checkpoints itself and a local Path would become a bogus "s3:" directory."""
+    storage = cfg.runtime.storage_path
+    base = Path.cwd() / "runs" if "://" in storage else Path(storage)
+    return base / cfg.tracking.run_name
 
 
 # --------------------------------------------------------------------------------------------- worker
@@ -76,6 +82,16 @@ def _maybe_crash(cfg: Config, step: int, rank: int, world: int) -> None:
         if not marker.exists():
             marker.write_text(f"crashed at step {step}\n")
             os._exit(17)
+
+
+def checkpoint_metrics(cfg: Config, st: LoopState, directory: str | Path | None, evaluate: bool) -> dict[str, float]:
+    """What every checkpoint reports: step, epoch, last finite loss, and, when ``evaluate`` (Ray Tune's ASHA
+    needs the sweep metric mid-run), the val metrics of the checkpoint in ``directory``. The final step is
+    not evaluated here: the driver evaluates it anyway."""
+    metrics = {"step": st.step, "epoch": st.epoch, "loss": st.history[-1] if st.history else float("nan")}
+    if evaluate and directory is not None and st.step < cfg.train.max_iters:
+        metrics.update(evaluate_checkpoint(cfg, directory))
+    return metrics
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -118,7 +134,8 @@ def train_worker(config: dict[str, Any]) -> None:
             if rank == 0:
                 _save_state(parts, st, cfg, d)
                 reported = ray.train.Checkpoint.from_directory(d)
-            metrics = {"step": st.step, "epoch": st.epoch, "loss": st.history[-1] if st.history else float("nan")}
+            # rank 0's metrics are the ones Ray keeps (and forwards to Tune inside a sweep)
+            metrics = checkpoint_metrics(cfg, st, d if rank == 0 else None, config.get("eval_at_checkpoints", False))
             ray.train.report(metrics, checkpoint=reported, checkpoint_dir_name=f"step_{st.step:07d}")
 
     try:
@@ -126,7 +143,7 @@ def train_worker(config: dict[str, Any]) -> None:
         # (uneven last batches) simply re-streams it.
         fit(cfg, parts, lambda epoch: iterate_shard(shard, cfg.data, per_worker),
             device=device, state=state, on_metrics=on_metrics, on_checkpoint=on_checkpoint,
-            progress=rank == 0)
+            progress=rank == 0 and config.get("progress", True))
     finally:
         if monitor is not None:
             monitor.finish()
@@ -137,8 +154,10 @@ def train_worker(config: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------- driver
 
 
-def _train_local(cfg: Config, logger: Any) -> Path:
-    """The same engine in one process, no Ray. Checkpoints under <storage>/<run>/checkpoints/step_*."""
+def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at_checkpoints: bool = False,
+                 progress: bool = True) -> Path:
+    """The same engine in one process, no Ray. Checkpoints under <storage>/<run>/checkpoints/step_*.
+    ``on_checkpoint(metrics)`` gets :func:`checkpoint_metrics` after each save (a Tune trial reports them)."""
     from gvseg.data.pipeline import build_records, iterate_batches
 
     device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
@@ -150,22 +169,25 @@ def _train_local(cfg: Config, logger: Any) -> Path:
     if last is not None:
         print(f"gvseg: resuming from {last}")
         state = _restore_state(parts, last, device)
-    records = build_records(cfg.data, cfg.data.train_split, progress=True)
+    records = build_records(cfg.data, cfg.data.train_split, progress=progress)
 
-    def on_checkpoint(st: LoopState) -> None:
-        _save_state(parts, st, cfg, ckpt_root / f"step_{st.step:07d}")
+    def save(st: LoopState) -> None:
+        path = _save_state(parts, st, cfg, ckpt_root / f"step_{st.step:07d}")
         checkpoint.prune(ckpt_root, cfg.train.num_to_keep)
+        if on_checkpoint is not None:
+            on_checkpoint(checkpoint_metrics(cfg, st, path, eval_at_checkpoints))
 
     fit(cfg, parts,
         lambda epoch: iterate_batches(records, cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                                       epoch=epoch, train=True),
-        device=device, state=state, on_metrics=logger.log_metrics, on_checkpoint=on_checkpoint)
+        device=device, state=state, on_metrics=logger.log_metrics, on_checkpoint=save, progress=progress)
     final = checkpoint.latest(ckpt_root)
     assert final is not None
     return final
 
 
-def _train_ray(cfg: Config, logger: Any, address: str | None) -> Path:
+def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any = (),
+               eval_at_checkpoints: bool = False, progress: bool = True) -> Path:
     import ray
     import ray.data
     import ray.train
@@ -181,12 +203,13 @@ def _train_ray(cfg: Config, logger: Any, address: str | None) -> Path:
         else:  # embedded: loopback only, no dashboard
             ray.init(num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1),
                      include_dashboard=False, log_to_driver=True)
-    records = build_records(cfg.data, cfg.data.train_split, progress=True)
+    records = build_records(cfg.data, cfg.data.train_split, progress=progress)
     samples_per_epoch = len(records) * cfg.data.clips_per_video
     epochs = -(-cfg.train.max_iters * cfg.train.batch_size // samples_per_epoch) + 1
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": to_dict(cfg), "run_id": logger.run_id, "tracking_uri": logger.tracking_uri},
+        train_loop_config={"cfg": to_dict(cfg), "run_id": logger.run_id, "tracking_uri": logger.tracking_uri,
+                           "eval_at_checkpoints": eval_at_checkpoints, "progress": progress},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.runtime.num_workers, use_gpu=cfg.runtime.use_gpu,
             resources_per_worker={"CPU": cfg.runtime.cpus_per_worker,
@@ -194,7 +217,8 @@ def _train_ray(cfg: Config, logger: Any, address: str | None) -> Path:
         run_config=ray.train.RunConfig(
             name=cfg.tracking.run_name, storage_path=cfg.runtime.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=cfg.runtime.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
+            callbacks=list(callbacks)),
         datasets={"train": build_dataset(records, cfg.data, seed=cfg.train.seed, epochs=epochs)},
     )
     result = trainer.fit()
@@ -215,27 +239,45 @@ def run_train(cfg: Config, *, recipe: str = "", address: str | None = None) -> d
     cfg = resolve_paths(cfg)
     run_dir(cfg).mkdir(parents=True, exist_ok=True)
     logger = RunLogger.create(cfg, recipe=recipe, fallback_dir=run_dir(cfg))
-    print(f"gvseg: MLflow run {logger.run_id} ({cfg.tracking.run_name}) at {logger.tracking_uri}")
+    from gvseg.runtime.mlflow_log import redact
+
+    shown = redact({"uri": logger.tracking_uri})["uri"]  # job logs are readable by anyone with the dashboard
+    print(f"gvseg: MLflow run {logger.run_id} ({cfg.tracking.run_name}) at {shown}")
     status = "FAILED"
     try:
-        t0 = time.time()
-        if cfg.runtime.local:
-            final = _train_local(cfg, logger)
-        else:
-            final = _train_ray(cfg, logger, address or cfg.runtime.address or None)
-        train_seconds = time.time() - t0
-        logger.log_artifact(final / checkpoint.FILENAME, "checkpoints/last")
-        metrics = evaluate_checkpoint(cfg, final, logger=logger)
-        logger.log_metrics({**metrics, "train_seconds": train_seconds}, step=cfg.train.max_iters)
+        metrics = train_and_evaluate(cfg, logger, address=address)
+        status = "FINISHED"
+        return metrics
+    finally:
+        logger.end(status)
+
+
+def train_and_evaluate(cfg: Config, logger: Any, *, address: str | None = None, on_checkpoint: Any = None,
+                       train_callbacks: Any = (), eval_at_checkpoints: bool = False, log_model: bool = True,
+                       progress: bool = True) -> dict[str, float]:
+    """The body of :func:`run_train` for a resolved config and an open run (a sweep trial calls it too).
+
+    ``runtime.local``: the loop runs in this process and ``on_checkpoint(metrics)`` is called at every
+    checkpoint; otherwise a TorchTrainer runs it and the same metrics go to ``ray.train.report``, where
+    ``train_callbacks`` (Tune's ``TuneReportCallback``) see them. Does not end the run."""
+    t0 = time.time()
+    if cfg.runtime.local:
+        final = _train_local(cfg, logger, on_checkpoint=on_checkpoint, eval_at_checkpoints=eval_at_checkpoints,
+                             progress=progress)
+    else:
+        final = _train_ray(cfg, logger, address or cfg.runtime.address or None, callbacks=train_callbacks,
+                           eval_at_checkpoints=eval_at_checkpoints, progress=progress)
+    train_seconds = time.time() - t0
+    logger.log_artifact(final / checkpoint.FILENAME, "checkpoints/last")
+    metrics = evaluate_checkpoint(cfg, final, logger=logger)
+    logger.log_metrics({**metrics, "train_seconds": train_seconds}, step=cfg.train.max_iters)
+    if log_model:
         from gvseg.model.gvseg import build_gvseg
 
         model = build_gvseg(cfg.model, cfg.loss)
         model.load_state_dict(checkpoint.load(final)["model"])
         logger.log_model(model.eval(), cfg.tracking.registered_model)  # registered when a name is configured
-        status = "FINISHED"
-        return metrics
-    finally:
-        logger.end(status)
+    return metrics
 
 
 def evaluate_checkpoint(cfg: Config, path: str | Path, *, logger: Any = None) -> dict[str, float]:

@@ -1,0 +1,147 @@
+"""`gvseg tune`: Ray Tune sweeps of tiny CPU trials -> MLflow parent + nested children, table, plot; a
+crashing trial fails alone; ASHA-stopped trials end KILLED; a killed driver resumes without reruns."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import mlflow
+import pytest
+
+from gvseg.config import apply_overrides, to_dict
+from gvseg.sweep import Sweep
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+GRID = {"loss.contrastive.tau": [0.1, 0.3], "loss.contrastive.queue_size": [4, 8]}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture()
+def base(tiny_cfg):
+    return apply_overrides(tiny_cfg, ["runtime.num_workers=1"])  # trials train inside the trial process
+
+
+def _runs(cfg):
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _sweep_runs(cfg):
+    client, runs = _runs(cfg)
+    (parent,) = [r for r in runs if "gvseg_sweep" in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return client, parent, children, runs
+
+
+def test_debug_sweep_logs_parent_children_table_and_plot(ray_local, base):
+    from gvseg.runtime.ray_tune import run_sweep
+
+    sweep = Sweep(name="tiny", base=base, grid=GRID, metric="stq", plot="heatmap")
+    rows = run_sweep(sweep)
+    assert [(r["tau"], r["queue_size"], r["status"]) for r in rows] == [
+        (0.1, 4, "FINISHED"), (0.1, 8, "FINISHED"), (0.3, 4, "FINISHED"), (0.3, 8, "FINISHED")]
+    assert all(0.0 <= r["stq"] <= 1.0 and r["step"] == 4 for r in rows)
+
+    client, parent, children, runs = _sweep_runs(base)
+    assert parent.info.status == "FINISHED"
+    assert json.loads(parent.data.params["grid.loss.contrastive.tau"]) == [0.1, 0.3]
+    assert parent.data.params["sweep.num_trials"] == "4"
+    assert sorted(c.info.run_name for c in children) == sorted(r["name"] for r in rows)
+    for child in children:  # each child is its own trial: its params and its final metric
+        row = next(r for r in rows if r["run_id"] == child.info.run_id)
+        assert child.info.status == "FINISHED"
+        assert float(child.data.params["loss.contrastive.tau"]) == row["tau"]
+        assert child.data.metrics["stq"] == pytest.approx(row["stq"])
+    assert len(runs) == 5
+
+    artifacts = {a.path for d in ("results", "plots") for a in client.list_artifacts(parent.info.run_id, d)}
+    assert artifacts == {"results/results.csv", "results/results.md", "plots/stq_heatmap.png"}
+    local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="plots/stq_heatmap.png",
+                                                tracking_uri=base.tracking.tracking_uri)
+    image = cv2.imread(local)
+    assert image is not None and image.shape[0] > 100 and (image != 255).any()  # drawn, not blank
+    csv_text = open(mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path="results/results.csv",
+        tracking_uri=base.tracking.tracking_uri)).read()
+    assert len(csv_text.strip().splitlines()) == 5 and csv_text.startswith("trial,name,tau,queue_size,status")
+
+
+def test_crashing_trial_fails_alone_and_asha_stopped_trial_ends_killed(ray_local, base):
+    from gvseg.runtime.ray_tune import run_sweep
+
+    # Run in order (one at a time): "heavy" (10x loss weights) reaches ASHA's step-2 rung after "ok" and
+    # is stopped on its worse loss; "crash" dies at step 1 on a NaN loss.
+    heavy = {"loss.class_weight": 20.0, "loss.mask_weight": 50.0, "loss.dice_weight": 50.0}
+    sweep = Sweep(name="faults", base=base, variants={
+        "ok": {}, "crash": {"train.fault.nan_at_steps": (1,), "train.max_nonfinite": 1}, "heavy": heavy},
+        metric="loss", mode="min", scheduler="asha", max_concurrent=1, plot="bar")
+    rows = run_sweep(sweep)
+    assert [(r["variant"], r["status"]) for r in rows] == [("ok", "FINISHED"), ("crash", "FAILED"),
+                                                           ("heavy", "STOPPED")]
+    assert "non-finite" in rows[1]["error"] and rows[2]["step"] == 2 and rows[0]["step"] == 4
+
+    client, parent, children, runs = _sweep_runs(base)
+    status = {c.data.tags["variant"]: c.info.status for c in children}
+    assert status == {"ok": "FINISHED", "crash": "FAILED", "heavy": "KILLED"}
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_failed"] == 1
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert (client.list_artifacts(parent.info.run_id, "plots")[0].path == "plots/loss_bar.png")
+
+
+SWEEP_FILE = '''
+import json
+from gvseg.config import Config, from_dict
+from gvseg.sweep import Sweep
+
+def sweep():
+    base = from_dict(Config, json.load(open({cfg!r})))
+    return Sweep(name="resumable", base=base, grid={grid!r}, metric="stq", max_concurrent=1)
+'''
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_local, base, tmp_path):
+    from gvseg.recipes import load_sweep
+    from gvseg.runtime.ray_tune import run_sweep
+
+    (tmp_path / "base.json").write_text(json.dumps(to_dict(base)))
+    spec = tmp_path / "resumable.py"
+    spec.write_text(SWEEP_FILE.format(cfg=str(tmp_path / "base.json"), grid=GRID))
+    storage = tmp_path / "runs"
+    driver = subprocess.Popen([sys.executable, "-m", "gvseg.cli", "tune", str(spec)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:  # kill the whole driver (and its embedded Ray) once the first trial has finished
+        deadline = time.time() + 240
+        while not list(storage.glob("resumable-*/trials/t00-*/trial_result.json")):
+            assert driver.poll() is None and time.time() < deadline, "the first trial never finished"
+            time.sleep(0.5)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    client, before = _runs(base)
+    (first,) = [r for r in before if r.info.run_name.startswith("t00-")]
+    assert first.info.status == "FINISHED" and len(before) < 5
+
+    rows = run_sweep(load_sweep(str(spec)), resume=True)
+    assert [r["status"] for r in rows] == ["FINISHED"] * 4
+
+    client, parent, children, runs = _sweep_runs(base)
+    assert parent.info.status == "FINISHED" and parent.data.tags["resumed"] == "true"
+    assert sorted(c.info.run_name for c in children) == sorted(r["name"] for r in rows)  # no duplicates
+    again = client.get_run(first.info.run_id)
+    assert again.info.end_time == first.info.end_time  # the finished trial did not run again
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "loss")] == [1, 2, 3, 4]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
