@@ -2,10 +2,13 @@
 
 from pathlib import Path
 
+from gvseg.config import apply_overrides
 from gvseg.recipes import load_recipe
 from gvseg.sweep import Sweep
 
 TASK = str(Path(__file__).resolve().parent.parent / "tasks" / "vps_vipseg.py")
+# Debug trials train inside the Tune trial process (no TorchTrainer start-up per trial), one core each.
+DEBUG_TRIAL = ["runtime.num_workers=1"]
 
 
 def sweep() -> Sweep:
@@ -23,10 +26,11 @@ def debug() -> Sweep:
     """4 trials that run on a 2-core machine in minutes."""
     return Sweep(
         name="tcl_tau_queue_debug",
-        base=load_recipe(f"{TASK}:debug"),
+        base=apply_overrides(load_recipe(f"{TASK}:debug"), DEBUG_TRIAL),
         grid={"loss.contrastive.tau": [0.1, 0.3], "loss.contrastive.queue_size": [4, 8]},
         metric="vpq_mean_1246",
         plot="heatmap",
         scheduler="asha",
         resources_per_trial={"cpu": 1.0, "gpu": 0.0},
+        max_concurrent=2,  # one trial per core
     )

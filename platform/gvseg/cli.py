@@ -62,12 +62,40 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.checkpoint:
+        return _eval_checkpoint(args)
+    if not (args.metric and args.gt and args.pred):
+        raise ConfigError("gvseg eval: give --metric, --gt and --pred, or --checkpoint")
     from gvseg.metrics.evaluate import format_table, run_metric
 
     options = dict(_parse_option(o) for o in args.option)
-    results = run_metric(args.metric, args.gt, args.pred, out=args.out, progress=not args.quiet, **options)
+    try:
+        results = run_metric(args.metric, args.gt, args.pred, out=args.out, progress=not args.quiet, **options)
+    except TypeError as e:
+        if "unexpected keyword" not in str(e):
+            raise
+        raise ConfigError(f"--option: metric {args.metric!r} does not take it ({e})") from None
     print(format_table(results))
     if args.out:
+        print(f"results written to {args.out}")
+    return 0
+
+
+def _eval_checkpoint(args: argparse.Namespace) -> int:
+    """Evaluate a training checkpoint on its recipe's val split (the config travels inside it)."""
+    import dataclasses
+
+    from gvseg import checkpoint
+    from gvseg.config import Config, from_dict
+    from gvseg.runtime.ray_train import evaluate_checkpoint, resolve_paths
+
+    cfg = apply_overrides(from_dict(Config, checkpoint.load(args.checkpoint)["config"]), args.sets)
+    if args.eval_dir:
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, storage_path=args.eval_dir))
+    metrics = evaluate_checkpoint(resolve_paths(cfg), args.checkpoint)
+    print(_results_table(metrics))
+    if args.out:
+        Path(args.out).write_text(json.dumps(metrics, indent=2))
         print(f"results written to {args.out}")
     return 0
 
@@ -164,9 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score predictions in a benchmark's official format. Metrics: vpq, stq (VIPSeg/KITTI-STEP "
                     "panoptic PNG + JSON), miou (VSPW mIoU/mVC), ytvis (AP/AR from results.json), jf (DAVIS/YT-VOS), "
                     "hota (BURST).")
-    p.add_argument("--metric", required=True, choices=["vpq", "stq", "miou", "ytvis", "jf", "hota"])
-    p.add_argument("--gt", required=True, help="ground-truth directory or JSON")
-    p.add_argument("--pred", required=True, help="prediction directory or JSON")
+    p.add_argument("--metric", choices=["vpq", "stq", "miou", "ytvis", "jf", "hota"])
+    p.add_argument("--gt", help="ground-truth directory or JSON")
+    p.add_argument("--pred", help="prediction directory or JSON")
+    p.add_argument("--checkpoint", help="instead: evaluate a training checkpoint on its recipe's val split")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --checkpoint: override its config, e.g. --set data.root=/data/VIPSeg")
+    p.add_argument("--eval-dir", default=None, help="with --checkpoint: where predictions are written")
     p.add_argument("--out", default=None, help="write results JSON here")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="metric option, e.g. --option dataset=kitti-step (repeatable)")

@@ -118,6 +118,11 @@ def compute_losses(parts: Parts, clip: Clip, cfg: Config) -> dict[str, torch.Ten
         ref_outputs = parts.model(ref)
         ref_indices = _final_indices(parts, ref_outputs, ref)
         losses.update(parts.contrastive(_samples(outputs, indices, clip, cfg), _samples(ref_outputs, ref_indices, ref, cfg)))
+    if cfg.loss.mvc.weight > 0:  # paper 003 Eq. (4): + λ·L^M on a patch-masked copy; skipped (no-op) at λ = 0
+        from gvseg.losses.mvc import mvc_loss
+
+        losses["loss_mvc"] = mvc_loss(parts.model, parts.criterion, clip, cfg.loss.mvc)
+        parts.criterion.weight_dict["loss_mvc"] = cfg.loss.mvc.weight  # λ
     return losses
 
 
@@ -182,6 +187,7 @@ def fit(
     state: LoopState | None = None,
     on_metrics: Callable[[dict[str, float], int], None] = lambda m, s: None,
     on_checkpoint: Callable[[LoopState], None] = lambda s: None,
+    on_eval: Callable[[LoopState], None] = lambda s: None,
     progress: bool = True,
 ) -> LoopState:
     """Train until ``train.max_iters``. ``batches(epoch)`` yields this rank's clips for that epoch."""
@@ -214,6 +220,8 @@ def fit(
                     state.history.append(result.loss)
                     bar.set_postfix(loss=f"{result.loss:.3f}")
                 on_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, state.step)
+            if t.eval_every and state.step % t.eval_every == 0 and state.step < t.max_iters:
+                on_eval(state)  # the final evaluation is the driver's, on the last checkpoint
             if state.step % t.checkpoint_every == 0 or state.step == t.max_iters:
                 on_checkpoint(state)
             if state.step >= t.max_iters:

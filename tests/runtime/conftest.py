@@ -13,7 +13,7 @@ def vipseg_root(tmp_path_factory):
     from gvseg.data.synthetic import synth_dataset
 
     root = tmp_path_factory.mktemp("vipseg")
-    synth_dataset("vipseg", root, videos=4, frames=4, height=48, width=64, seed=0, progress=False)
+    synth_dataset("vipseg", root, videos=4, frames=6, height=48, width=64, seed=0, progress=False)  # 6: VPQ^6 defined
     return root
 
 

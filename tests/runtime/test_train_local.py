@@ -55,3 +55,30 @@ def test_failed_training_marks_the_run_failed(tiny_cfg):
         run_train(cfg)
     (run,) = _run(cfg)
     assert run.info.status == "FAILED"
+
+
+def test_periodic_eval_keeps_the_best_checkpoint_and_eval_cli_scores_it(tiny_cfg, tmp_path, capsys):
+    from gvseg.cli import main
+
+    cfg = apply_overrides(tiny_cfg, ["runtime.local=true", "train.eval_every=2"])
+    run_train(cfg)
+    (run,) = _run(cfg)
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/vpq_1")] == [2]
+    assert checkpoint.load(run_dir(cfg) / "best_checkpoint")["step"] == 2
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {
+        "checkpoints/best", "checkpoints/last"}
+
+    out = tmp_path / "scores.json"
+    assert main(["eval", "--checkpoint", str(run_dir(cfg) / "best_checkpoint"), "--out", str(out),
+                 "--eval-dir", str(tmp_path / "eval")]) == 0
+    scores = json.loads(out.read_text())
+    assert "vpq_mean_1246" in scores and "stq" in scores
+    assert "vpq_mean_1246" in capsys.readouterr().out
+
+
+def test_eval_without_inputs_is_a_usage_error(capsys):
+    from gvseg.cli import main
+
+    assert main(["eval", "--metric", "vpq"]) == 2
+    assert "give --metric, --gt and --pred, or --checkpoint" in capsys.readouterr().err

@@ -42,7 +42,7 @@ def _runs(cfg):
 
 def _sweep_runs(cfg):
     client, runs = _runs(cfg)
-    (parent,) = [r for r in runs if "gvseg_sweep" in r.data.tags]
+    (parent,) = [r for r in runs if "gvseg_sweep" in r.data.tags and "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     return client, parent, children, runs
 

@@ -54,6 +54,44 @@ def run_dir(cfg: Config) -> Path:
     return base / cfg.tracking.run_name
 
 
+# The number each benchmark's tables lead with: it ranks checkpoints ("best").
+HEADLINE = {"vps": "vpq_mean_1246", "vss": "miou", "vis": "AP", "evs": "J&F-Mean"}
+
+
+def headline_metric(cfg: Config) -> str:
+    if cfg.model.task == "evs" and cfg.data.format == "burst":
+        return "HOTA_all"
+    return HEADLINE[cfg.model.task]
+
+
+class PeriodicEval:
+    """Rank 0's evaluation every ``train.eval_every`` steps: metrics to MLflow (prefixed ``val/``), and the
+    best checkpoint so far by the headline metric kept as ``<run>/best_checkpoint``."""
+
+    def __init__(self, cfg: Config, parts: Parts, logger: Any, device: torch.device):
+        self.cfg, self.parts, self.logger, self.device = cfg, parts, logger, device
+        self.key = headline_metric(cfg)
+        self.best = float("-inf")
+
+    def __call__(self, state: LoopState) -> None:
+        from gvseg.evaluation import evaluate_split
+
+        model = getattr(self.parts.model, "module", self.parts.model)
+        was_training = model.training
+        metrics, _ = evaluate_split(model.eval(), self.cfg, run_dir(self.cfg) / f"eval_step_{state.step}",
+                                    device=self.device, progress=False)
+        model.train(was_training)
+        if self.logger is not None:
+            self.logger.log_metrics({f"val/{k}": v for k, v in metrics.items() if v == v}, state.step)
+        score = metrics.get(self.key, float("nan"))
+        if score != score and self.best == float("-inf"):
+            print(f"gvseg: {self.key} is undefined on this val split (e.g. videos shorter than its spans); "
+                  f"no best checkpoint is kept until it is defined")
+        if score == score and score > self.best:
+            self.best = score
+            _save_state(self.parts, state, self.cfg, run_dir(self.cfg) / "best_checkpoint")
+
+
 # --------------------------------------------------------------------------------------------- worker
 
 
@@ -143,6 +181,7 @@ def train_worker(config: dict[str, Any]) -> None:
         # (uneven last batches) simply re-streams it.
         fit(cfg, parts, lambda epoch: iterate_shard(shard, cfg.data, per_worker),
             device=device, state=state, on_metrics=on_metrics, on_checkpoint=on_checkpoint,
+            on_eval=PeriodicEval(cfg, parts, logger, device) if rank == 0 else (lambda st: None),
             progress=rank == 0 and config.get("progress", True))
     finally:
         if monitor is not None:
@@ -180,7 +219,8 @@ def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at
     fit(cfg, parts,
         lambda epoch: iterate_batches(records, cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                                       epoch=epoch, train=True),
-        device=device, state=state, on_metrics=logger.log_metrics, on_checkpoint=save, progress=progress)
+        device=device, state=state, on_metrics=logger.log_metrics, on_checkpoint=save,
+        on_eval=PeriodicEval(cfg, parts, logger, device), progress=progress)
     final = checkpoint.latest(ckpt_root)
     assert final is not None
     return final
@@ -269,6 +309,9 @@ def train_and_evaluate(cfg: Config, logger: Any, *, address: str | None = None, 
                            eval_at_checkpoints=eval_at_checkpoints, progress=progress)
     train_seconds = time.time() - t0
     logger.log_artifact(final / checkpoint.FILENAME, "checkpoints/last")
+    best = run_dir(cfg) / "best_checkpoint" / checkpoint.FILENAME
+    if best.exists():  # written by the periodic evaluation (train.eval_every)
+        logger.log_artifact(best, "checkpoints/best")
     metrics = evaluate_checkpoint(cfg, final, logger=logger)
     logger.log_metrics({**metrics, "train_seconds": train_seconds}, step=cfg.train.max_iters)
     if log_model:

@@ -41,7 +41,9 @@ import io
 import json
 import math
 import os
+import re
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -72,23 +74,32 @@ def sweep_axes(sweep: Sweep) -> list[str]:
 
 
 def trial_resources(sweep: Sweep, cfg: Config) -> tuple[Config, dict[str, float]]:
-    """Map the sweep's per-trial resources onto the trial: in-process when ``num_workers`` <= 1 (the trial
-    actor holds them all), else split evenly over the TorchTrainer workers (the trial actor holds 0.01 CPU:
-    Tune rejects 0). GPU fractions pass through, e.g. ``{"cpu": 2, "gpu": 0.5}`` packs two trials per GPU."""
+    """Map the sweep's per-trial resources onto the trial's runtime, and say what the trial actor holds.
+
+    In-process (``runtime.local`` or ``num_workers`` <= 1): the trial actor holds them all; a GPU fraction
+    packs trials onto one GPU (``{"cpu": 2, "gpu": 0.5}``: two per GPU). TorchTrainer: one worker per whole
+    GPU (``{"gpu": 8}`` is the paper's 8-GPU DDP), else ``num_workers`` sharing CPUs/GPU evenly; the trial
+    actor holds 0.01 CPU (Tune rejects 0)."""
     cpu = float(sweep.resources_per_trial.get("cpu", 1.0))
     gpu = float(sweep.resources_per_trial.get("gpu", 0.0))
-    if cpu <= 0:
-        raise ConfigError(f"sweep {sweep.name}: resources_per_trial cpu must be > 0, got {cpu}")
-    workers = cfg.runtime.num_workers
-    if cfg.runtime.local or workers <= 1:
+    if cpu <= 0 or gpu < 0:
+        raise ConfigError(f"sweep {sweep.name}: resources_per_trial needs cpu > 0 and gpu >= 0, "
+                          f"got {sweep.resources_per_trial}")
+    if cfg.runtime.local or cfg.runtime.num_workers <= 1:
+        if gpu > 1:
+            raise ConfigError(f"sweep {sweep.name}: an in-process trial (runtime.num_workers=1) uses one GPU, "
+                              f"but resources_per_trial asks for {gpu:g}; use --workers {int(gpu)} or gpu <= 1")
         rt = dataclasses.replace(cfg.runtime, local=True, num_workers=1, use_gpu=gpu > 0,
                                  cpus_per_worker=cpu, gpus_per_worker=gpu)
-        resources = {"cpu": cpu, **({"gpu": gpu} if gpu > 0 else {})}
-    else:
-        rt = dataclasses.replace(cfg.runtime, use_gpu=gpu > 0, cpus_per_worker=cpu / workers,
-                                 gpus_per_worker=gpu / workers if gpu > 0 else cfg.runtime.gpus_per_worker)
-        resources = {"cpu": 0.01}
-    return dataclasses.replace(cfg, runtime=rt), resources
+        return dataclasses.replace(cfg, runtime=rt), {"cpu": cpu, **({"gpu": gpu} if gpu > 0 else {})}
+    if gpu >= 1 and gpu != int(gpu):
+        raise ConfigError(f"sweep {sweep.name}: resources_per_trial gpu={gpu:g} must be a whole number of GPUs "
+                          f"for a multi-worker trial (or <= 1 to share one)")
+    workers = int(gpu) if gpu >= 1 else cfg.runtime.num_workers
+    rt = dataclasses.replace(cfg.runtime, local=False, num_workers=workers, use_gpu=gpu > 0,
+                             cpus_per_worker=cpu / workers,
+                             gpus_per_worker=gpu / workers if gpu > 0 else cfg.runtime.gpus_per_worker)
+    return dataclasses.replace(cfg, runtime=rt), {"cpu": 0.01}
 
 
 def axis_columns(axes: list[str]) -> dict[str, str]:
@@ -137,7 +148,7 @@ def _child_run(cfg: Config, spec: dict[str, Any], info: dict[str, Any]) -> Any:
         client.update_run(run_id, status="RUNNING")
         client.set_tag(run_id, "resumed", "true")
     else:
-        tags = {"mlflow.parentRunId": spec["parent_run_id"], TRIAL_TAG: key, "sweep": spec["experiment"],
+        tags = {"mlflow.parentRunId": spec["parent_run_id"], TRIAL_TAG: key, "gvseg_sweep": spec["experiment"],
                 "variant": info["variant"] or "", "git_sha": git_sha(), "task": cfg.model.task,
                 "dataset": cfg.data.format}
         run_id = client.create_run(spec["experiment_id"], run_name=info["name"], tags=tags).info.run_id
@@ -154,7 +165,7 @@ def tune_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
 
     from gvseg.runtime.ray_train import run_dir, train_and_evaluate
 
-    info = spec["trials"][config["trial"]["index"]]
+    info = spec["trials"][config["trial"]]
     cfg = from_dict(Config, info["cfg"])
     done = run_dir(cfg) / RESULT_FILE
     if done.exists():  # it finished before the driver died, but Tune's saved state missed that: no rerun
@@ -200,6 +211,17 @@ def tune_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------ driver
 
 
+class TrialName:
+    """Tune's name (and directory) for a trial: ours, e.g. ``t03-tau=0.3,queue_size=8``. A class, not a
+    lambda, so Tune's saved state pickles it by reference."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def __call__(self, trial: Any) -> str:
+        return self.names[int(trial.config["trial"])]
+
+
 def _close_child(client: Any, run: Any, *, failed: bool) -> None:
     if run.info.status in ("RUNNING", "SCHEDULED"):
         if not failed:
@@ -218,7 +240,7 @@ def _closer_callback(tracking_uri: str, experiment_id: str, experiment: str) -> 
             import mlflow
 
             client = mlflow.MlflowClient(tracking_uri)
-            key = f"{experiment}/{trial.config['trial']['index']}"
+            key = f"{experiment}/{trial.config['trial']}"
             try:
                 for run in client.search_runs([experiment_id], filter_string=f"tags.{TRIAL_TAG} = '{key}'"):
                     _close_child(client, run, failed=failed)
@@ -236,7 +258,8 @@ def _closer_callback(tracking_uri: str, experiment_id: str, experiment: str) -> 
 
 
 def _find_experiment(storage: Path, name: str) -> Path:
-    found = sorted(p.parent for p in storage.glob(f"{name}-*/{STATE_FILE}"))
+    stamp = re.compile(re.escape(name) + r"-\d{8}-\d{6}")  # not the runs of a sweep named "<name>-x"
+    found = sorted(p.parent for p in storage.glob(f"{name}-*/{STATE_FILE}") if stamp.fullmatch(p.parent.name))
     if not found:
         raise FileNotFoundError(f"{storage}: no sweep {name!r} to resume (no {name}-*/{STATE_FILE})")
     return found[-1]  # names end in a sortable timestamp
@@ -266,6 +289,24 @@ def _parent_run(sweep: Sweep, exp_name: str, base: Config, overrides: tuple[str,
         params.update({f"variant.{k}": json.dumps(v)[:6000] for k, v in sweep.variants.items()})
     client.log_batch(run_id, params=[mlflow.entities.Param(k[:250], str(v)) for k, v in params.items()])
     return exp_id, run_id
+
+
+def _prepare_data(trials: list[dict[str, Any]]) -> None:
+    """Write synthetic datasets once, on the driver (concurrent trials would race to write the same root),
+    and fail before any trial starts when a dataset is missing. Embedded Ray only: a cluster's paths need
+    not exist here."""
+    from gvseg.data.pipeline import build_records
+
+    seen = set()
+    for t in trials:
+        data = from_dict(Config, t["cfg"]).data
+        if data.root in seen:
+            continue
+        seen.add(data.root)
+        if data.synthetic:
+            build_records(data, data.train_split, progress=True)
+        elif not Path(data.root).exists():
+            raise FileNotFoundError(f"{data.root}: dataset root of sweep trial {t['name']} does not exist")
 
 
 def _init_ray(address: str | None, trial_cpus: float) -> bool:
@@ -313,8 +354,10 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int |
             exp_dir = storage / f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp_name = exp_dir.name
     trials = build_trials(sweep, exp_dir, base.tracking.tracking_uri)
-    _, resources = trial_resources(sweep, base)
+    base, resources = trial_resources(sweep, base)
     client = mlflow.MlflowClient(base.tracking.tracking_uri)
+    if not (address or base.runtime.address):
+        _prepare_data(trials)
 
     state_path = exp_dir / STATE_FILE
     if resume:
@@ -335,17 +378,21 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int |
         state_path.write_text(json.dumps(state, indent=2, default=str))
         print(f"gvseg: sweep {exp_name}: {len(trials)} trials, MLflow parent run {parent_id}")
 
+    names = [t["name"] for t in trials]
     asha = sweep.scheduler == "asha"
+    # ASHA ranks trials mid-run: evaluate each checkpoint unless the metric is one training reports anyway
+    evaluate_mid_run = asha and sweep.metric not in ("loss", "step", "epoch")
     spec = {"trials": trials, "experiment": exp_name, "experiment_id": exp_id, "parent_run_id": parent_id,
-            "tracking_uri": base.tracking.tracking_uri, "eval_at_checkpoints": asha}
+            "tracking_uri": base.tracking.tracking_uri, "eval_at_checkpoints": evaluate_mid_run}
     trainable = tune.with_resources(tune.with_parameters(tune_trial, spec=spec), resources)
     cpus = resources["cpu"] + (0 if base.runtime.local else base.runtime.num_workers * base.runtime.cpus_per_worker)
     started_ray = _init_ray(address or base.runtime.address or None, cpus)
     status = "FAILED"
-    old_term = signal.getsignal(signal.SIGTERM)
+    main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    old_term = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
-        # SIGTERM (a scheduler, `kill`) takes Tune's graceful SIGINT path: state saved, then resumable.
-        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+        if main_thread:  # SIGTERM (a scheduler, `kill`) takes Tune's graceful SIGINT path: resumable
+            signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
         tuner = None
         if resume and tune.Tuner.can_restore(str(exp_dir)):
             tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
@@ -358,9 +405,10 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int |
             limit = max_concurrent or sweep.max_concurrent or None
             tuner = tune.Tuner(
                 trainable,
-                param_space={"trial": tune.grid_search([{"index": t["index"], "name": t["name"]} for t in trials])},
+                param_space={"trial": tune.grid_search([t["index"] for t in trials])},
                 tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, max_concurrent_trials=limit,
-                                            reuse_actors=False),
+                                            reuse_actors=False, trial_name_creator=TrialName(names),
+                                            trial_dirname_creator=TrialName(names)),
                 run_config=tune.RunConfig(
                     name=exp_name, storage_path=str(storage), verbose=1,
                     failure_config=tune.FailureConfig(max_failures=0),  # a crash is a result, not a retry
@@ -377,7 +425,8 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int |
         status = "KILLED"
         raise
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_term)
         _close_leftovers(client, exp_id, parent_id)
         try:
             client.set_terminated(parent_id, status=status)
@@ -412,9 +461,9 @@ def results_table(grid: Any, trials: list[dict[str, Any]], sweep: Sweep, client:
     the scheduler (metric = its last mid-run evaluation); FAILED = crashed; INCOMPLETE = not run yet."""
     by_index: dict[int, Any] = {}
     for result in grid:
-        by_index[int(result.config["trial"]["index"])] = result
+        by_index[int(result.config["trial"])] = result
     runs = {r.data.tags.get(TRIAL_TAG): r for r in client.search_runs(
-        [exp_id], filter_string=f"tags.sweep = '{exp_name}'", max_results=10000)}
+        [exp_id], filter_string=f"tags.gvseg_sweep = '{exp_name}'", max_results=10000)}
     axes = sweep_axes(sweep)
     headline = [sweep.metric] + [k for k in HEADLINE if k != sweep.metric]
     rows = []
