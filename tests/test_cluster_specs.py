@@ -135,6 +135,9 @@ def test_rayjob_runtime_env_is_runtime_env_yaml_with_the_code_from_the_image(ray
     assert "WORKDIR /app" in (CLUSTER / "Dockerfile").read_text()
     shipped.pop("working_dir")
     assert inlined == shipped
+    from ray.runtime_env import RuntimeEnv
+
+    RuntimeEnv(**{**inlined, "working_dir": str(ROOT)})  # Ray accepts it (the image's /app is this checkout)
 
 
 def test_rayjob_entrypoint_is_the_command_gvseg_submit_sends(rayjob):

@@ -315,7 +315,7 @@ def _frame(res: dict, rel: int, idx: int, video_id: str, size: tuple[int, int], 
     if task == "vis":
         tids, labels, scores, masks = res["instances"]
         m = masks[rel]  # [N, H, W] bool
-        areas = m.reshape(m.shape[0], -1).sum(1)
+        areas = m.sum(axis=(1, 2))  # [K]; K may be 0 (reshape(0, -1) would raise)
         fp.segments = [Segment(int(tids[i]), int(labels[i]), float(scores[i]), True, int(areas[i]), _rle(m[i]))
                        for i in range(m.shape[0]) if areas[i] > 0]
         return fp

@@ -214,6 +214,8 @@ def sources_for(input: str | Path, task: str, *, with_exemplars: bool = True) ->
                 out.append(_frame_folder_source(p, C.list_frames(p)))
     if not out:
         raise DataError(path, "no frames, video files or frame folders in this folder")
+    for i, src in enumerate(out):
+        src.info.meta.setdefault("id", i)  # a stable sequence id (BURST JSON) whatever worker writes it
     return out, None, None
 
 
@@ -327,38 +329,57 @@ def predict_source(model: torch.nn.Module, cfg: Config, task: str, src: Source, 
 
 def predict(input: str | Path, checkpoint: str | Path, task: str | None = None, *,
             exemplars: str | Path | None = None, out_dir: str | Path, formats: Sequence[str] = FORMATS,
-            clip: int = 3, overlap: int = 1, device: str | torch.device = "cpu", progress: bool = True,
-            sources: list[Source] | None = None) -> dict[str, Any]:
+            clip: int = 3, overlap: int = 1, device: str | torch.device = "cpu", progress: bool = True
+            ) -> dict[str, Any]:
     """Predict every video of ``input`` (see the module docstring). Returns a summary
-    ``{"videos", "frames", "seconds", "fps", "out_dir", "official_format"}``. ``sources`` replaces the
-    input listing (batch workers pass their shard)."""
-    from tqdm.auto import tqdm
-
-    from gvseg.writers import DEFAULT_FORMAT, OFFICIAL, OverlayPngWriter, OverlayVideoWriter, official_writer
-
+    ``{"videos", "frames", "seconds", "fps", "out_dir", "official_format"}``."""
     model, cfg = load_model(checkpoint, device)
+    cfg, task = configure(cfg, task, formats=formats, clip=clip, overlap=overlap, where=str(checkpoint))
+    sources, fmt, categories = sources_for(input, task, with_exemplars=exemplars is None)
+    return run_sources(model, cfg, task, sources, out_dir=out_dir, formats=formats, dataset_format=fmt,
+                       categories=categories, exemplars=exemplars, device=device, progress=progress)
+
+
+def configure(cfg: Config, task: str | None, *, formats: Sequence[str], clip: int, overlap: int,
+              where: str = "checkpoint") -> tuple[Config, str]:
+    """Check the options and set the task and clip/overlap on the checkpoint's config."""
     task = task or cfg.model.task
     if task not in TASKS:
         raise ConfigError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ConfigError(f"--format {bad or formats}: expected one or more of {', '.join(FORMATS)}")
+        raise ConfigError(f"--format {bad or list(formats)}: expected one or more of {', '.join(FORMATS)}")
     if task != cfg.model.task:
-        warnings.warn(f"{checkpoint}: trained for task {cfg.model.task!r}, predicting {task!r}", stacklevel=2)
+        warnings.warn(f"{where}: trained for task {cfg.model.task!r}, predicting {task!r}", stacklevel=3)
     if clip < 1 or not 0 <= overlap < clip:
         raise ConfigError(f"--clip {clip} --overlap {overlap}: need clip >= 1 and 0 <= overlap < clip")
     cfg = replace(cfg, model=replace(cfg.model, task=task, association=replace(
         cfg.model.association, clip_frames=clip, clip_overlap=overlap)))
-    if sources is None:
-        sources, fmt, categories = sources_for(input, task, with_exemplars=exemplars is None)
-    else:
-        fmt, categories = None, None
-    if fmt is None or OFFICIAL.get(fmt) != task:
-        fmt = cfg.data.format if OFFICIAL.get(cfg.data.format) == task else DEFAULT_FORMAT[task]
+    return cfg, task
+
+
+def official_format(cfg: Config, task: str, dataset_format: str | None = None) -> str:
+    """The dataset's format if it serves ``task``, else the checkpoint's, else the task's default."""
+    from gvseg.writers import DEFAULT_FORMAT, OFFICIAL
+
+    if dataset_format is not None and OFFICIAL.get(dataset_format) == task:
+        return dataset_format
+    return cfg.data.format if OFFICIAL.get(cfg.data.format) == task else DEFAULT_FORMAT[task]
+
+
+def run_sources(model: torch.nn.Module, cfg: Config, task: str, sources: Sequence[Source], *, out_dir: str | Path,
+                formats: Sequence[str] = FORMATS, dataset_format: str | None = None, categories=None,
+                exemplars: str | Path | None = None, device: str | torch.device = "cpu",
+                progress: bool = True) -> dict[str, Any]:
+    """Stream ``sources`` through a loaded model into the requested writers under ``out_dir``."""
+    from tqdm.auto import tqdm
+
+    from gvseg.writers import OverlayPngWriter, OverlayVideoWriter, official_writer
+
+    fmt = official_format(cfg, task, dataset_format)
     space = label_space(cfg, categories)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
     writers: list[Writer] = []
     if "official" in formats:
         writers.append(official_writer(fmt, out_dir / "official", space))
@@ -385,6 +406,39 @@ def predict(input: str | Path, checkpoint: str | Path, task: str | None = None, 
     seconds = time.perf_counter() - start
     return {"videos": len(sources), "frames": frames, "seconds": seconds, "fps": frames / max(seconds, 1e-9),
             "out_dir": str(out_dir), "official_format": fmt if "official" in formats else None}
+
+
+def merge_outputs(shards: Sequence[str | Path], out_dir: str | Path) -> None:
+    """Merge per-video output folders (batch prediction) into ``out_dir``, in ``shards`` order: PNGs and
+    mp4s are moved; ``pred.json`` annotations, ``results.json`` entries and ``burst_results.json``
+    sequences are concatenated."""
+    import os
+    import shutil
+
+    out_dir = Path(out_dir)
+    merged: dict[Path, Any] = {}
+    for shard in map(Path, shards):
+        for f in sorted(p for p in shard.rglob("*") if p.is_file()):
+            rel = f.relative_to(shard)
+            dst = out_dir / rel
+            if f.name in ("pred.json", "results.json", "burst_results.json"):
+                data = json.loads(f.read_text())
+                if dst not in merged:
+                    merged[dst] = data
+                elif isinstance(data, list):
+                    merged[dst].extend(data)
+                else:
+                    key = "annotations" if "annotations" in data else "sequences"
+                    merged[dst][key].extend(data[key])
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(f, dst)  # a rename on the same file system
+        shutil.rmtree(shard, ignore_errors=True)
+    for dst, data in merged.items():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".partial")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, dst)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

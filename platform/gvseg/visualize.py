@@ -34,7 +34,13 @@ def overlay(frame: np.ndarray, ids: np.ndarray, alpha: float = 0.55, edges: bool
 
 def side_by_side(frame: np.ndarray, pred_ids: np.ndarray, gt_ids: np.ndarray | None = None,
                  labels: tuple[str, str] = ("prediction", "ground truth")) -> np.ndarray:
-    """[H, W*k, 3]: the frame with predicted ids, and (if given) with GT ids, each captioned."""
+    """[H, W*k, 3]: the frame with predicted ids, and (if given) with GT ids, each captioned. Tiny frames
+    (debug data) are enlarged with nearest-neighbour so a person can see the segments."""
+    scale = max(1, -(-256 // frame.shape[0]))
+    if scale > 1:
+        up = lambda a: np.repeat(np.repeat(a, scale, 0), scale, 1)  # noqa: E731
+        frame, pred_ids = up(frame), up(pred_ids)
+        gt_ids = None if gt_ids is None else up(gt_ids)
     panels = [(overlay(frame, pred_ids), labels[0])]
     if gt_ids is not None:
         panels.append((overlay(frame, gt_ids), labels[1]))

@@ -260,7 +260,7 @@ class VspwWriter(Writer):
         sem = pred.semantic.astype(np.int64)
         labels = np.where(sem >= 0, self.space.to_dataset(np.clip(sem, 0, None).ravel()).reshape(sem.shape), 255)
         if labels.max(initial=0) > 255:
-            raise ValueError(f"VspwWriter: class ids above 255 do not fit an 8-bit label PNG")
+            raise ValueError("VspwWriter: class ids above 255 do not fit an 8-bit label PNG")
         _save_png(self.out_dir / self.video.video_id / f"{self.video.name(pred.frame_index)}.png",
                   labels.astype(np.uint8), "L")
 
@@ -331,11 +331,9 @@ class BurstWriter(Writer):
         self.json.item(segs)
 
     def end_video(self) -> None:
-        tail = "]" + ', "annotated_image_paths": ' + json.dumps(self.paths) + \
-               ', "track_category_ids": ' + json.dumps(self.track_cat)
-        close, _ = self.json.stack.pop()  # the segmentations list is open inside the sequence object
-        self.json.f.write(tail + close)
-        self.json.f.flush()
+        # close the segmentations list, then the sequence object with the per-video fields
+        self.json.end("]" + ', "annotated_image_paths": ' + json.dumps(self.paths)
+                      + ', "track_category_ids": ' + json.dumps(self.track_cat))
         super().end_video()
 
     def _close(self) -> None:

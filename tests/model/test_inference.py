@@ -97,6 +97,12 @@ def test_vis_rle_segments():
         assert m.shape == (H, W) and int(m.sum()) == s.area > 0
 
 
+def test_vis_clip_that_keeps_no_instance():
+    model, cfg = _model("vis", score=1.01)  # no class score can pass: every clip keeps nothing
+    out = list(predict_video(model, _frames(4), cfg, progress=False))
+    assert len(out) == 4 and all(f.segments == [] for f in out)
+
+
 def test_vss_semantic_map():
     model, cfg = _model("vss")
     out = list(predict_video(model, _frames(3), cfg, progress=False))

@@ -103,6 +103,7 @@ def test_truncated_video_errors_after_writing_every_decoded_frame(make_checkpoin
     assert _count_frames(out / "mp4" / "cut.mp4") == decoded
 
 
+@pytest.mark.filterwarnings("ignore:.*trained for task")
 def test_cli_predict_and_its_errors(make_checkpoint, tmp_path, capsys):
     video = write_video(tmp_path / "v.mp4", 3)
     ckpt = make_checkpoint("vps")
@@ -116,3 +117,17 @@ def test_cli_predict_and_its_errors(make_checkpoint, tmp_path, capsys):
     rc = main(["predict", str(video), "--checkpoint", str(ckpt), "--task", "evs", "--out", str(tmp_path / "o3"),
                "--quiet"])
     assert rc == 2 and "needs exemplars" in capsys.readouterr().err
+
+
+def test_predict_dataset_split_uses_its_writer_and_exemplars(make_checkpoint, tmp_path):
+    from gvseg.data.synthetic import synth_dataset
+    from gvseg.metrics import jf
+
+    root = tmp_path / "DAVIS"
+    synth_dataset("davis", root, videos=2, frames=4, height=32, width=48, seed=0, progress=False)
+    out = tmp_path / "out"
+    s = predict(f"davis:{root}:val", make_checkpoint("evs"), "evs", out_dir=out, formats=("official",),
+                progress=False)
+    assert s["official_format"] == "davis" and s["videos"] == 1
+    res = jf.evaluate_davis(root, out / "official", split="val", progress=False)  # the files score as they are
+    assert 0.0 <= res["J&F-Mean"] <= 1.0

@@ -50,6 +50,16 @@ def test_default_runtime_env_ships_the_checkout_and_pyprojects_pins():
     assert {"/data/", "/.venv/", "/runs/", "/mlruns/", "/mlflow.db", "/.git/"} <= set(env["excludes"])
 
 
+@pytest.mark.parametrize("path", [None, "cluster/runtime_env.yaml"])
+def test_runtime_envs_pass_rays_own_validation(path):
+    from ray.runtime_env import RuntimeEnv
+
+    env = RuntimeEnv(**jobs.load_runtime_env(path, ROOT))  # what the head would reject, rejected here
+    assert env["working_dir"] == str(ROOT) and env["pip"]["packages"]
+    with pytest.raises(Exception, match="pip"):
+        RuntimeEnv(**{**jobs.load_runtime_env(path, ROOT), "pip": {"packages": ["x"], "bogus": 1}})
+
+
 def test_excludes_drop_data_venv_outputs_but_keep_the_package(tmp_path):
     """Zip a fake checkout with Ray's own packaging code, exactly as a submission would."""
     from ray._private.runtime_env.packaging import create_package
@@ -310,7 +320,7 @@ def test_submit_a_training_job_to_a_real_head_and_find_its_run_in_mlflow(vipseg_
         rc = main(["submit", "tasks/vps_vipseg.py:debug", "--address", head.address, "--runtime-env", str(env_file),
                    "--wait", "--job-id", job_id, *_set_args(_tiny_sets(vipseg_root, "jobtest"))])
         streamed = capsys.readouterr().out
-        print(f"job took {time.monotonic() - t0:.0f} s")
+        print(f"job took {time.monotonic() - t0:.0f} s", file=sys.stderr)
         assert rc == 0, streamed[-3000:]
         assert f"{job_id} SUCCEEDED" in streamed
 

@@ -109,7 +109,8 @@ from gvseg.sweep import Sweep
 
 def sweep():
     base = from_dict(Config, json.load(open({cfg!r})))
-    return Sweep(name="resumable", base=base, grid={grid!r}, metric="stq", max_concurrent=1)
+    return Sweep(name="resumable", base=base, grid={{"loss.contrastive.tau": [0.1, 0.3]}}, metric="stq",
+                 max_concurrent=1)
 '''
 
 
@@ -119,7 +120,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_local, base,
 
     (tmp_path / "base.json").write_text(json.dumps(to_dict(base)))
     spec = tmp_path / "resumable.py"
-    spec.write_text(SWEEP_FILE.format(cfg=str(tmp_path / "base.json"), grid=GRID))
+    spec.write_text(SWEEP_FILE.format(cfg=str(tmp_path / "base.json")))
     storage = tmp_path / "runs"
     driver = subprocess.Popen([sys.executable, "-m", "gvseg.cli", "tune", str(spec)], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -133,10 +134,10 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_local, base,
         driver.wait()
     client, before = _runs(base)
     (first,) = [r for r in before if r.info.run_name.startswith("t00-")]
-    assert first.info.status == "FINISHED" and len(before) < 5
+    assert first.info.status == "FINISHED" and len(before) <= 3  # parent, t00, maybe t01 (unfinished)
 
     rows = run_sweep(load_sweep(str(spec)), resume=True)
-    assert [r["status"] for r in rows] == ["FINISHED"] * 4
+    assert [r["status"] for r in rows] == ["FINISHED"] * 2
 
     client, parent, children, runs = _sweep_runs(base)
     assert parent.info.status == "FINISHED" and parent.data.tags["resumed"] == "true"

@@ -19,7 +19,8 @@ The recipe is resolved locally first, so a bad ``--set`` fails here, in a second
 A cluster job must write checkpoints to shared storage: ``submit`` refuses when neither
 ``runtime.storage_path`` nor ``GVSEG_STORAGE_PATH`` in the runtime env says where.
 
-Authentication: Ray 2.60 keeps token auth on for clusters. The token is read from ``RAY_AUTH_TOKEN``,
+Authentication: Ray 2.60 turns token auth on by default, and cluster/ sets ``RAY_AUTH_MODE=token`` on
+every node explicitly. The token is read from ``RAY_AUTH_TOKEN``,
 else the file ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token`` (Ray's own order, see
 ``ray/_private/authentication``) and sent as ``Authorization: Bearer <token>`` on every request, the
 header the dashboard's token middleware checks (``http_token_authentication.py``). With no token the

@@ -61,6 +61,8 @@ HEADLINE = {"vps": "vpq_mean_1246", "vss": "miou", "vis": "AP", "evs": "J&F-Mean
 def headline_metric(cfg: Config) -> str:
     if cfg.model.task == "evs" and cfg.data.format == "burst":
         return "HOTA_all"
+    if cfg.data.format == "kitti-step":  # KITTI-STEP defines STQ only
+        return "stq"
     return HEADLINE[cfg.model.task]
 
 
