@@ -100,29 +100,28 @@ def _truncate(path: str | Path) -> None:
     Path(path).write_bytes(data[: (start + len(data)) // 2])
 
 
-def _grow(path: str | Path) -> None:
-    """Re-save a mask two rows taller, same mode and palette."""
-    im = Image.open(path)
-    arr = np.array(im)
-    arr = np.concatenate([arr, arr[-2:]], 0)
+def _resave(path: str | Path, im: Image.Image, arr: np.ndarray) -> None:
+    """Save ``arr`` over ``path`` in ``im``'s mode, keeping its palette."""
     if im.mode == "P":
         out = Image.frombytes("P", (arr.shape[1], arr.shape[0]), arr.astype(np.uint8).tobytes())
         out.putpalette(im.getpalette())
     else:
         out = Image.fromarray(arr)
     out.save(path)
+
+
+def _grow(path: str | Path) -> None:
+    """Re-save a mask two rows taller, same mode and palette."""
+    im = Image.open(path)
+    arr = np.array(im)
+    _resave(path, im, np.concatenate([arr, arr[-2:]], 0))
 
 
 def _set_pixel(path: str | Path, value) -> None:
     im = Image.open(path)
     arr = np.array(im)
     arr[0, 0] = value
-    if im.mode == "P":
-        out = Image.frombytes("P", (arr.shape[1], arr.shape[0]), arr.astype(np.uint8).tobytes())
-        out.putpalette(im.getpalette())
-    else:
-        out = Image.fromarray(arr)
-    out.save(path)
+    _resave(path, im, arr)
 
 
 def _mask_paths(format: str, root: Path, rec, t: int) -> list[str]:
