@@ -18,6 +18,11 @@ calls :func:`gvseg.runtime.ray_train.train_and_evaluate`: in the trial process w
 ``TuneReportCallback``. Every checkpoint reports ``step``/``loss`` (plus the val metrics under ASHA, which
 stops trials on the sweep metric at ``step`` rungs); the last report carries the final eval metrics.
 
+Resources (``trial_resources``): in-process trials hold the sweep's ``resources_per_trial`` (GPU fractions
+pack trials onto a GPU); TorchTrainer trials get one worker per whole GPU (or ``num_workers`` sharing
+them) and hold 0.01 CPU themselves; on embedded Ray each also keeps one CPU free for its Ray Data tasks.
+A sweep with no trials, or impossible resources, raises ConfigError before anything starts.
+
 Robustness: a crashing trial ends FAILED in Tune and MLflow and the others go on. ``resume=True`` restores
 the latest ``<storage>/<sweep.name>-*`` experiment with ``Tuner.restore``; a trial whose
 ``trial_result.json`` exists is never trained again (even if Tune's state missed its end), an unfinished
@@ -222,11 +227,12 @@ class TrialName:
         return self.names[int(trial.config["trial"])]
 
 
-def _close_child(client: Any, run: Any, *, failed: bool) -> None:
+def _close_child(client: Any, run: Any, *, status: str, tag: str) -> None:
+    """End a child run the trial left open: FAILED (crashed actor) or KILLED (``tag`` says why)."""
     if run.info.status in ("RUNNING", "SCHEDULED"):
-        if not failed:
-            client.set_tag(run.info.run_id, "stopped_early", "true")
-        client.set_terminated(run.info.run_id, status="FAILED" if failed else "KILLED")
+        if tag:
+            client.set_tag(run.info.run_id, tag, "true")
+        client.set_terminated(run.info.run_id, status=status)
 
 
 def _closer_callback(tracking_uri: str, experiment_id: str, experiment: str) -> Any:
@@ -236,23 +242,23 @@ def _closer_callback(tracking_uri: str, experiment_id: str, experiment: str) -> 
     from ray import tune
 
     class CloseChildRuns(tune.Callback):
-        def _close(self, trial: Any, failed: bool) -> None:
+        def _close(self, trial: Any, status: str, tag: str) -> None:
             import mlflow
 
             client = mlflow.MlflowClient(tracking_uri)
             key = f"{experiment}/{trial.config['trial']}"
             try:
                 for run in client.search_runs([experiment_id], filter_string=f"tags.{TRIAL_TAG} = '{key}'"):
-                    _close_child(client, run, failed=failed)
+                    _close_child(client, run, status=status, tag=tag)
             except Exception as e:  # never take the sweep down for bookkeeping; the final pass retries
                 print(f"gvseg: could not close the MLflow run of trial {key} ({e})")
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             if not (trial.last_result or {}).get("completed"):
-                self._close(trial, failed=False)
+                self._close(trial, "KILLED", "stopped_early")  # the scheduler stopped it
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._close(trial, failed=True)
+            self._close(trial, "FAILED", "")
 
     return CloseChildRuns()
 
@@ -286,8 +292,15 @@ def _parent_run(sweep: Sweep, exp_name: str, base: Config, overrides: tuple[str,
     params.update({f"grid.{k}": json.dumps(v) for k, v in sweep.grid.items()})
     if sweep.variants:
         params["variants"] = ", ".join(sweep.variants)
-        params.update({f"variant.{k}": json.dumps(v)[:6000] for k, v in sweep.variants.items()})
-    client.log_batch(run_id, params=[mlflow.entities.Param(k[:250], str(v)) for k, v in params.items()])
+        params.update({f"variant.{k}": json.dumps(v) for k, v in sweep.variants.items()})
+    # MLflow keys allow only [\w\-. :/]: "variant.+spa" -> "variant._spa" (the "variants" param keeps the names)
+    items = [mlflow.entities.Param(re.sub(r"[^\w\-. :/]", "_", k)[:250], str(v)[:6000]) for k, v in params.items()]
+    try:
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i:i + 100])
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")  # never leave it RUNNING
+        raise
     return exp_id, run_id
 
 
@@ -365,6 +378,9 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int |
         if [t["name"] for t in state["trials"]] != [t["name"] for t in trials]:
             raise ConfigError(f"{state_path}: the sweep's trials changed since it started; start a new sweep "
                               f"instead of --resume")
+        if state["overrides"] != list(overrides):  # unfinished trials would train another config
+            raise ConfigError(f"{state_path}: --resume needs the same --set as the start: {state['overrides']}, "
+                              f"got {list(overrides)}")
         exp_id, parent_id = state["experiment_id"], state["parent_run_id"]
         client.update_run(parent_id, status="RUNNING")
         client.set_tag(parent_id, "resumed", "true")
@@ -385,14 +401,27 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int |
     spec = {"trials": trials, "experiment": exp_name, "experiment_id": exp_id, "parent_run_id": parent_id,
             "tracking_uri": base.tracking.tracking_uri, "eval_at_checkpoints": evaluate_mid_run}
     trainable = tune.with_resources(tune.with_parameters(tune_trial, spec=spec), resources)
-    cpus = resources["cpu"] + (0 if base.runtime.local else base.runtime.num_workers * base.runtime.cpus_per_worker)
-    started_ray = _init_ray(address or base.runtime.address or None, cpus)
-    status = "FAILED"
+    limit = max_concurrent or sweep.max_concurrent or None
+    cluster = address or base.runtime.address or None
+    if base.runtime.local:
+        trial_cpus = resources["cpu"]
+    else:  # + 1: the trial's Ray Data tasks need a whole CPU beside its workers, or its input never arrives
+        trial_cpus = resources["cpu"] + base.runtime.num_workers * base.runtime.cpus_per_worker + 1
+    status, started_ray = "FAILED", False
     main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
     old_term = signal.getsignal(signal.SIGTERM) if main_thread else None
-    try:
+    try:  # from here on, the parent run ends FINISHED, KILLED or FAILED whatever happens
         if main_thread:  # SIGTERM (a scheduler, `kill`) takes Tune's graceful SIGINT path: resumable
             signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+        started_ray = _init_ray(cluster, trial_cpus)
+        if not base.runtime.local and not cluster:
+            import ray
+
+            fits = max(1, int(ray.cluster_resources().get("CPU", 1) // trial_cpus))
+            if limit is None or limit > fits:
+                print(f"gvseg: {fits} TorchTrainer trial(s) at a time fit this machine's CPUs "
+                      f"(each: its workers + 1 CPU for Ray Data)")
+                limit = fits
         tuner = None
         if resume and tune.Tuner.can_restore(str(exp_dir)):
             tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
@@ -402,7 +431,6 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int |
                                                  max_t=t.max_iters, grace_period=min(t.checkpoint_every, t.max_iters),
                                                  reduction_factor=2, stop_last_trials=False)
                          if asha else FIFOScheduler())
-            limit = max_concurrent or sweep.max_concurrent or None
             tuner = tune.Tuner(
                 trainable,
                 param_space={"trial": tune.grid_search([t["index"] for t in trials])},
@@ -447,7 +475,7 @@ def _close_leftovers(client: Any, exp_id: str, parent_id: str) -> None:
     """Last line of defence: no child run of this sweep may stay RUNNING once the driver is done."""
     try:
         for run in _children(client, exp_id, parent_id):
-            _close_child(client, run, failed=False)
+            _close_child(client, run, status="KILLED", tag="interrupted")
     except Exception as e:
         print(f"gvseg: could not check the sweep's child runs ({e})")
 
@@ -602,12 +630,16 @@ def heatmap_image(rows: list[dict[str, Any]], y_key: str, x_key: str, metric: st
         for j, x in enumerate(xs):
             cell = [r for r in rows if r[y_key] == y and r[x_key] == x]
             scores = [v for r in cell if r["status"] == "FINISHED" and (v := _value(r, metric)) is not None]
+            early = [v for r in cell if r["status"] == "STOPPED" and (v := _value(r, metric)) is not None]
             if scores:
                 vals[i, j] = float(np.mean(scores))
+            elif early:  # ASHA's last mid-run value: shown, but not coloured as a result
+                notes[i][j] = f"{np.mean(early):.3f} stopped"
             else:
                 notes[i][j] = "/".join(sorted({r["status"].lower() for r in cell})) or "-"
-    cw, ch, left, top, bottom = 110, 56, 90, 60, 50
-    img = np.full((top + ch * len(ys) + bottom, left + cw * len(xs) + 20, 3), 255, np.uint8)
+    cw, ch, left, top, bottom = 130, 56, 90, 60, 50
+    width = max(left + cw * len(xs) + 20, _text_width(title, 0.5) + 16)
+    img = np.full((top + ch * len(ys) + bottom, width, 3), 255, np.uint8)
     finite = vals[np.isfinite(vals)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     norm = np.where(np.isfinite(vals), (vals - lo) / (hi - lo) if hi > lo else 0.5, 0.0)
@@ -642,7 +674,7 @@ def bar_image(rows: list[dict[str, Any]], metric: str, title: str, best: str | N
     span = (hi - lo) or 1.0
     lw = max(_text_width(s) for s in labels) + 16
     bw, rh, top = 320, 26, 40
-    img = np.full((top + rh * len(rows) + 16, lw + bw + 110, 3), 255, np.uint8)
+    img = np.full((top + rh * len(rows) + 16, max(lw + bw + 150, _text_width(title, 0.5) + 16), 3), 255, np.uint8)
     zero = lw + int((0.0 - lo) / span * bw)
     for i, (row, label, v) in enumerate(zip(rows, labels, values)):
         y = top + i * rh
@@ -671,7 +703,8 @@ def line_image(rows: list[dict[str, Any]], metric: str, title: str) -> Any:
     span = (hi - lo) or 1.0
     step, left, top, ph = 90, 60, 40, 200
     lh = max(_text_width(r["name"]) for r in rows) + 16
-    img = np.full((top + ph + lh + 10, left + step * len(rows) + 20, 3), 255, np.uint8)
+    img = np.full((top + ph + lh + 10, max(left + step * len(rows) + 20, _text_width(title, 0.5) + 16), 3), 255,
+                  np.uint8)
     cv2.line(img, (left, top + ph), (left + step * len(rows), top + ph), _INK, 1)
     pts = []
     for i, (row, v) in enumerate(zip(rows, values)):
