@@ -32,3 +32,18 @@ def test_config_error_is_one_line_and_exit_2(capsys):
 def test_bad_type_exit_2(capsys):
     assert main(["config", f"{ROOT}/tasks/vps_vipseg.py", "--set", "model.decoder.num_layers=x"]) == 2
     assert "expected int" in capsys.readouterr().err
+
+
+def test_data_synth_writes_a_readable_dataset(tmp_path, capsys):
+    from gvseg.data.formats import read_dataset
+
+    out = tmp_path / "vspw"
+    assert main(["data", "synth", "--format", "vspw", "--out", str(out), "--videos", "2", "--frames", "3",
+                 "--size", "32x48"]) == 0
+    records, errors = read_dataset("vspw", out, "train")
+    assert records and not errors and (records[0].height, records[0].width) == (32, 48)
+
+
+def test_bad_size_is_a_usage_error(tmp_path, capsys):
+    assert main(["data", "synth", "--format", "vspw", "--out", str(tmp_path), "--size", "big"]) == 2
+    assert "--size 'big': expected HxW" in capsys.readouterr().err
