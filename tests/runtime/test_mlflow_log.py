@@ -72,3 +72,10 @@ def test_redaction_hides_secrets():
     assert params["tracking.tracking_uri"] == f"http://{REDACTED}@mlflow:5000"
     assert params["runtime.token"] == REDACTED and params["storage.aws_secret_access_key"] == REDACTED
     assert params["train.lr"] == 0.1 and params["runtime.password"] == ""
+
+
+def test_sqlite_artifacts_live_beside_the_database(cfg, tmp_path):
+    logger = RunLogger.create(cfg, recipe="r", fallback_dir=tmp_path)
+    logger.end()
+    exp = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_experiment_by_name("gvseg")
+    assert exp.artifact_location == (tmp_path / "mlruns").as_uri()  # not the process's working directory

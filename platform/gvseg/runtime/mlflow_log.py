@@ -56,6 +56,14 @@ def resolve_tracking_uri(cfg: Config) -> str:
     return cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
+def artifacts_beside(uri: str) -> str | None:
+    """For a sqlite store, keep artifacts in ``mlruns/`` next to the database file, not in whatever directory
+    the process happens to run in (MLflow's default); servers choose their own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).parent / "mlruns").resolve().as_uri()
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -87,7 +95,8 @@ class RunLogger:
         mlflow.set_tracking_uri(uri)  # the first use of a new sqlite db migrates it (~2 s): do it here, once
         client = mlflow.MlflowClient(uri)
         exp = client.get_experiment_by_name(cfg.tracking.experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(
+            cfg.tracking.experiment, artifact_location=artifacts_beside(uri))
         run_name = cfg.tracking.run_name or cfg.name
         found = client.search_runs([exp_id], filter_string=f"tags.mlflow.runName = '{run_name}'",
                                    order_by=["attributes.start_time DESC"], max_results=1)

@@ -276,12 +276,13 @@ def _parent_run(sweep: Sweep, exp_name: str, base: Config, overrides: tuple[str,
     """Create the sweep's parent run with the search space as params. Returns (experiment id, run id)."""
     import mlflow
 
-    from gvseg.runtime.mlflow_log import git_sha
+    from gvseg.runtime.mlflow_log import artifacts_beside, git_sha
 
     mlflow.set_tracking_uri(base.tracking.tracking_uri)  # the first use of a new sqlite db migrates it
     client = mlflow.MlflowClient(base.tracking.tracking_uri)
     exp = client.get_experiment_by_name(base.tracking.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(base.tracking.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        base.tracking.experiment, artifact_location=artifacts_beside(base.tracking.tracking_uri))
     tags = {"gvseg_sweep": exp_name, "sweep": sweep.name, "sweep_file": source, "git_sha": git_sha(),
             "task": base.model.task, "dataset": base.data.format}
     run_id = client.create_run(exp_id, run_name=exp_name, tags=tags).info.run_id
