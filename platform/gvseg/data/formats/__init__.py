@@ -117,7 +117,7 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
     """Ground truth of frame t, or None where the frame is not annotated (or the format has no GT)."""
     if not record.annotations or record.annotations[t] is None:
         return None
-    return DECODERS[record.format](record, t)
+    return DECODERS[record.format](record, t)  # decoders see annotated frames only: the None check is here
 
 
 def load_exemplars(record: VideoRecord) -> list[Exemplar]:

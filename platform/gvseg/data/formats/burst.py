@@ -178,10 +178,8 @@ def _derived_exemplars(annotations: list, h: int, w: int) -> list[Exemplar]:
     return out
 
 
-def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
+def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     objs = record.annotations[t]
-    if objs is None:
-        return None
     h, w = record.height, record.width
     where = f"{record.meta.get('json')}: {record.video_id} frame {t}"
     masks = (np.stack([C.decode_rle({"size": [h, w], "counts": r}, h, w, where) for *_, r in objs])

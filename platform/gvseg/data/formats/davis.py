@@ -44,10 +44,8 @@ def _build(root: Path, seq: str, resolution: str, validate: C.Validate) -> Video
     return VideoRecord(seq, "davis", frames, h, w, list(OBJECT), pngs, exemplars, meta={"seen_objects": sorted(first)})
 
 
-def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
+def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     path = record.annotations[t]
-    if path is None:
-        return None
     ids, lab = decode_palette(path, record.height, record.width)
     return FrameAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64), masks=C.masks_from_ids(lab, ids),
                            iscrowd=np.zeros(len(ids), bool), ignore=lab == 255)

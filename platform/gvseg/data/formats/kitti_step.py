@@ -62,11 +62,8 @@ def _build(root: Path, split: str, seq: str, validate: C.Validate) -> VideoRecor
     return VideoRecord(seq, "kitti-step", frames, h, w, list(KITTI_STEP_CATEGORIES), annotations)
 
 
-def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
-    path = record.annotations[t]
-    if path is None:
-        return None
-    return decode(path, record.height, record.width)
+def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
+    return decode(record.annotations[t], record.height, record.width)
 
 
 def decode(path: str, height: int, width: int) -> FrameAnnotation:

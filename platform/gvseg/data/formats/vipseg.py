@@ -123,10 +123,8 @@ def _build_rgb(root: Path, js: Path, item, categories: list[Category], validate:
 # ----------------------------------------------------------------------------------------------- decode
 
 
-def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
-    handle = record.annotations[t] if record.annotations else None
-    if handle is None:
-        return None
+def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
+    handle = record.annotations[t]
     if handle[0] == "raw":
         return decode_raw(handle[1], record.height, record.width, {c.id for c in record.categories})
     return decode_rgb(handle[1], handle[2], record.height, record.width)

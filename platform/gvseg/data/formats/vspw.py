@@ -57,11 +57,8 @@ def _build(root: Path, vid: str, validate: C.Validate) -> VideoRecord:
     return VideoRecord(vid, "vspw", frames, h, w, list(VIPSEG_CATEGORIES), annotations)
 
 
-def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
-    path = record.annotations[t]
-    if path is None:
-        return None
-    return decode(path, record.height, record.width)
+def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
+    return decode(record.annotations[t], record.height, record.width)
 
 
 def decode(path: str, height: int, width: int) -> FrameAnnotation:

@@ -128,10 +128,8 @@ def _build(js: Path, img_root: Path, item, per_video, has_gt: bool, cats, known,
                        meta={"json_video_id": vid, "json": str(js)})
 
 
-def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
+def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     objs = record.annotations[t]
-    if objs is None:
-        return None
     h, w = record.height, record.width
     where = f"{record.meta.get('json', record.video_id)}: video {record.meta.get('json_video_id')} frame {t}"
     masks = np.stack([decode_segmentation(s, h, w, where) for *_, s in objs]) if objs else np.zeros((0, h, w), bool)

@@ -103,10 +103,8 @@ def decode_palette(path: str, height: int, width: int, allowed: set[int] | None 
     return ids, lab
 
 
-def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
+def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     path = record.annotations[t]
-    if path is None:
-        return None
     allowed = set(record.meta["objects"]) if "objects" in record.meta else None
     ids, lab = decode_palette(path, record.height, record.width, allowed)
     return FrameAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64), masks=C.masks_from_ids(lab, ids),
