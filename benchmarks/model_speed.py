@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gvseg.config import LossConfig, ModelConfig  # noqa: E402
+from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.gvseg import build_gvseg, debug_model_config  # noqa: E402
 from gvseg.structures import Clip, Targets  # noqa: E402
 
@@ -85,7 +86,7 @@ def gvseg_train(cfg: ModelConfig, loss_cfg: LossConfig, clip: Clip, dev: torch.d
                 warmup: int, iters: int) -> dict:
     from gvseg.losses.criterion import SetCriterion
 
-    model = build_gvseg(cfg, loss_cfg).to(dev).train()
+    model = build_gvseg(cfg, HungarianMatcher(loss_cfg)).to(dev).train()
     crit = SetCriterion(loss_cfg, cfg.num_classes).to(dev)
     crit.add_aux_weights(cfg.decoder.num_layers)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -71,7 +71,7 @@ def make_checkpoint(task: str, smoke: bool, directory: Path) -> Path:
                       test_size=64 if smoke else 720, max_size=128 if smoke else 1333)
     cfg = Config(name=f"fps_{task}", model=model_cfg, data=data)
     torch.manual_seed(0)
-    state = ckpt.build_state(model=build_gvseg(cfg.model, cfg.loss), criterion=None, optimizer=None,
+    state = ckpt.build_state(model=build_gvseg(cfg.model), criterion=None, optimizer=None,
                              scheduler=None, step=0, epoch=0, config=to_dict(cfg))
     return ckpt.save(state, directory / task)
 

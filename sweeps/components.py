@@ -12,7 +12,7 @@ DEBUG_TRIAL = ["runtime.num_workers=1"]
 
 _BASELINE = {
     "model.decoder.spa_inject": False,
-    "model.association.spa_things": False,
+    "model.association.thing_cues": "appearance",
     "model.queries.task_oriented": False,
     "loss.contrastive.thing_reference": "frame",
     "loss.contrastive.stuff_reference": "frame",
@@ -21,8 +21,8 @@ _BASELINE = {
 # Table 4a: baseline -> +SPA matching -> +task-oriented init & association -> +task-oriented TCL (= GvSeg).
 TABLE_4A = {
     "baseline": _BASELINE,
-    "+spa": {**_BASELINE, "model.decoder.spa_inject": True, "model.association.spa_things": True},
-    "+task_init_assoc": {**_BASELINE, "model.decoder.spa_inject": True, "model.association.spa_things": True,
+    "+spa": {**_BASELINE, "model.decoder.spa_inject": True, "model.association.thing_cues": "spa"},
+    "+task_init_assoc": {**_BASELINE, "model.decoder.spa_inject": True, "model.association.thing_cues": "spa",
                          "model.queries.task_oriented": True},
     "gvseg": {},
 }
@@ -30,8 +30,8 @@ TABLE_4A = {
 # Table 4d: which association cues (shape/position) thing and stuff queries use. The paper's own row
 # (SPA for things only) is the "gvseg" row of Table 4a, so it is not repeated.
 TABLE_4D = {
-    "assoc_appearance_only": {"model.association.spa_things": False, "model.association.spa_stuff": False},
-    "assoc_spa_things_and_stuff": {"model.association.spa_things": True, "model.association.spa_stuff": True},
+    "assoc_appearance_only": {"model.association.thing_cues": "appearance", "model.association.spa_stuff": False},
+    "assoc_spa_things_and_stuff": {"model.association.thing_cues": "spa", "model.association.spa_stuff": True},
 }
 
 # Table 4e: where TCL samples come from (Frame = nearby frames; Video = whole video by ΔH; Dataset = queue).

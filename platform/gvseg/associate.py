@@ -9,8 +9,10 @@ Call it once per clip, in order; track ids start at 1 and are never reused.
 * Things / instances (kept, not stuff): affinity S_ij = cos(q_i + H_i, q_j + H_j) (Eq. 6) between each live
   track's memory (its embedding and the descriptor of **its last frame**) and this clip's queries (their
   embedding and the descriptor of **this clip's first frame**); H is embedded to D by
-  ``descriptor_to_embedding``. Hungarian maximises S; a pair below ``match_threshold`` is not a match.
-  ``spa_things=False`` drops H (appearance only: the Table 4d ablation).
+  ``descriptor_to_embedding``. With ``spa_norm="unit"`` q-hat and H are each L2-normalised before the sum and
+  H is weighted by ``spa_weight``, so the balance of appearance against shape-position is a setting, not an
+  accident of their norms. Hungarian maximises S; a pair below ``match_threshold`` is not a match.
+  ``thing_cues="appearance"`` drops H (cos(q, q'): Table 4d row 1), ``"position"`` drops q-hat (cos(H, H')).
 * Unmatched kept queries start new tracks (ids in order of descending score). A track unmatched for more
   than ``max_missing_clips`` consecutive clips is retired and never matched again.
 * Memory: embedding = the last matched q-hat (``memory_momentum`` > 0 blends: m <- mom*m + (1-mom)*q);
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from gvseg import counters
 from gvseg.config import AssociationConfig
 from gvseg.model.descriptor import descriptor_to_embedding
 
@@ -85,7 +88,9 @@ class Tracker:
             self._to_cpu()
 
         by_class = keep & is_stuff & (not self.cfg.spa_stuff)
-        for i in torch.nonzero(by_class).flatten().tolist():  # stuff: one track per class
+        stuff_rows = torch.nonzero(by_class).flatten().tolist()
+        counters.add("assoc/stuff_by_class", len(stuff_rows))
+        for i in stuff_rows:  # stuff: one track per class
             c = int(labels[i])
             if c not in self.class_tracks:
                 self.class_tracks[c] = self._new_id()
@@ -93,13 +98,13 @@ class Tracker:
 
         matched_tracks = torch.zeros(self.num_live, dtype=torch.bool)
         new_rows: list[int] = []
-        pools = [(keep & ~is_stuff, False, self.cfg.spa_things)]
+        pools = [(keep & ~is_stuff, False, self.cfg.thing_cues)]
         if self.cfg.spa_stuff:
-            pools.append((keep & is_stuff, True, True))
-        for query_mask, stuff_pool, use_spa in pools:
+            pools.append((keep & is_stuff, True, "spa"))
+        for query_mask, stuff_pool, cues in pools:
             qi = torch.nonzero(query_mask).flatten()  # this pool's queries
             ti = torch.nonzero(self.stuff == stuff_pool).flatten() if self.num_live else torch.zeros(0, dtype=torch.int64)
-            pairs = self._match(emb[qi], d_first[qi], labels[qi], ti, use_spa, gate_class=stuff_pool)
+            pairs = self._match(emb[qi], d_first[qi], labels[qi], ti, cues, gate_class=stuff_pool)
             taken = torch.zeros(qi.numel(), dtype=torch.bool)
             for a, b in pairs:  # track ti[a] continues as query qi[b]
                 t, i = int(ti[a]), int(qi[b])
@@ -117,6 +122,7 @@ class Tracker:
         self.missing = torch.where(matched_tracks, torch.zeros_like(self.missing), self.missing + 1)
         alive = self.missing <= self.cfg.max_missing_clips
         self._select(alive)
+        counters.add("assoc/new_tracks", len(new_rows))
         if new_rows:
             rows = torch.tensor(new_rows, dtype=torch.int64)
             new_ids = torch.tensor([self._new_id() for _ in new_rows], dtype=torch.int64)
@@ -125,19 +131,29 @@ class Tracker:
         self.clips_seen += 1
         return out.to(device)
 
-    def _match(self, q_emb, q_desc, q_lab, ti, use_spa: bool, gate_class: bool) -> list[tuple[int, int]]:
+    def _match(self, q_emb, q_desc, q_lab, ti, cues: str, gate_class: bool) -> list[tuple[int, int]]:
         """Hungarian on S [n_tracks, n_queries] (Eq. 6); pairs (track row in ti, query row) above threshold."""
         if ti.numel() == 0 or q_emb.shape[0] == 0:
             return []
-        t_emb, t_desc = self.embeds[ti], self.desc[ti]
-        if use_spa:  # Eq. (6): cos(q_i + H_i, q_j + H_j)
-            t_emb = t_emb + descriptor_to_embedding(t_desc, t_emb.shape[1])
-            q_emb = q_emb + descriptor_to_embedding(q_desc, q_emb.shape[1])
-        sim = F.normalize(t_emb, dim=-1) @ F.normalize(q_emb, dim=-1).T  # [n_t, n_q]
+        counters.add(f"assoc/{cues}_calls")
+        counters.add("assoc/candidate_pairs", int(ti.numel()) * int(q_emb.shape[0]))
+        sim = F.normalize(self._key(self.embeds[ti], self.desc[ti], cues), dim=-1) \
+            @ F.normalize(self._key(q_emb, q_desc, cues), dim=-1).T  # [n_t, n_q]
         if gate_class:
             sim = torch.where(self.labels[ti][:, None] == q_lab[None], sim, torch.full_like(sim, _BLOCKED))
         rows, cols = linear_sum_assignment(sim.numpy(), maximize=True)
-        return [(int(r), int(c)) for r, c in zip(rows, cols) if sim[r, c] >= self.cfg.match_threshold]
+        pairs = [(int(r), int(c)) for r, c in zip(rows, cols) if sim[r, c] >= self.cfg.match_threshold]
+        counters.add("assoc/matched", len(pairs))
+        return pairs
+
+    def _key(self, emb: torch.Tensor, desc: torch.Tensor, cues: str) -> torch.Tensor:
+        """[N, D] vector whose cosine is the affinity: q-hat + w H (Eq. 6), q-hat alone, or H alone."""
+        if cues == "appearance":
+            return emb
+        h = descriptor_to_embedding(desc, emb.shape[1])  # [N, D]
+        if self.cfg.spa_norm == "unit":
+            emb, h = F.normalize(emb, dim=-1), F.normalize(h, dim=-1)
+        return h if cues == "position" else emb + self.cfg.spa_weight * h
 
     # -------------------------------------------------------------------------------------- bookkeeping
 

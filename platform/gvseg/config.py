@@ -72,6 +72,9 @@ class DecoderConfig:
     # How H enters a layer: "residual" = q <- q + H before SelfAttn, kept in the residual stream (Eq. 5 read
     # literally); "pos" = added to self-attention queries/keys only, like DETR's positional encoding (APE).
     spa_mode: Literal["residual", "pos"] = "residual"
+    # Thing queries the layer-(l-1) matching left unmatched: "zero" = Eq. 5's 1^{l-1} H read literally;
+    # "predicted" = the H of their own predicted mask, which is what every thing query gets at inference.
+    inject_unmatched: Literal["zero", "predicted"] = "zero"
     track_embed_layers: int = 3  # q-hat is a 3-layer MLP on the decoder output
 
 
@@ -92,7 +95,14 @@ class QueryInitConfig:
 class AssociationConfig:
     """Cross-clip association (Eq. 6, Table 4d)."""
 
-    spa_things: bool = True  # S = cos(q + H, q' + H') for things/instances
+    # Cues for thing/instance association (Table 4d): "spa" = S = cos(q + H, q' + H') (Eq. 6),
+    # "appearance" = cos(q, q') (prior work, Eq. 2), "position" = cos(H, H') (the shape-position cue alone).
+    thing_cues: Literal["spa", "appearance", "position"] = "spa"
+    # Scale of Eq. 6's sum: "unit" = q-hat and H each L2-normalised first, so ``spa_weight`` alone sets the
+    # balance (q-hat is unbounded, H is O(1): ||H|| 0.76 vs ||q-hat|| 0.35 was measured, an accidental ratio);
+    # "none" = the raw sum, as Eq. 6 is printed.
+    spa_norm: Literal["unit", "none"] = "unit"
+    spa_weight: float = 1.0  # weight of H against q-hat in Eq. 6 (with spa_norm="unit")
     spa_stuff: bool = False  # Table 4d: SPA on stuff hurts; stuff tracks by class identity
     clip_frames: int = 3
     clip_overlap: int = 0  # frames shared by consecutive clips (TarViS T_ov)

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gvseg import counters
 from gvseg.config import Config, TrainConfig
 from gvseg.structures import Clip
 
@@ -67,18 +68,21 @@ def seed_everything(seed: int) -> None:
 
 
 def build_parts(cfg: Config, device: torch.device | str = "cpu") -> Parts:
+    """The model, losses and optimiser of a run. One matcher serves the model (SPA injection, final matching)
+    and the criterion, so every matching is computed once and gated the same way."""
     from gvseg.losses.contrastive import TemporalContrastive
     from gvseg.losses.criterion import SetCriterion
+    from gvseg.losses.matcher import HungarianMatcher
     from gvseg.model.gvseg import build_gvseg
 
-    model = build_gvseg(cfg.model, cfg.loss).to(device)
-    criterion = SetCriterion(cfg.loss, cfg.model.num_classes).to(device)
+    matcher = HungarianMatcher(cfg.loss)
+    model = build_gvseg(cfg.model, matcher).to(device)
+    criterion = SetCriterion(cfg.loss, cfg.model.num_classes, matcher).to(device)
     if cfg.loss.deep_supervision:
         criterion.add_aux_weights(cfg.model.decoder.num_layers)
     contrastive = None
     if cfg.loss.contrastive.enabled:
-        contrastive = TemporalContrastive(cfg.loss.contrastive, cfg.model.num_classes,
-                                          cfg.model.num_thing_classes, cfg.model.decoder.dim).to(device)
+        contrastive = TemporalContrastive(cfg.loss.contrastive, cfg.model.num_classes, cfg.model.decoder.dim).to(device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.train)
     return Parts(model, criterion, contrastive, optimizer, scheduler)
@@ -106,10 +110,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The GvSeg inside a DDP wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
 def compute_losses(parts: Parts, clip: Clip, cfg: Config) -> dict[str, torch.Tensor]:
     """Forward the key clip (and the reference clip for TCL); unweighted loss dict."""
     outputs = parts.model(clip)  # pred_logits [B,Q,C+1], pred_masks [B,Q,T,h,w], pred_embeds [B,Q,D], ...
     indices = _final_indices(parts, outputs, clip)
+    # Eq. (9): the class bank follows the key clip's matched queries, once per step (never the reference clip)
+    if unwrap(parts.model).query_init.update_bank(outputs["queries"], indices, clip.targets):
+        counters.add("bank/updates")
     losses = parts.criterion(outputs, clip.targets, indices)
     if parts.contrastive is not None and clip.reference is not None:
         # Eq. (10): the reference clip comes from anywhere in the same video; its matched embeddings are the
@@ -117,7 +129,7 @@ def compute_losses(parts: Parts, clip: Clip, cfg: Config) -> dict[str, torch.Ten
         ref = clip.reference
         ref_outputs = parts.model(ref)
         ref_indices = _final_indices(parts, ref_outputs, ref)
-        losses.update(parts.contrastive(_samples(outputs, indices, clip, cfg), _samples(ref_outputs, ref_indices, ref, cfg)))
+        losses.update(parts.contrastive(_samples(outputs, indices, clip), _samples(ref_outputs, ref_indices, ref)))
     if cfg.loss.mvc.weight > 0:  # paper 003 Eq. (4): + λ·L^M on a patch-masked copy; skipped (no-op) at λ = 0
         from gvseg.losses.mvc import mvc_loss
 
@@ -127,20 +139,21 @@ def compute_losses(parts: Parts, clip: Clip, cfg: Config) -> dict[str, torch.Ten
 
 
 def _final_indices(parts: Parts, outputs: dict, clip: Clip) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The last layer's matching: reuse the model's (it matched for SPA injection) or compute it."""
+    """The last layer's matching: the model's (it matched in its training forward) or, without one, computed."""
     indices = outputs.get("indices")
     if indices is None:
-        indices = parts.criterion.matcher(outputs["pred_logits"], outputs["pred_masks"], clip.targets)
+        indices = parts.criterion.matcher(outputs["pred_logits"], outputs["pred_masks"], clip.targets,
+                                          outputs.get("query_meta"))
     return indices
 
 
-def _samples(outputs: dict, indices: list, clip: Clip, cfg: Config):
+def _samples(outputs: dict, indices: list, clip: Clip):
+    """TCL samples of one forward: matched embeddings + the GT descriptors the model computed for injection."""
     from gvseg.losses.contrastive import gather_samples
-    from gvseg.model.descriptor import target_descriptors
 
     t = clip.frames.shape[1]
-    desc = target_descriptors(clip.targets, clip.image_sizes, cfg.model.descriptor, cfg.model.decoder.dim)
-    return gather_samples(outputs["pred_embeds"], indices, clip.targets, desc, frame=clip.frame_index[:, t // 2])
+    return gather_samples(outputs["pred_embeds"], indices, clip.targets, outputs["gt_descriptors"],
+                          frame=clip.frame_index[:, t // 2])
 
 
 def _all_ranks_finite(finite: bool, device: torch.device) -> bool:
@@ -215,7 +228,9 @@ def fit(
             if state.step % t.log_every == 0 or state.step == t.max_iters or not result.finite:
                 metrics = {"loss": result.loss if result.finite else math.nan, "lr": result.lr,
                            "nonfinite_skipped": float(state.nonfinite_total),
-                           **{f"loss/{k}": v for k, v in result.losses.items()}}
+                           **{f"loss/{k}": v for k, v in result.losses.items()},
+                           # how often each mechanism fired since the last log (gvseg.counters)
+                           **{f"mech/{k}": v for k, v in counters.take().items()}}
                 if result.finite:
                     state.history.append(result.loss)
                     bar.set_postfix(loss=f"{result.loss:.3f}")

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from gvseg import counters
 from gvseg.config import Config, ConfigError
 from gvseg.structures import VideoRecord
 
@@ -62,12 +63,42 @@ def _gt_ids(record: VideoRecord, t: int) -> np.ndarray | None:
 
 def evaluate_split(model: torch.nn.Module, cfg: Config, out_dir: str | Path, *, device: torch.device | str = "cpu",
                    max_overlays: int = 6, progress: bool = True) -> tuple[dict[str, float], list[np.ndarray]]:
+    """The model's predictions on the val split, scored (see the module docstring)."""
     from gvseg.data.formats import load_exemplars, load_frame
-    from gvseg.data.pipeline import build_records, label_space_for
     from gvseg.data.transforms import test_params
     from gvseg.inference import predict_video
     from gvseg.visualize import side_by_side
-    from gvseg.writers import display_ids, official_writer, video_info
+    from gvseg.writers import display_ids
+
+    task = cfg.model.task
+    overlays: list[np.ndarray] = []
+
+    def predict(v: int, record: VideoRecord) -> Iterator:
+        size = test_params(record.height, record.width, cfg.data.test_size, cfg.data.max_size).size
+        exemplars = load_exemplars(record) if task == "evs" else None
+        if task == "evs" and not exemplars:
+            warnings.warn(f"{record.video_id}: no exemplars; its objects score as missed", stacklevel=2)
+            yield from _empty_frames(record, task)  # every GT frame still gets a prediction
+            return
+        preds = predict_video(model, _frames(record, size), cfg.model, task, exemplars, video_id=record.video_id,
+                              out_size=(record.height, record.width), device=device, progress=False)
+        for t, pred in enumerate(preds):
+            if v == 0 and len(overlays) < max_overlays:
+                overlays.append(side_by_side(load_frame(record, t), display_ids(pred), _gt_ids(record, t)))
+            yield pred
+
+    metrics = evaluate_predictions(cfg, out_dir, predict, progress=progress)
+    return metrics, overlays
+
+
+def evaluate_predictions(cfg: Config, out_dir: str | Path, predict: Callable[[int, VideoRecord], Iterable],
+                         *, progress: bool = True) -> dict[str, float]:
+    """Score any predictor on the val split: ``predict(v, record)`` yields the video's ``FramePrediction``s in
+    frame order (a model through ``predict_video``, or a ground-truth baseline from ``gvseg.baselines``); they
+    go through the format's official writer and metric. The mechanism counters of the predicting are returned
+    too, as ``mech_inference/<name>`` (apart from the training counters)."""
+    from gvseg.data.pipeline import build_records, check_label_space, label_space_for
+    from gvseg.writers import official_writer, video_info
 
     task, fmt = cfg.model.task, cfg.data.format
     if (task, fmt) not in SUPPORTED:
@@ -76,41 +107,42 @@ def evaluate_split(model: torch.nn.Module, cfg: Config, out_dir: str | Path, *, 
     out_dir = Path(out_dir)
     records = build_records(cfg.data, cfg.data.val_split)
     space = label_space_for(records)
-    overlays: list[np.ndarray] = []
+    check_label_space(space, cfg.model.num_classes, cfg.model.num_thing_classes, f"{cfg.data.root} [{cfg.data.val_split}]")
     writer = official_writer(fmt, out_dir, space, split=cfg.data.val_split)
-    try:
-        for v, record in enumerate(records):
-            size = test_params(record.height, record.width, cfg.data.test_size, cfg.data.max_size).size
-            exemplars = load_exemplars(record) if task == "evs" else None
-            if task == "evs" and not exemplars:
-                warnings.warn(f"{record.video_id}: no exemplars; its objects score as missed", stacklevel=2)
-                exemplars = None
-            writer.begin_video(video_info(record))
-            if exemplars is None and task == "evs":
-                # nothing to segment: write empty frames so every GT frame has a prediction
-                _write_empty(writer, record, task)
-            else:
-                preds = predict_video(model, _frames(record, size), cfg.model, task, exemplars,
-                                      video_id=record.video_id, out_size=(record.height, record.width),
-                                      device=device, progress=False)
-                for t, pred in enumerate(preds):
+    with counters.scope() as fired:  # which mechanisms ran at inference (SPA injection, association, ...)
+        try:
+            for v, record in enumerate(records):
+                writer.begin_video(video_info(record))
+                for pred in predict(v, record):
                     writer.write(pred)
-                    if v == 0 and len(overlays) < max_overlays:
-                        overlays.append(side_by_side(load_frame(record, t), display_ids(pred), _gt_ids(record, t)))
-            writer.end_video()
-    finally:
-        writer.close()
+                writer.end_video()
+        finally:
+            writer.close()
     result = _score(task, fmt, cfg, out_dir, records, writer, progress)
     metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return metrics, overlays
+    metrics.update({f"mech_inference/{k}": v for k, v in fired.items()})
+    return metrics
 
 
-def _write_empty(writer, record: VideoRecord, task: str) -> None:
+def evaluate_baseline(cfg: Config, name: str, out_dir: str | Path, *, progress: bool = False) -> dict[str, float]:
+    """A ground-truth baseline of ``gvseg.baselines`` ("redrawn_ids", "copy_first") on the val split, scored
+    like a model (clips of ``model.association.clip_frames`` frames)."""
+    from gvseg.baselines import BASELINES
+    from gvseg.data.pipeline import build_records, label_space_for
+
+    if name not in BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
+    space = label_space_for(build_records(cfg.data, cfg.data.val_split))
+    fn, t = BASELINES[name], cfg.model.association.clip_frames
+    return evaluate_predictions(cfg, out_dir, lambda v, rec: fn(rec, space, cfg.model.task, t), progress=progress)
+
+
+def _empty_frames(record: VideoRecord, task: str) -> Iterator:
     from gvseg.inference import FramePrediction
 
     for t in range(len(record)):
-        writer.write(FramePrediction(record.video_id, t, record.height, record.width, task,
-                                     id_map=np.zeros((record.height, record.width), np.int32)))
+        yield FramePrediction(record.video_id, t, record.height, record.width, task,
+                              id_map=np.zeros((record.height, record.width), np.int32))
 
 
 def _score(task: str, fmt: str, cfg: Config, out_dir: Path, records: list[VideoRecord], writer,

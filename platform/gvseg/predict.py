@@ -82,7 +82,7 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tu
     if not isinstance(state.get("config"), dict) or "model" not in state:
         raise ValueError(f"{checkpoint}: checkpoint has no 'config' dict or no 'model' weights")
     cfg = from_dict(Config, state["config"])
-    model = build_gvseg(cfg.model, cfg.loss)
+    model = build_gvseg(cfg.model)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg
 

@@ -8,8 +8,10 @@ Data side (NumPy, CPU, picklable so Ray Data can ship them):
                         heavy is decoded until asked (``gvseg.data.formats.load_frame/load_annotation``).
 
 Model side (torch):
-  * ``Targets``  one clip's ground truth as tubes.
-  * ``Clip``     a batch of B clips of T frames, the input to ``GvSeg.forward``.
+  * ``Targets``    one clip's ground truth as tubes.
+  * ``Clip``       a batch of B clips of T frames, the input to ``GvSeg.forward``.
+  * ``QueryMeta``  what each query may stand for (thing / stuff class / exemplar id): the gate that every
+                   matching (training) and the class choice of post-processing (inference) obey.
 
 Shapes use B = clips in the batch, T = frames in a clip, K = objects, H×W = padded frame size.
 """
@@ -122,6 +124,40 @@ class ClipExemplars:
     boxes: torch.Tensor  # [K, 4] float (x1, y1, x2, y2) pixels; unused rows are 0
     masks: torch.Tensor  # [K, H, W] bool; unused rows are all-False
     ids: torch.Tensor  # [K] int64 track ids they stand for
+
+
+# Query kinds (method.md "Matching is gated by query type"; paper §3.1 VPS = VIS grid queries for things plus
+# VSS class-bank queries for stuff). A query of kind ANY may take any target (plain learned queries, the
+# Table 4a baseline); THING only thing targets; STUFF only stuff targets of its ``query_class`` (or any stuff
+# target when it has none); EXEMPLAR (EVS) only the track its hint was given for (``query_ids``; padding
+# queries have id -1 and take nothing).
+QUERY_ANY, QUERY_THING, QUERY_STUFF, QUERY_EXEMPLAR = 0, 1, 2, 3
+
+
+@dataclass
+class QueryMeta:
+    """The kind of each of a batch's Q queries. ``query_ids`` (EVS) ties a query to one track id."""
+
+    kind: torch.Tensor  # [Q] int64, QUERY_ANY / QUERY_THING / QUERY_STUFF / QUERY_EXEMPLAR
+    query_class: torch.Tensor  # [Q] int64, the class of a class-bank query, -1 otherwise
+    query_ids: torch.Tensor  # [B, Q] int64, EVS track id of each exemplar query, -1 otherwise / padding
+
+    @property
+    def is_stuff(self) -> torch.Tensor:
+        """[Q] bool: stuff / class queries (no SPA injection, class-identity association; Table 4d)."""
+        return self.kind == QUERY_STUFF
+
+    def allowed(self, b: int, targets: Targets) -> torch.Tensor:
+        """[Q, K] bool: which (query, target) pairs of clip ``b`` may be matched."""
+        dev = self.kind.device
+        thing = targets.isthing.to(dev).bool()[None]  # [1, K]
+        labels = targets.labels.to(dev)[None]  # [1, K]
+        kind, cls = self.kind[:, None], self.query_class[:, None]  # [Q, 1]
+        stuff_ok = ~thing & ((cls < 0) | (cls == labels))
+        same_id = self.query_ids[b].to(dev)[:, None] == targets.ids.to(dev)[None]  # [Q, K]
+        ok = torch.where(kind == QUERY_THING, thing, torch.ones_like(same_id))
+        ok = torch.where(kind == QUERY_STUFF, stuff_ok, ok)
+        return torch.where(kind == QUERY_EXEMPLAR, same_id, ok)  # [Q, K]; EVS: a query is its hint's track (Eq. 7)
 
 
 @dataclass

@@ -83,7 +83,7 @@ def test_thing_reference_frame_uses_nearby_frames_only():
 
 def test_stuff_positives_are_same_class_and_queue():
     cfg = ContrastiveConfig(queue_size=4)
-    tcl = TemporalContrastive(cfg, num_classes=5, num_thing_classes=2, dim=4)
+    tcl = TemporalContrastive(cfg, num_classes=5, dim=4)
     tcl.enqueue(torch.tensor([3, 3, 4]), torch.randn(3, 4))
     key = samples([7], [3], [False], torch.ones(1, U))
     ref = samples([7, 8], [3, 4], [False, False], torch.ones(2, U))
@@ -92,13 +92,13 @@ def test_stuff_positives_are_same_class_and_queue():
     out = tcl(key, ref, update_queue=False)
     assert torch.isfinite(out["loss_tcl"]) and out["loss_tcl"] > 0
     # without the queue the loss changes (the queue adds 2 positives and 1 negative)
-    frame = TemporalContrastive(ContrastiveConfig(queue_size=4, stuff_reference="frame"), 5, 2, 4)
+    frame = TemporalContrastive(ContrastiveConfig(queue_size=4, stuff_reference="frame"), 5, 4)
     frame.load_state_dict(tcl.state_dict())
     assert not torch.allclose(frame(key, ref, update_queue=False)["loss_tcl"], out["loss_tcl"])
 
 
 def test_fifo_queue_order_and_size():
-    tcl = TemporalContrastive(ContrastiveConfig(queue_size=3), num_classes=4, num_thing_classes=0, dim=2)
+    tcl = TemporalContrastive(ContrastiveConfig(queue_size=3), num_classes=4, dim=2)
     vals = torch.arange(10.0)[:, None].repeat(1, 2)
     tcl.enqueue(torch.tensor([1, 1]), vals[:2])
     assert tcl.queue_items(1)[:, 0].tolist() == [0.0, 1.0]
@@ -112,7 +112,7 @@ def test_fifo_queue_order_and_size():
 
 def test_queue_lives_in_state_dict_and_updates_only_in_training():
     cfg = ContrastiveConfig(queue_size=5)
-    tcl = TemporalContrastive(cfg, num_classes=3, num_thing_classes=1, dim=4)
+    tcl = TemporalContrastive(cfg, num_classes=3, dim=4)
     sd = tcl.state_dict()
     assert {"queue", "queue_ptr", "queue_count"} <= set(sd) and sd["queue"].shape == (3, 5, 4)
     key = samples([1, 2], [0, 2], [True, False], torch.ones(2, U))
@@ -123,7 +123,7 @@ def test_queue_lives_in_state_dict_and_updates_only_in_training():
     tcl.train()
     tcl(key, ref)
     assert tcl.queue_count.tolist() == [0, 0, 1]  # only the stuff sample is enqueued
-    other = TemporalContrastive(cfg, 3, 1, 4)
+    other = TemporalContrastive(cfg, 3, 4)
     other.load_state_dict(tcl.state_dict())
     assert torch.equal(other.queue_items(2), tcl.queue_items(2))
 
@@ -135,7 +135,7 @@ def test_loss_is_low_when_positives_align_and_grads_flow():
     key = samples([1, 2], [0, 0], [True, True], torch.stack([base, base]), embeds=e[:2].clone().requires_grad_(), dim=d)
     good = samples([1, 2], [0, 0], [True, True], torch.stack([base, base]), embeds=e[:2].clone(), dim=d)
     bad = samples([1, 2], [0, 0], [True, True], torch.stack([base, base]), embeds=e[[1, 0]].clone(), dim=d)
-    tcl = TemporalContrastive(ContrastiveConfig(), 2, 2, d)
+    tcl = TemporalContrastive(ContrastiveConfig(), 2, d)
     lg, lb = tcl(key, good), tcl(key, bad)
     assert lg["loss_tcl"] < 1e-3 < lb["loss_tcl"]
     assert lg["loss_tcl_aux"] < lb["loss_tcl_aux"]
@@ -144,7 +144,7 @@ def test_loss_is_low_when_positives_align_and_grads_flow():
 
 
 def test_no_samples_gives_attached_zero():
-    tcl = TemporalContrastive(ContrastiveConfig(), 3, 1, 4)
+    tcl = TemporalContrastive(ContrastiveConfig(), 3, 4)
     emb = torch.zeros(0, 4, requires_grad=True)
     empty = Samples(emb, *(torch.zeros(0, dtype=torch.int64) for _ in range(2)), torch.zeros(0, dtype=torch.bool),
                     torch.zeros(0, dtype=torch.int64), torch.zeros(0, U), torch.zeros(0, dtype=torch.int64))
@@ -168,7 +168,7 @@ def _ddp_worker(rank, world, port, q):
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        tcl = TemporalContrastive(ContrastiveConfig(queue_size=4), num_classes=3, num_thing_classes=0, dim=2)
+        tcl = TemporalContrastive(ContrastiveConfig(queue_size=4), num_classes=3, dim=2)
         n = 1 if rank == 0 else 3  # different counts per rank -> padding path
         labels = torch.full((n,), 1, dtype=torch.int64)
         tcl.enqueue(labels, torch.full((n, 2), float(rank * 10)) + torch.arange(n)[:, None])
@@ -219,7 +219,7 @@ def test_pipeline_from_model_outputs():
     key_t, ref_t = [clip(0), clip(0)], [clip(4), clip(4)]
     sizes = torch.tensor([[32, 48], [32, 48]])
     matcher = HungarianMatcher(LossConfig(num_points=200))
-    tcl = TemporalContrastive(ContrastiveConfig(queue_size=8), num_classes=4, num_thing_classes=3, dim=16)
+    tcl = TemporalContrastive(ContrastiveConfig(queue_size=8), num_classes=4, dim=16)
     side = []
     for tg, frames in ((key_t, torch.tensor([0, 0])), (ref_t, torch.tensor([30, 30]))):
         emb = torch.randn(2, 6, 16, generator=g, requires_grad=True)

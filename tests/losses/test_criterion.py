@@ -104,3 +104,4 @@ def test_errors_on_ignored_pixels_cost_nothing():
     assert losses["loss_mask"].item() < 1e-3 and losses["loss_dice"].item() < 1e-3
     tgs[0].ignore[:] = False
     assert SetCriterion(cfg(), C)(out, tgs)["loss_mask"].item() > 1.0
+

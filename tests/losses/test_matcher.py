@@ -119,3 +119,65 @@ def test_ignore_pixels_do_not_count():
     torch.manual_seed(0)
     b = m.cost_matrix(logits[0], other[0], tg)
     assert torch.allclose(a, b)
+
+
+# ------------------------------------------------------------------------------------------ the gate
+
+
+def _vps_meta(num_thing_q, bank_classes, b=1):
+    from gvseg.structures import QUERY_STUFF, QUERY_THING, QueryMeta
+
+    kind = torch.tensor([QUERY_THING] * num_thing_q + [QUERY_STUFF] * len(bank_classes))
+    cls = torch.tensor([-1] * num_thing_q + list(bank_classes))
+    return QueryMeta(kind, cls, torch.full((b, kind.numel()), -1))
+
+
+def _vps_targets():
+    """Two things (labels 0, 1) and two stuff tubes (labels 3, 4)."""
+    m = blobs(4, 2)
+    return Targets(masks=m, labels=torch.tensor([0, 1, 3, 4]), ids=torch.tensor([1, 2, 3, 4]),
+                   isthing=torch.tensor([True, True, False, False]))
+
+
+def test_gate_sends_things_to_thing_queries_and_stuff_to_their_bank_query():
+    tg = _vps_targets()
+    # the predictions invite the wrong assignment: bank query 3 (class 3) predicts thing 0 perfectly,
+    # thing query 0 predicts stuff class 3 perfectly
+    logits, masks, _ = perfect([tg], q=5)
+    logits[0, 3], masks[0, 3] = logits[0, 0].clone(), torch.where(tg.masks[0], 20.0, -20.0)
+    meta = _vps_meta(3, [3, 4])  # queries 0-2 things, 3 = bank class 3, 4 = bank class 4
+    qi, ti = HungarianMatcher(LossConfig(num_points=300))(logits, masks, [tg], meta)[0]
+    pairs = dict(zip(ti.tolist(), qi.tolist()))
+    assert pairs[2] == 3 and pairs[3] == 4  # each stuff tube on its own class's bank query
+    assert pairs[0] in (0, 1, 2) and pairs[1] in (0, 1, 2)
+
+
+def test_gate_leaves_a_target_unmatched_rather_than_break_it():
+    tg = _vps_targets()
+    logits, masks = torch.zeros(1, 3, C + 1), torch.zeros(1, 3, 2, 32, 32)  # uninformative predictions
+    meta = _vps_meta(1, [3, 9])  # one thing query for two things; no bank query for class 4
+    qi, ti = HungarianMatcher(LossConfig(num_points=100))(logits, masks, [tg], meta)[0]
+    assert len(ti) == 2  # one thing and stuff class 3; the rest stay unmatched
+    assert set(zip(qi.tolist(), ti.tolist())) >= {(1, 2)}
+
+
+def test_exemplar_queries_match_only_their_own_track():
+    from gvseg.structures import QUERY_EXEMPLAR, QueryMeta
+
+    tg = targets(3, 2)
+    logits, masks, _ = perfect([tg], q=4)
+    meta = QueryMeta(torch.full((4,), QUERY_EXEMPLAR), torch.full((4,), -1), torch.tensor([[3, 1, -1, 2]]))
+    qi, ti = HungarianMatcher(LossConfig(num_points=100))(logits, masks, [tg], meta)[0]
+    assert sorted(zip(ti.tolist(), qi.tolist())) == [(0, 1), (1, 3), (2, 0)]  # ids 1, 2, 3 -> queries 1, 3, 0
+
+
+def test_matcher_counts_matches_by_query_kind():
+    from gvseg import counters
+
+    counters.reset()
+    tg = _vps_targets()
+    logits, masks, _ = perfect([tg], q=5)
+    HungarianMatcher(LossConfig(num_points=100))(logits, masks, [tg], _vps_meta(3, [3, 4]))
+    c = counters.take()
+    assert c["match/calls"] == 1 and c["match/thing_gt_on_thing_q"] == 2 and c["match/stuff_gt_on_stuff_q"] == 2
+    assert c["match/thing_gt_on_stuff_q"] == 0 and c["match/stuff_gt_on_thing_q"] == 0

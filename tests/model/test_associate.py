@@ -32,15 +32,16 @@ def call(tr, emb, d_first, d_last, labels=None, stuff=None, keep=None, scores=No
     )
 
 
-def lookalike_run(spa_things):
+def lookalike_run(spa_things=True, cues=None, scale=1.0, norm="unit"):
     """Two objects with the same appearance embedding but different shape and place; clip 2 lists them
     in swapped query order. Returns (ids of clip 1, ids of clip 2) in object order (A, B)."""
     g = torch.Generator().manual_seed(0)
-    e = torch.randn(D, generator=g)
-    eps = 0.05 * torch.randn(2, D, generator=g)  # ~0.5% of |e|: a look-alike pair
+    e = scale * torch.randn(D, generator=g)
+    eps = 0.05 * scale * torch.randn(2, D, generator=g)  # ~0.5% of |e|: a look-alike pair
     a1, b1 = rect(8, 8, 12, 12), rect(36, 50, 10, 30)  # A: small square top-left; B: wide bar bottom-right
     a2, b2 = rect(8, 12, 12, 12), rect(36, 46, 10, 30)  # both moved by 4 px
-    tr = Tracker(AssociationConfig(spa_things=spa_things))
+    cues = cues or ("spa" if spa_things else "appearance")
+    tr = Tracker(AssociationConfig(thing_cues=cues, spa_norm=norm))
     ids1 = call(tr, e + eps, desc(a1, b1), desc(a1, b1))
     # clip 2 lists B first, and each one's appearance now slightly resembles the other's (no ties to break)
     ids2 = call(tr, e + eps, desc(b2, a2), desc(b2, a2))
@@ -54,6 +55,20 @@ def test_spa_reidentifies_permuted_lookalikes():
 
 def test_appearance_only_swaps_lookalikes():
     ids1, ids2 = lookalike_run(spa_things=False)
+    assert ids1 == ids2[::-1]
+
+
+def test_position_only_reidentifies_lookalikes():
+    ids1, ids2 = lookalike_run(cues="position")
+    assert ids1 == ids2
+
+
+def test_unit_norm_keeps_spa_in_charge_whatever_the_embedding_scale():
+    """Eq. (6) with spa_norm="unit": the balance of q-hat and H is spa_weight's, not an accident of their
+    norms; with the raw sum a large q-hat drowns H and the look-alikes swap as with appearance alone."""
+    ids1, ids2 = lookalike_run(scale=100.0, norm="unit")
+    assert ids1 == ids2
+    ids1, ids2 = lookalike_run(scale=100.0, norm="none")
     assert ids1 == ids2[::-1]
 
 

@@ -7,6 +7,7 @@ import torch
 from gvseg.config import BackboneConfig, LossConfig
 from gvseg.model.backbone import Backbone, load_backbone_checkpoint
 from gvseg.model.convert_d2 import load_d2_checkpoint, load_d2_pkl, rename_d2
+from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
 torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
@@ -79,7 +80,7 @@ def test_convert_d2_renames_and_reports(tmp_path):
     cfg = debug_model_config("vis")
     cfg.pixel_decoder.kind = "msdeform"
     cfg.queries.task_oriented = False  # learned queries: query_feat / query_embed exist
-    model = build_gvseg(cfg, LossConfig(num_points=64))
+    model = build_gvseg(cfg, HungarianMatcher(LossConfig(num_points=64)))
     own = model.state_dict()
     rng = np.random.default_rng(0)
 

@@ -3,6 +3,7 @@ import torch
 from model_helpers import make_clip
 
 from gvseg.config import LossConfig
+from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
 torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
@@ -15,7 +16,7 @@ def _model(task, **dec):
     cfg = debug_model_config(task)
     for k, v in dec.items():
         setattr(cfg.decoder, k, v)
-    return build_gvseg(cfg, LOSS)
+    return build_gvseg(cfg, HungarianMatcher(LOSS))
 
 
 def _finite(out):
@@ -39,7 +40,6 @@ def test_forward_train_and_eval(task):
         ev = model.eval()(clip)
     _finite(ev)
     assert ev["pred_descriptors"].shape == (2, q, 3, 12 * 6)
-    assert ev["pred_descriptor_embeds"].shape == (2, q, 3, 32)
 
 
 def test_one_frame_and_odd_size():
@@ -113,15 +113,44 @@ def test_spa_injection_switch_changes_training_output():
     assert not torch.allclose(oa["pred_masks"], ob["pred_masks"])
 
 
-def test_bank_updated_in_training_only():
+def test_forward_never_updates_the_bank():
+    """The engine updates the class bank once per step from the key clip (tests/runtime/test_engine.py);
+    a forward (key, reference, eval) leaves it alone."""
     model = _model("vss")
     clip = make_clip("vss")
-    model.eval()
-    with torch.no_grad():
-        model(clip)
-    assert int(model.query_init.bank_steps) == 0
     model.train()(clip)
-    assert int(model.query_init.bank_steps) == 1 and int(model.query_init.bank_count.sum()) > 0
+    with torch.no_grad():
+        model.eval()(clip)
+    assert int(model.query_init.bank_steps) == 0
+
+
+@pytest.mark.parametrize("task", ["vps", "vis", "vss", "evs"])
+def test_every_layer_matching_obeys_the_query_type_gate(task):
+    from gvseg.structures import QUERY_EXEMPLAR, QUERY_STUFF, QUERY_THING
+
+    model = _model(task).train()
+    clip = make_clip(task)
+    out = model(clip)
+    kind, qcls = out["query_kind"], out["query_class"]
+    meta = out["query_meta"]
+    # SPA injection matched every aux layer inside the model; without injection (VSS) the criterion matches
+    layers = [aux.get("indices") or model.matcher(aux["pred_logits"], aux["pred_masks"], clip.targets, meta)
+              for aux in out["aux_outputs"]] + [out["indices"]]
+    assert ("indices" in out["aux_outputs"][0]) == (task != "vss")
+    for indices in layers:
+        for b, (qi, ti) in enumerate(indices):
+            tg = clip.targets[b]
+            for q, t in zip(qi.tolist(), ti.tolist()):
+                if kind[q] == QUERY_THING:
+                    assert tg.isthing[t], "a stuff target on a thing query"
+                if kind[q] == QUERY_STUFF:
+                    assert not tg.isthing[t] and qcls[q] in (-1, tg.labels[t]), "a thing / other class on a bank query"
+                if kind[q] == QUERY_EXEMPLAR:
+                    assert out["query_ids"][b, q] == tg.ids[t]
+    if task == "vps":  # both things reach grid queries and the stuff target its bank query, in every layer
+        for indices in layers:
+            qi, ti = indices[0]
+            assert sorted(ti.tolist()) == [0, 1, 2]
 
 
 def test_pretrained_state_dict_roundtrip(tmp_path):
@@ -129,8 +158,29 @@ def test_pretrained_state_dict_roundtrip(tmp_path):
     torch.save({"model": src.state_dict()}, tmp_path / "m.pt")
     cfg = debug_model_config("vis")
     cfg.pretrained = str(tmp_path / "m.pt")
-    dst = build_gvseg(cfg, LOSS)
+    dst = build_gvseg(cfg, HungarianMatcher(LOSS))
     assert not dst.load_report.missing and not dst.load_report.unexpected
     clip = make_clip("vis", b=1)
     with torch.no_grad():
         torch.testing.assert_close(src.eval()(clip)["pred_masks"], dst.eval()(clip)["pred_masks"])
+
+
+def test_criterion_reuses_the_models_matchings():
+    """The model matched every layer for SPA injection; the criterion must not run Hungarian again."""
+    from gvseg import counters
+    from gvseg.losses.criterion import SetCriterion
+    from gvseg.losses.matcher import HungarianMatcher
+    from gvseg.model.gvseg import build_gvseg, debug_model_config
+
+    torch.manual_seed(0)
+    cfg = LossConfig(num_points=64)
+    matcher = HungarianMatcher(cfg)
+    model = build_gvseg(debug_model_config("vps"), matcher).train()
+    crit = SetCriterion(cfg, 4, matcher)
+    clip = make_clip("vps")
+    counters.reset()
+    out = model(clip)
+    in_model = counters.take()["match/calls"]
+    crit(out, clip.targets, out["indices"])
+    assert in_model == 4  # initial prediction + 2 aux layers (injection) + the final layer
+    assert counters.take().get("match/calls", 0) == 0

@@ -7,6 +7,7 @@ import torch
 
 from gvseg.config import LossConfig
 from gvseg.inference import predict_video
+from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 from gvseg.structures import Exemplar
 
@@ -20,7 +21,7 @@ def _model(task, overlap=0, score=0.0):
     cfg = debug_model_config(task)
     cfg.association.clip_overlap = overlap
     cfg.association.score_threshold = score  # an untrained model: keep every query so every path runs
-    return build_gvseg(cfg, LossConfig(num_points=64)).eval(), cfg
+    return build_gvseg(cfg, HungarianMatcher(LossConfig(num_points=64))).eval(), cfg
 
 
 def _frames(n, seed=0, constant=False, size=(H, W)):

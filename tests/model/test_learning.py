@@ -4,6 +4,7 @@ import torch
 from model_helpers import make_clip
 
 from gvseg.config import LossConfig
+from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
 torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
@@ -17,7 +18,7 @@ def test_debug_model_overfits_two_clips():
     torch.manual_seed(0)
     cfg = debug_model_config("vps")
     loss_cfg = LossConfig(num_points=256)
-    model = build_gvseg(cfg, loss_cfg).train()
+    model = build_gvseg(cfg, HungarianMatcher(loss_cfg)).train()
     criterion = SetCriterion(loss_cfg, cfg.num_classes)
     criterion.add_aux_weights(cfg.decoder.num_layers)
     clip = make_clip("vps", b=2, t=2, h=64, w=64)

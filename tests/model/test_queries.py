@@ -2,6 +2,7 @@ import torch
 from torch import nn
 
 from gvseg.config import LossConfig
+from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 from gvseg.model.queries import QueryInit
 from gvseg.structures import ClipExemplars, Targets
@@ -152,7 +153,7 @@ def test_build_rejects_too_many_grid_queries():
     cfg = debug_model_config("vis")
     cfg.decoder.num_queries = 17
     try:
-        build_gvseg(cfg, LossConfig())
+        build_gvseg(cfg, HungarianMatcher(LossConfig()))
     except ValueError as e:
         assert "grid_size" in str(e)
     else:

@@ -13,7 +13,9 @@ def vipseg_root(tmp_path_factory):
     from gvseg.data.synthetic import synth_dataset
 
     root = tmp_path_factory.mktemp("vipseg")
-    synth_dataset("vipseg", root, videos=4, frames=6, height=48, width=64, seed=0, progress=False)  # 6: VPQ^6 defined
+    # the debug recipe's label space (3 things + 4 stuff); 6 frames: VPQ^6 is defined
+    synth_dataset("vipseg", root, videos=4, frames=6, height=48, width=64, seed=0, thing_classes=3, stuff_classes=4,
+                  progress=False)
     return root
 
 

@@ -58,3 +58,29 @@ def test_backbone_trains_at_a_tenth_of_the_lr(tiny_cfg):
     groups = {len(g["params"]): g["lr"] for g in parts.optimizer.param_groups}
     backbone = sum(1 for n, _ in parts.model.named_parameters() if n.startswith("backbone."))
     assert groups[backbone] == pytest.approx(tiny_cfg.train.lr * 0.1)
+
+
+def test_train_step_updates_the_bank_once(tiny_cfg):
+    """Eq. (9): the bank follows the key clip only; the TCL reference forward must not update it again."""
+    from gvseg.engine import train_step, unwrap
+
+    seed_everything(0)
+    parts = build_parts(tiny_cfg)
+    records = build_records(tiny_cfg.data, "train")
+    clip = next(iter(iterate_batches(records, tiny_cfg.data, batch_size=2, seed=0, epoch=0)))
+    assert clip.reference is not None
+    train_step(parts, clip, tiny_cfg)
+    assert int(unwrap(parts.model).query_init.bank_steps) == 1
+
+
+def test_logged_metrics_carry_the_mechanism_counters(tiny_cfg):
+    logged = {}
+    seed_everything(0)
+    parts = build_parts(tiny_cfg)
+    records = build_records(tiny_cfg.data, "train")
+    fit(tiny_cfg, parts, lambda e: iterate_batches(records, tiny_cfg.data, batch_size=2, seed=0, epoch=e),
+        device=torch.device("cpu"), progress=False, on_metrics=lambda m, s: logged.update({s: m}))
+    m = logged[max(logged)]
+    assert m["mech/match/thing_gt_on_thing_q"] > 0 and m["mech/match/thing_gt_on_stuff_q"] == 0
+    assert m["mech/match/stuff_gt_on_thing_q"] == 0 and m["mech/spa/inject_gt_slots"] >= 0
+    assert m["mech/bank/updates"] == 1 and "mech/tcl/thing_anchors" in m and "mech/tcl/queue_fill" in m

@@ -73,6 +73,14 @@ def label_space_for(records: Sequence[VideoRecord]) -> LabelSpace:
     return LabelSpace.from_categories(records[0].categories)
 
 
+def check_label_space(space: LabelSpace, num_classes: int, num_thing_classes: int, where: str) -> None:
+    """The model's class head must be the data's label space; a mismatch silently trains wrong labels."""
+    if (space.num_classes, space.num_thing_classes) != (num_classes, num_thing_classes):
+        raise ValueError(f"{where}: the dataset has {space.num_classes} classes ({space.num_thing_classes} things) "
+                         f"but the model has model.num_classes={num_classes}, model.num_thing_classes="
+                         f"{num_thing_classes}; --set them to the dataset's")
+
+
 def shard_videos(num_videos: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
     """[n // world_size] int64 video indices of ``rank`` this epoch (disjoint across ranks)."""
     if not 0 <= rank < world_size:

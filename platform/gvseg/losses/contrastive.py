@@ -2,7 +2,7 @@
 
 Contract
 --------
-``TemporalContrastive(cfg, num_classes, num_thing_classes, dim)(key: Samples, ref: Samples)
+``TemporalContrastive(cfg, num_classes, dim)(key: Samples, ref: Samples)
 -> {"loss_tcl": scalar, "loss_tcl_aux": scalar}`` (unweighted; weights ``cfg.weight`` / ``cfg.aux_weight``,
 also in ``SetCriterion.weight_dict``). ``Samples`` are the matched track embeddings of a batch of key clips
 and of their reference clips (``gather_samples`` builds them from ``pred_embeds`` and the matcher indices).
@@ -36,6 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from gvseg import counters
 from gvseg.config import ContrastiveConfig
 from gvseg.structures import Targets
 
@@ -109,13 +110,11 @@ def positive_mask(key: Samples, ref: Samples, cfg: ContrastiveConfig) -> tuple[t
 
 
 class TemporalContrastive(nn.Module):
-    def __init__(self, cfg: ContrastiveConfig, num_classes: int, num_thing_classes: int, dim: int):
+    def __init__(self, cfg: ContrastiveConfig, num_classes: int, dim: int):
         super().__init__()
         self.cfg = cfg
         self.num_classes = num_classes
-        self.num_thing_classes = num_thing_classes  # kept for the record; isthing flags decide per sample
         self.dim = dim
-        self.weight_dict = {"loss_tcl": cfg.weight, "loss_tcl_aux": cfg.aux_weight}
         # One queue per class (not only stuff classes): in VSS every class is semantic, and 124 x 100 x 256
         # floats is 12 MB. Only non-thing samples are ever enqueued.
         self.register_buffer("queue", torch.zeros(num_classes, cfg.queue_size, dim))
@@ -139,6 +138,7 @@ class TemporalContrastive(nn.Module):
             pos = torch.cat([pos, stuff_anchor & filled & same], 1)
             neg = torch.cat([neg, stuff_anchor & filled & ~same], 1)
             cand = torch.cat([cand, q_emb.to(cand.dtype)], 0)
+        self._count(key, pos, neg)
         losses = {"loss_tcl": zero, "loss_tcl_aux": zero}
         if key.embeds.shape[0] > 0 and cand.shape[0] > 0:
             dots = key.embeds.float() @ cand.float().T  # [A, R'] raw dot products (IDOL)
@@ -156,6 +156,20 @@ class TemporalContrastive(nn.Module):
             stuff = ~key.isthing
             self.enqueue(key.labels[stuff], key.embeds[stuff])
         return losses
+
+    def _count(self, key: Samples, pos: torch.Tensor, neg: torch.Tensor) -> None:
+        """Anchors, positives and negatives by thing/stuff, and the queue fill, into gvseg.counters (one sync)."""
+        th = key.isthing  # [A]
+        st = ~th
+        stats = torch.stack([th.sum(), (pos.any(1) & th).sum(), pos[th].sum(), neg[th].sum(),
+                             st.sum(), (pos.any(1) & st).sum(), pos[st].sum(), neg[st].sum()]).tolist()
+        for name, v in zip(("thing_anchors", "thing_anchors_with_pos", "thing_pos", "thing_neg",
+                            "stuff_anchors", "stuff_anchors_with_pos", "stuff_pos", "stuff_neg"), stats):
+            counters.add(f"tcl/{name}", int(v))
+        if self.cfg.stuff_reference == "dataset":
+            seen = self.queue_count > 0  # classes that ever sent a sample; thing classes never do
+            counters.gauge("tcl/queue_fill", float(self.queue_count[seen].sum()) / max(int(seen.sum()) * self.cfg.queue_size, 1))
+            counters.gauge("tcl/queue_classes", float(seen.sum()))
 
     # ------------------------------------------------------------------------------------------ queue
 

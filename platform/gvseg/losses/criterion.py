@@ -9,7 +9,10 @@ scalar losses; ``criterion.weight_dict`` maps every key to its weight (DETR styl
 * ``outputs``: ``pred_logits [B, Q, C+1]``, ``pred_masks [B, Q, T, h, w]`` (mask logits), optional
   ``aux_outputs`` (list of dicts with the same two keys, one per earlier decoder layer).
 * ``indices``: the final layer's matching (from ``HungarianMatcher``), if the caller already has it (the
-  engine needs it for TCL); otherwise it is computed. Aux layers are always re-matched (Mask2Former).
+  model computed it in training); otherwise it is computed. An aux layer reuses ``aux_outputs[i]["indices"]``
+  when the model already matched it (the matching that SPA injection into layer i+1 used, Eq. 5), so no
+  Hungarian matching is computed twice; otherwise it is matched here. Every matching is gated by
+  ``outputs["query_meta"]`` (a thing target never goes to a stuff query, nor the reverse).
 * Keys: ``loss_ce``, ``loss_mask``, ``loss_dice`` and, with ``cfg.deep_supervision``, ``loss_ce_0``,
   ``loss_mask_0``, ... for each aux layer. ``weight_dict`` also carries ``loss_tcl``/``loss_tcl_aux``.
 * CE over all queries, unmatched ones target "no object" (index C) weighted ``no_object_weight`` (0.1).
@@ -61,14 +64,16 @@ class SetCriterion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         check_targets(outputs["pred_masks"], targets)
         num_masks = self._num_masks(targets, outputs["pred_logits"].device)
+        meta = outputs.get("query_meta")
         if indices is None:
-            indices = self.matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
+            indices = outputs.get("indices") or self.matcher(outputs["pred_logits"], outputs["pred_masks"], targets, meta)
         losses = self._losses(outputs, targets, indices, num_masks)
         if self.cfg.deep_supervision:
             aux = outputs.get("aux_outputs") or []
             self.add_aux_weights(len(aux))
             for i, aux_out in enumerate(aux):
-                aux_idx = self.matcher(aux_out["pred_logits"], aux_out["pred_masks"], targets)
+                aux_idx = aux_out.get("indices") or self.matcher(aux_out["pred_logits"], aux_out["pred_masks"],
+                                                                 targets, meta)
                 for k, v in self._losses(aux_out, targets, aux_idx, num_masks).items():
                     losses[f"{k}_{i}"] = v
         return losses

@@ -2,11 +2,20 @@
 
 Contract
 --------
-``HungarianMatcher(cfg)(pred_logits [B, Q, C+1], pred_masks [B, Q, T, h, w], targets: list[Targets])
--> list of B pairs (pred_idx [n_b], tgt_idx [n_b])`` int64 on CPU, n_b = min(Q, K_b), like DETR.
+``HungarianMatcher(cfg)(pred_logits [B, Q, C+1], pred_masks [B, Q, T, h, w], targets: list[Targets],
+meta: QueryMeta | None) -> list of B pairs (pred_idx [n_b], tgt_idx [n_b])`` int64 on CPU, like DETR.
 
 * cost = class_weight * (-p(class)) + mask_weight * BCE + dice_weight * dice, one [Q, K] matrix per clip built
-  with matrix products (DETR ``models/matcher.py``), solved by ``scipy.optimize.linear_sum_assignment``.
+  with matrix products (DETR ``models/matcher.py``), solved by ``scipy.optimize.linear_sum_assignment``. The
+  B matrices go to the host in one transfer.
+* **Gated by query type** (method.md; paper §3.1 VPS): with ``meta``, a pair that
+  :meth:`QueryMeta.allowed` forbids (a thing target on a stuff / class-bank query, a stuff target on a grid
+  query or on another class's bank query, an EVS target on another hint's query) costs ``_FORBIDDEN`` and is
+  dropped from the assignment if the solver had to take it, so n_b <= min(Q, K_b). Each stuff target thus
+  goes to its own class's bank query: stuff tubes are one per class in a clip, so the gate alone fixes that
+  assignment (the class-bank reading of Eq. 9), and the Hungarian step only decides among thing queries.
+  One implementation serves every task (EVS's matching by exemplar id is the gate with one allowed query per
+  target), every layer and T = 1 or 3. Every call counts its matches by kind in :mod:`gvseg.counters`.
 * Masks are compared on ``cfg.num_points`` random points, **the same points for every query, target and
   frame of a clip**; a tube's T frames are concatenated, so T=1 and T=3 run the same code (video Mask2Former).
 * Predictions are sampled bilinearly (logits at 1/4); targets (bool, full resolution) by nearest lookup, so
@@ -23,8 +32,11 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from gvseg import counters
 from gvseg.config import LossConfig
-from gvseg.structures import Targets
+from gvseg.structures import QUERY_STUFF, QUERY_THING, QueryMeta, Targets
+
+_FORBIDDEN = 1e6  # cost of a pair the query-type gate forbids; real costs are O(10)
 
 
 def point_sample(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -85,21 +97,35 @@ class HungarianMatcher:
 
     @torch.no_grad()
     def __call__(
-        self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: list[Targets]
+        self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: list[Targets],
+        meta: QueryMeta | None = None,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         check_targets(pred_masks, targets)
-        out = []
+        costs = []
+        for b, tg in enumerate(targets):  # [Q, K_b] each, on the device
+            if tg.labels.numel() == 0 or pred_logits.shape[1] == 0:
+                costs.append(pred_logits.new_zeros(pred_logits.shape[1], tg.labels.numel(), dtype=torch.float32))
+                continue
+            cost = self.cost_matrix(pred_logits[b], pred_masks[b], tg)
+            if meta is not None:
+                cost = torch.where(meta.allowed(b, tg), cost, torch.full_like(cost, _FORBIDDEN))
+            costs.append(cost)
+        host = torch.cat(costs, 1).cpu().numpy() if costs else np.zeros((0, 0), np.float32)  # one transfer
+        out, k0 = [], 0
         for b, tg in enumerate(targets):
-            if tg.labels.numel() == 0:
+            k = int(tg.labels.shape[0])
+            c = host[:, k0:k0 + k]
+            k0 += k
+            if k == 0 or c.shape[0] == 0:
                 empty = torch.zeros(0, dtype=torch.int64)
                 out.append((empty, empty.clone()))
                 continue
-            cost = self.cost_matrix(pred_logits[b], pred_masks[b], tg)  # [Q, K]
-            c = cost.cpu().numpy()
             if not np.isfinite(c).all():
                 raise ValueError(f"matcher: clip {b}: non-finite matching cost (NaN/inf in the predictions?)")
             i, j = linear_sum_assignment(c)
-            out.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
+            ok = c[i, j] < _FORBIDDEN / 2  # the solver takes forbidden pairs only when nothing else is left
+            out.append((torch.as_tensor(i[ok], dtype=torch.int64), torch.as_tensor(j[ok], dtype=torch.int64)))
+        _count(out, targets, meta)
         return out
 
     @torch.no_grad()
@@ -130,3 +156,20 @@ class HungarianMatcher:
             cost_dice = 1.0 - (2.0 * p @ tgt.T + 1.0) / (p.sum(-1)[:, None] + tv.sum(-1)[None] + 1.0)  # [Q, K]
 
             return self.class_weight * cost_class + self.mask_weight * cost_mask + self.dice_weight * cost_dice
+
+
+def _count(indices: list[tuple[torch.Tensor, torch.Tensor]], targets: list[Targets], meta: QueryMeta | None) -> None:
+    """Tally which kind of query each matched target went to (the VPS bug this gate fixes: things on stuff)."""
+    counters.add("match/calls")
+    kind = meta.kind.cpu() if meta is not None else None
+    for (qi, ti), tg in zip(indices, targets):
+        if qi.numel() == 0:
+            continue
+        thing = tg.isthing.cpu().bool()[ti]  # [n]
+        qk = kind[qi] if kind is not None else torch.full_like(qi, -1)
+        counters.add("match/thing_gt", int(thing.sum()))
+        counters.add("match/stuff_gt", int((~thing).sum()))
+        counters.add("match/thing_gt_on_thing_q", int((thing & (qk == QUERY_THING)).sum()))
+        counters.add("match/thing_gt_on_stuff_q", int((thing & (qk == QUERY_STUFF)).sum()))
+        counters.add("match/stuff_gt_on_stuff_q", int((~thing & (qk == QUERY_STUFF)).sum()))
+        counters.add("match/stuff_gt_on_thing_q", int((~thing & (qk == QUERY_THING)).sum()))

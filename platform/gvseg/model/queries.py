@@ -20,9 +20,10 @@ Which queries a task gets (``N = decoder.num_queries``, ``K_st`` = stuff classes
   decoder's output queries matched to each class (:meth:`QueryInit.update_bank`, no grad). Until
   ``bank_warmup`` update steps have passed, and for classes never seen, the learned ``bank_feat`` is used.
 
-Output :class:`QuerySet` fields: ``content [B, Q, D]``, ``pos [B, Q, D]``, ``is_stuff [Q]`` bool (stuff/class
-queries: no SPA injection, class-identity association), ``query_class [Q]`` (the class of a bank query, -1
-otherwise) and ``query_ids [B, Q]`` (EVS track id each query stands for, -1 otherwise / padding).
+Output :class:`QuerySet`: ``content [B, Q, D]``, ``pos [B, Q, D]`` and ``meta`` (:class:`gvseg.structures.QueryMeta`):
+``kind [Q]`` (grid = THING, bank = STUFF of ``query_class``, exemplar = EXEMPLAR of ``query_ids``, learned =
+ANY, except VSS's learned queries = STUFF), the gate every matching obeys (method.md, §3.1 VPS). ``is_stuff``
+(no SPA injection, class-identity association), ``query_class`` and ``query_ids`` read through to it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from gvseg.config import ModelConfig
 from gvseg.model.backbone import STRIDES
 from gvseg.model.decoder import MLP
 from gvseg.model.pixel_decoder import sine_pos_1d
-from gvseg.structures import ClipExemplars, Targets
+from gvseg.structures import (
+    QUERY_ANY,
+    QUERY_EXEMPLAR,
+    QUERY_STUFF,
+    QUERY_THING,
+    ClipExemplars,
+    QueryMeta,
+    Targets,
+)
 
 KIND_CODE = {"point": 0, "box": 1, "mask": 2}
 
@@ -46,9 +55,19 @@ KIND_CODE = {"point": 0, "box": 1, "mask": 2}
 class QuerySet:
     content: torch.Tensor  # [B, Q, D]
     pos: torch.Tensor  # [B, Q, D]
-    is_stuff: torch.Tensor  # [Q] bool
-    query_class: torch.Tensor  # [Q] int64, bank class or -1
-    query_ids: torch.Tensor  # [B, Q] int64, EVS track id or -1
+    meta: QueryMeta  # kind [Q], query_class [Q], query_ids [B, Q]
+
+    @property
+    def is_stuff(self) -> torch.Tensor:  # [Q] bool
+        return self.meta.is_stuff
+
+    @property
+    def query_class(self) -> torch.Tensor:  # [Q] int64, bank class or -1
+        return self.meta.query_class
+
+    @property
+    def query_ids(self) -> torch.Tensor:  # [B, Q] int64, EVS track id or -1
+        return self.meta.query_ids
 
 
 def _xy_code(xy: torch.Tensor, dim: int) -> torch.Tensor:
@@ -100,20 +119,15 @@ class QueryInit(nn.Module):
 
     # ------------------------------------------------------------------------------------------- flags
 
-    @property
-    def num_total(self) -> int:
-        """Q for the hint-free tasks (EVS depends on the batch)."""
-        return self.num_grid + self.num_learned + self.num_bank
-
     def flags(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """is_stuff [Q] and query_class [Q] for the hint-free tasks, in query order (grid/learned, then bank)."""
-        first = self.num_grid + self.num_learned
-        stuff_first = self.task == "vss"  # plain learned VSS queries are class queries too
-        is_stuff = torch.cat([torch.full((first,), stuff_first, dtype=torch.bool, device=device),
-                              torch.ones(self.num_bank, dtype=torch.bool, device=device)])
-        query_class = torch.cat([torch.full((first,), -1, dtype=torch.long, device=device),
+        """kind [Q] and query_class [Q] for the hint-free tasks, in query order (grid, learned, then bank)."""
+        learned_kind = QUERY_STUFF if self.task == "vss" else QUERY_ANY  # plain VSS queries are class queries too
+        kind = torch.cat([torch.full((self.num_grid,), QUERY_THING, dtype=torch.long, device=device),
+                          torch.full((self.num_learned,), learned_kind, dtype=torch.long, device=device),
+                          torch.full((self.num_bank,), QUERY_STUFF, dtype=torch.long, device=device)])
+        query_class = torch.cat([torch.full((self.num_grid + self.num_learned,), -1, dtype=torch.long, device=device),
                                  torch.arange(self.num_bank, device=device) + self.bank_offset])
-        return is_stuff, query_class
+        return kind, query_class
 
     # ----------------------------------------------------------------------------------------- forward
 
@@ -138,10 +152,10 @@ class QueryInit(nn.Module):
             content = torch.where(warm[:, None], self.class_bank.to(self.bank_feat.weight.dtype), self.bank_feat.weight)
             parts_c.append(content[None].expand(batch, -1, -1))
             parts_p.append(self.bank_pos.weight[None].expand(batch, -1, -1))
-        is_stuff, query_class = self.flags(dev)
-        q = is_stuff.shape[0]
-        return QuerySet(torch.cat(parts_c, 1), torch.cat(parts_p, 1), is_stuff, query_class,
-                        torch.full((batch, q), -1, dtype=torch.long, device=dev))
+        kind, query_class = self.flags(dev)
+        q = kind.shape[0]
+        return QuerySet(torch.cat(parts_c, 1), torch.cat(parts_p, 1),
+                        QueryMeta(kind, query_class, torch.full((batch, q), -1, dtype=torch.long, device=dev)))
 
     def _grid_queries(self, f: torch.Tensor, b: int, t: int, pad_size: tuple[int, int], image_sizes: torch.Tensor,
                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,8 +197,8 @@ class QueryInit(nn.Module):
         h8, w8 = f.shape[-2:]
         if q == 0:
             empty = f.new_zeros(b, 0, d)
-            return QuerySet(empty, empty, torch.zeros(0, dtype=torch.bool, device=dev),
-                            torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(b, 0, dtype=torch.long, device=dev))
+            none = torch.zeros(0, dtype=torch.long, device=dev)
+            return QuerySet(empty, empty, QueryMeta(none, none, torch.zeros(b, 0, dtype=torch.long, device=dev)))
         # flatten all exemplars of the batch: k = 0..sumK-1
         kind = torch.tensor([KIND_CODE[k] for e in exemplars for k in e.kind], device=dev)  # [sumK]
         frame = torch.cat([e.frame.to(dev) + i * t for i, e in enumerate(exemplars)])  # [sumK] global frame index
@@ -231,21 +245,21 @@ class QueryInit(nn.Module):
         pos[bi, qi] = pos_k
         ids = torch.full((b, q), -1, dtype=torch.long, device=dev)
         ids[bi, qi] = torch.cat([e.ids.to(dev) for e in exemplars])
-        return QuerySet(content, pos, torch.zeros(q, dtype=torch.bool, device=dev),
-                        torch.full((q,), -1, dtype=torch.long, device=dev), ids)
+        return QuerySet(content, pos, QueryMeta(torch.full((q,), QUERY_EXEMPLAR, dtype=torch.long, device=dev),
+                                                torch.full((q,), -1, dtype=torch.long, device=dev), ids))
 
     # ----------------------------------------------------------------------------------- class bank
 
     @torch.no_grad()
     def update_bank(self, queries: torch.Tensor, indices: list[tuple[torch.Tensor, torch.Tensor]],
-                    targets: list[Targets]) -> None:
+                    targets: list[Targets]) -> bool:
         """Eq. (9): momentum-update each bank class with the mean of the decoder queries matched to it.
 
         queries [B, Q, D] (decoder output), indices[b] = (query idx, target idx). Classes without a match this
         step keep their value; a class's first update copies the mean in (no bias towards the zero init).
         """
         if not self.num_bank:
-            return
+            return False
         self.bank_steps += 1
         dev = queries.device
         bi = torch.cat([torch.full((len(q),), i, dtype=torch.long) for i, (q, _) in enumerate(indices)]).to(dev)
@@ -254,7 +268,7 @@ class QueryInit(nn.Module):
         slot = labels - self.bank_offset
         keep = (slot >= 0) & (slot < self.num_bank)
         if bi.numel() == 0:
-            return
+            return True
         q = queries.detach()[bi[keep], qi[keep]].float()  # [M, D]
         slot = slot[keep]
         sums = torch.zeros(self.num_bank, q.shape[-1], device=dev).index_add_(0, slot, q)
@@ -266,6 +280,7 @@ class QueryInit(nn.Module):
         new = torch.where(first[:, None], mean, m * self.class_bank + (1 - m) * mean)
         self.class_bank.copy_(torch.where(seen[:, None], new, self.class_bank))
         self.bank_count += seen.long()
+        return True
 
 
 def build_query_init(cfg: ModelConfig, backbone_channels: dict[int, int]) -> QueryInit:

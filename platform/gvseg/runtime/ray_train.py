@@ -199,7 +199,7 @@ def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at
                  progress: bool = True) -> Path:
     """The same engine in one process, no Ray. Checkpoints under <storage>/<run>/checkpoints/step_*.
     ``on_checkpoint(metrics)`` gets :func:`checkpoint_metrics` after each save (a Tune trial reports them)."""
-    from gvseg.data.pipeline import build_records, iterate_batches
+    from gvseg.data.pipeline import build_records, check_label_space, iterate_batches, label_space_for
 
     device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
     seed_everything(cfg.train.seed)
@@ -211,6 +211,7 @@ def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at
         print(f"gvseg: resuming from {last}")
         state = _restore_state(parts, last, device)
     records = build_records(cfg.data, cfg.data.train_split, progress=progress)
+    check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)
 
     def save(st: LoopState) -> None:
         path = _save_state(parts, st, cfg, ckpt_root / f"step_{st.step:07d}")
@@ -235,7 +236,7 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from gvseg.data.pipeline import build_records
+    from gvseg.data.pipeline import build_records, check_label_space, label_space_for
     from gvseg.runtime.ray_data import build_dataset
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the train bar is the one to watch
@@ -246,6 +247,7 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
             ray.init(num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1),
                      include_dashboard=False, log_to_driver=True)
     records = build_records(cfg.data, cfg.data.train_split, progress=progress)
+    check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)
     samples_per_epoch = len(records) * cfg.data.clips_per_video
     epochs = -(-cfg.train.max_iters * cfg.train.batch_size // samples_per_epoch) + 1
     trainer = TorchTrainer(
@@ -319,7 +321,7 @@ def train_and_evaluate(cfg: Config, logger: Any, *, address: str | None = None, 
     if log_model:
         from gvseg.model.gvseg import build_gvseg
 
-        model = build_gvseg(cfg.model, cfg.loss)
+        model = build_gvseg(cfg.model)
         model.load_state_dict(checkpoint.load(final)["model"])
         logger.log_model(model.eval(), cfg.tracking.registered_model)  # registered when a name is configured
     return metrics
@@ -331,7 +333,7 @@ def evaluate_checkpoint(cfg: Config, path: str | Path, *, logger: Any = None) ->
     from gvseg.model.gvseg import build_gvseg
 
     device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
-    model = build_gvseg(cfg.model, cfg.loss).to(device)
+    model = build_gvseg(cfg.model).to(device)
     model.load_state_dict(checkpoint.load(path, map_location=device)["model"])
     out_dir = run_dir(cfg) / "eval"
     metrics, overlays = evaluate_split(model.eval(), cfg, out_dir, device=device)

@@ -256,8 +256,11 @@ def write(out_dir: str | Path, videos: list[SyntheticVideo], split: str, *, prog
             frame_anns.append({"image_id": stems[t], "file_name": f"{stems[t]}.png", "segments_info": segs})
         json_videos.append({"video_id": v.video_id, "images": images})
         json_anns.append({"video_id": v.video_id, "annotations": frame_anns})
+    # the categories the videos were drawn from (all 124 for a full synthetic set, a few for a small label
+    # space): the reader's label space is this list, so a model can be sized to it
+    used = sorted({c.id: c for v in videos for c in v.categories}.values(), key=lambda c: c.id) or VIPSEG_CATEGORIES
     cats_json = [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color or (0, 0, 0))}
-                 for c in VIPSEG_CATEGORIES]
+                 for c in used]
     C.save_json(out / f"panoptic_gt_VIPSeg_{split}.json",
                 {"videos": json_videos, "annotations": json_anns, "categories": cats_json})
     C.save_json(out / "panoVIPSeg_categories.json", cats_json)

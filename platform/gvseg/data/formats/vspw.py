@@ -17,6 +17,8 @@ release); thing instances of one class merge into one class segment, as VSPW has
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,10 @@ from gvseg.structures import FrameAnnotation, SyntheticVideo, VideoRecord
 
 VOID_RAW = (0, 255)
 NUM_CLASSES = 124
+# VSPW is a semantic dataset: no class has instances, so every class is stuff to the model (class-bank queries,
+# class-identity association, queue TCL; paper §3.1 VSS). The synthetic generator still draws VIPSeg's thing
+# classes as moving objects (``formats.CATEGORIES["vspw"]``); their pixels are labelled by class only.
+SEMANTIC_CATEGORIES = [dataclasses.replace(c, isthing=False) for c in VIPSEG_CATEGORIES]
 
 
 def read_split(root: str | Path, split: str, on_error: C.OnError = "fail", *, validate: C.Validate = "header",
@@ -54,7 +60,7 @@ def _build(root: Path, vid: str, validate: C.Validate) -> VideoRecord:
         h, w = C.image_size(frames[0])
     else:
         h, w = C.check_headers(vid, frames, annotations)
-    return VideoRecord(vid, "vspw", frames, h, w, list(VIPSEG_CATEGORIES), annotations)
+    return VideoRecord(vid, "vspw", frames, h, w, list(SEMANTIC_CATEGORIES), annotations)
 
 
 def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
