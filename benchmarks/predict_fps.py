@@ -66,7 +66,7 @@ def make_checkpoint(task: str, smoke: bool, directory: Path) -> Path:
     model_cfg = debug_model_config(task, nc, nt) if smoke else ModelConfig(task=task, num_classes=nc,
                                                                             num_thing_classes=nt)
     if task == "vis":  # random weights score low: keep every query so the run does VIS's real work (RLEs, JSON)
-        model_cfg.association.score_threshold = 0.0
+        model_cfg.postprocess.track_min_score = 0.0
     data = DataConfig(format=FORMAT[task], synthetic=smoke, synth=SyntheticConfig(thing_classes=2, stuff_classes=2),
                       test_size=64 if smoke else 720, max_size=128 if smoke else 1333)
     cfg = Config(name=f"fps_{task}", model=model_cfg, data=data)

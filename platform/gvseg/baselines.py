@@ -25,6 +25,7 @@ from gvseg.data.transforms import LabelSpace
 from gvseg.inference import FramePrediction, Segment
 from gvseg.structures import FrameAnnotation, VideoRecord
 
+
 def _rle(mask: np.ndarray) -> dict:
     from pycocotools import mask as mask_util
 

@@ -106,11 +106,37 @@ class AssociationConfig:
     spa_stuff: bool = False  # Table 4d: SPA on stuff hurts; stuff tracks by class identity
     clip_frames: int = 3
     clip_overlap: int = 0  # frames shared by consecutive clips (TarViS T_ov)
-    score_threshold: float = 0.5  # min class score to keep a thing track
-    mask_threshold: float = 0.5
     max_missing_clips: int = 5  # a track unseen this long is retired
     match_threshold: float = 0.2  # min affinity S_ij (cosine) to continue a track; below it a new track starts
     memory_momentum: float = 0.0  # track embedding memory: m <- mom*m + (1-mom)*q_hat; 0 = last embedding
+
+
+@dataclass
+class PostprocessConfig:
+    """Per-task post-processing (``gvseg.postprocess``); each default is the named peer's."""
+
+    # VIS. Every query whose best real-class probability exceeds this goes to the tracker in every clip. It is
+    # only a noise floor (a trained model's unused queries sit near 0 because no-object takes their mass), not
+    # a per-clip score cut: a track whose score dips in one clip keeps its id. 0.0 = all queries (MinVIS).
+    track_min_score: float = 0.05
+    vis_topk: int = 10  # (track, class) pairs kept per video: MinVIS / Mask2Former-VIS inference_video
+    # Video-level score of a (track, class) pair: mean class probability x mask score (mean sigmoid inside
+    # the binary mask; Mask2Former instance_inference), or the class probability alone (MinVIS).
+    vis_score: Literal["class_x_mask", "class"] = "class_x_mask"
+    # Binary masks: sigmoid > this (VIS masks, MinVIS `pred_masks > 0`); the panoptic per-pixel rule keeps a
+    # pixel for its winning query where sigmoid >= this (Mask2Former panoptic_inference).
+    mask_threshold: float = 0.5
+    # VPS (and VSS in "panoptic" mode): Mask2Former panoptic_inference. A query competes for pixels only if
+    # its argmax over C+1 is not no-object and that score > object_mask_threshold; it keeps a segment only if
+    # the pixels it wins are >= overlap_threshold of its own mask (sigmoid >= mask_threshold).
+    object_mask_threshold: float = 0.8  # Mask2Former MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
+    overlap_threshold: float = 0.8  # Mask2Former MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD
+    # VSS: "semantic" = Mask2Former semantic_inference (per-pixel argmax of sum_q p(c|q) sigmoid(m_q), never
+    # void); "panoptic" = the panoptic rules above, class map only, void where no query holds a pixel.
+    vss_mode: Literal["semantic", "panoptic"] = "semantic"
+    # Query-type gate: a query may only produce the classes its kind allows (out["query_kind"]: thing-only
+    # grid queries, one-class bank queries). False = every query may produce every class (ablation).
+    class_gate: bool = True
 
 
 @dataclass
@@ -128,6 +154,7 @@ class ModelConfig:
     descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)
     queries: QueryInitConfig = field(default_factory=QueryInitConfig)
     association: AssociationConfig = field(default_factory=AssociationConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
 # ------------------------------------------------------------------------------------------------ data

@@ -21,10 +21,14 @@ Inputs: ``frames_iter`` yields ``[H, W, 3]`` uint8 RGB arrays (normalised here w
 ``out_size`` (default: the input size) is the resolution of the results, e.g. the original video size;
 exemplar coordinates and masks are given at ``out_size``.
 
-:class:`FramePrediction` per frame:
-  * VIS: ``segments`` with a COCO RLE each (instances may overlap), ``id_map`` None.
+:class:`FramePrediction` per frame (post-processing rules and defaults: ``cfg.postprocess``, ``gvseg.postprocess``):
+  * VIS: ``segments`` with a COCO RLE each (instances may overlap), ``id_map`` None: every tracked query
+    with a non-empty mask, carrying its clip's class probabilities and the frame's mask score. Which
+    (track, class) pairs a video reports is decided once the video is over (``postprocess.vis_topk``, run by
+    ``writers.YtvisWriter``); ``postprocess`` carries the config that selection needs.
   * VPS: ``id_map [H, W]`` int32 track ids (0 = void), ``semantic [H, W]`` int32 class (-1 = void), segments.
-  * VSS: ``semantic [H, W]`` int32 class map; one segment per class present (id = class + 1).
+  * VSS: ``semantic [H, W]`` int32 class map (-1 = void, only with ``vss_mode="panoptic"``); one segment per
+    class present (id = class + 1).
   * EVS: ``id_map [H, W]`` int32 exemplar track ids (0 = background), segments.
 """
 
@@ -40,27 +44,32 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from gvseg.config import ModelConfig
+from gvseg import counters
+from gvseg.config import ModelConfig, PostprocessConfig
 from gvseg.data.transforms import PIXEL_MEAN, PIXEL_STD
 from gvseg.postprocess import (
+    allowed_classes,
     class_scores,
     exemplar_maps,
     instance_results,
     panoptic_maps,
-    semantic_maps,
     upsample,
+    vss_maps,
 )
-from gvseg.structures import Clip, ClipExemplars, Exemplar
+from gvseg.structures import QUERY_THING, Clip, ClipExemplars, Exemplar
 
 
 @dataclass
 class Segment:
     id: int  # track id (VIS/VPS/EVS) or class + 1 (VSS)
     label: int  # contiguous class index (EVS: the query's best class)
-    score: float
+    score: float  # VIS: the clip's best class probability; VPS: the segment's class score
     isthing: bool
     area: int
     rle: dict | None = None  # VIS only: COCO RLE {"size": [H, W], "counts": str}
+    # VIS only, for the video-level (track, class) selection (postprocess.vis_topk):
+    class_probs: np.ndarray | None = None  # [C] float32 the clip's gated class probabilities (no-object excluded)
+    mask_score: float | None = None  # mean sigmoid inside this frame's mask (Mask2Former instance_inference)
 
 
 @dataclass
@@ -73,6 +82,7 @@ class FramePrediction:
     segments: list[Segment] = field(default_factory=list)
     id_map: np.ndarray | None = None  # [H, W] int32, 0 = void / background
     semantic: np.ndarray | None = None  # [H, W] int32, -1 = void
+    postprocess: PostprocessConfig | None = None  # VIS: the rules for the video-level selection
 
 
 _MEAN = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
@@ -172,8 +182,6 @@ def predict_video(
     out_size: tuple[int, int] | None = None,
     device: torch.device | str | None = None,
     preprocess: Callable[[Any], torch.Tensor] | None = None,
-    topk: int = 100,
-    overlap_threshold: float = 0.8,
     amp: bool = True,
     progress: bool = True,
 ) -> Iterator[FramePrediction]:
@@ -217,8 +225,7 @@ def predict_video(
         clip = Clip(frames, sizes, index, [video_id], None, None if ex is None else [ex])
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
             out = model(clip)
-        results = _postprocess(out, task, cfg, size, tracker, topk, overlap_threshold, starts, state.get("evs"),
-                               start, (h, w))
+        results = _postprocess(out, task, cfg, size, tracker, starts, state.get("evs"), start, (h, w))
         for rel, (idx, _) in enumerate(window):
             if idx < state["next_emit"]:
                 continue  # already emitted by the previous (overlapping) clip
@@ -245,17 +252,19 @@ def predict_video(
         bar.close()
 
 
-def _postprocess(out: dict, task: str, cfg: ModelConfig, size: tuple[int, int], tracker, topk: int,
-                 overlap_threshold: float, starts: torch.Tensor | None, evs_state: _ExemplarState | None,
-                 start: int, in_size: tuple[int, int]) -> dict:
+def _postprocess(out: dict, task: str, cfg: ModelConfig, size: tuple[int, int], tracker,
+                 starts: torch.Tensor | None, evs_state: _ExemplarState | None, start: int,
+                 in_size: tuple[int, int]) -> dict:
     """One clip (batch element 0) -> CPU numpy per-frame pieces."""
-    a = cfg.association
+    pp = cfg.postprocess
     logits, masks = out["pred_logits"][0].float(), out["pred_masks"][0].float()  # [Q, C+1], [Q, T, h4, w4]
     t = masks.shape[1]
     n_th = cfg.num_thing_classes
     res: dict[str, Any] = {"t": t}
+    # query-type gate: thing (grid) queries only things, class-bank queries only their class
+    allowed = allowed_classes(out, cfg.num_classes, n_th) if pp.class_gate else None  # [Q, C] | None
     if task == "vss":
-        res["semantic"] = semantic_maps(logits, masks, size).to(torch.int32).cpu().numpy()  # [T, H, W]
+        res["semantic"] = vss_maps(logits, masks, size, pp, allowed).to(torch.int32).cpu().numpy()  # [T, H, W]
         return res
 
     if task == "evs":
@@ -278,29 +287,42 @@ def _postprocess(out: dict, task: str, cfg: ModelConfig, size: tuple[int, int], 
 
     desc = out["pred_descriptors"][0]  # [Q, T, u*v]
     embeds = out["pred_embeds"][0]
-    scores, labels = class_scores(logits)
+    scores, labels = class_scores(logits, allowed)  # [Q] best real class
     if task == "vis":
-        keep = scores > a.score_threshold
+        # no per-clip score cut: every non-trivial query is tracked; the video-level top-k decides (MinVIS)
+        keep = scores > pp.track_min_score
         track = tracker.update(embeds, desc[:, 0], desc[:, -1], scores, labels,
                                torch.zeros_like(keep), keep)  # [Q] ids, -1 not kept
-        inst = instance_results(logits, masks, size, a.score_threshold, topk, keep=track >= 0)
-        res["instances"] = (track[inst.query_idx].cpu().numpy(), inst.labels.cpu().numpy(),
-                            inst.scores.float().cpu().numpy(), [m.cpu().numpy() for m in inst.masks])
+        inst = instance_results(logits, masks, size, track >= 0, allowed, pp.mask_threshold)
+        res["instances"] = (track[inst.query_idx].cpu().numpy(), inst.probs.cpu().numpy(),
+                            inst.mask_scores.cpu().numpy(), [m.cpu().numpy() for m in inst.masks])
+        res["postprocess"] = pp
         return res
 
-    # vps
-    pan = panoptic_maps(logits, masks, size, a.score_threshold, overlap_threshold)
+    # vps: Mask2Former panoptic inference; the tracker sees one query per segment (merged stuff: the best one)
+    pan = panoptic_maps(logits, masks, size, n_th, allowed, pp.object_mask_threshold, pp.overlap_threshold,
+                        pp.mask_threshold)
     keep = torch.zeros_like(scores, dtype=torch.bool)
     keep[pan.query_idx] = True
     is_stuff = out["query_is_stuff"] | (labels >= n_th)
     track = tracker.update(embeds, desc[:, 0], desc[:, -1], scores, labels, is_stuff, keep)  # [Q]
-    id_lut = torch.cat([track.clamp(min=0), track.new_zeros(1)])  # query -1 (void) -> 0
-    lab_lut = torch.cat([labels, labels.new_full((1,), -1)])
-    res["id_map"] = id_lut[pan.query_map].to(torch.int32).cpu().numpy()
-    res["semantic"] = lab_lut[pan.query_map].to(torch.int32).cpu().numpy()
-    res["info"] = {int(track[q]): (int(labels[q]), float(scores[q]), int(labels[q]) < n_th)
-                   for q in pan.query_idx.tolist()}
+    seg_track = track[pan.query_idx]  # [S]
+    _count_segments(pan.isthing, out["query_kind"][pan.query_idx])
+    id_lut = torch.cat([seg_track, seg_track.new_zeros(1)])  # segment -1 (void) -> 0
+    res["id_map"] = id_lut[pan.segment_map].to(torch.int32).cpu().numpy()
+    res["semantic"] = pan.label_map().to(torch.int32).cpu().numpy()
+    res["info"] = {int(i): (int(lab), float(s), bool(th))
+                   for i, lab, s, th in zip(seg_track.tolist(), pan.labels.tolist(), pan.scores.tolist(),
+                                            pan.isthing.tolist())}
     return res
+
+
+def _count_segments(isthing: torch.Tensor, kind: torch.Tensor) -> None:
+    """How many VPS segments are things, and how many of those came from thing (grid) queries (§3.1 VPS)."""
+    th, from_thing_q = isthing.bool().cpu(), (kind == QUERY_THING).cpu()
+    counters.add("post/thing_segments", int(th.sum()))
+    counters.add("post/thing_segments_from_thing_queries", int((th & from_thing_q).sum()))
+    counters.add("post/stuff_segments", int((~th).sum()))
 
 
 def _frame(res: dict, rel: int, idx: int, video_id: str, size: tuple[int, int], task: str) -> FramePrediction:
@@ -309,15 +331,18 @@ def _frame(res: dict, rel: int, idx: int, video_id: str, size: tuple[int, int], 
     if task == "vss":
         sem = res["semantic"][rel]
         fp.semantic = sem
-        counts = np.bincount(sem.ravel(), minlength=1)
+        counts = np.bincount(sem[sem >= 0].ravel(), minlength=1)  # -1 (void) has no segment
         fp.segments = [Segment(int(c) + 1, int(c), 1.0, False, int(n)) for c, n in enumerate(counts) if n > 0]
         return fp
     if task == "vis":
-        tids, labels, scores, masks = res["instances"]
+        tids, probs, mask_scores, masks = res["instances"]
         m = masks[rel]  # [N, H, W] bool
-        areas = m.sum(axis=(1, 2))  # [K]; K may be 0 (reshape(0, -1) would raise)
-        fp.segments = [Segment(int(tids[i]), int(labels[i]), float(scores[i]), True, int(areas[i]), _rle(m[i]))
+        areas = m.sum(axis=(1, 2))  # [N]; N may be 0 (reshape(0, -1) would raise)
+        labels = probs.argmax(1)  # [N] the clip's best class: for display; the video picks its own
+        fp.segments = [Segment(int(tids[i]), int(labels[i]), float(probs[i, labels[i]]), True, int(areas[i]),
+                               _rle(m[i]), probs[i], float(mask_scores[rel, i]))
                        for i in range(m.shape[0]) if areas[i] > 0]
+        fp.postprocess = res["postprocess"]
         return fp
     id_map = res["id_map"][rel]
     fp.id_map = id_map

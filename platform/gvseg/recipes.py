@@ -92,7 +92,7 @@ def debug_variant(cfg: Config, name: str) -> Config:
         decoder=DecoderConfig(num_layers=3, dim=32, num_heads=2, ffn_dim=64, num_queries=10),
         descriptor=dataclasses.replace(cfg.model.descriptor, num_points=64),
         queries=dataclasses.replace(cfg.model.queries, grid_size=4, bank_warmup=2),
-        association=dataclasses.replace(cfg.model.association, score_threshold=0.3),
+        postprocess=dataclasses.replace(cfg.model.postprocess, object_mask_threshold=0.3),
     )
     data = dataclasses.replace(
         cfg.data,

@@ -9,8 +9,8 @@ Writers **flush per frame**: a PNG is on disk as soon as its frame is written, a
 into ``<name>.partial`` (flushed after every frame) and renamed to ``<name>`` by ``close()``, so a crash never
 loses what was predicted, and a handled error (``close()`` in a ``finally``) still leaves valid files.
 Memory is flat in video length except for :class:`YtvisWriter`, whose format needs each track's per-frame
-RLEs in one entry: it spools frames to a JSONL file on disk and assembles one video's tracks at
-``end_video`` (a few hundred bytes per mask).
+RLEs in one entry: it spools frames to a JSONL file on disk and, at ``end_video``, picks the video's top-k
+(track, class) pairs and reads back only their RLEs (a few hundred bytes per mask).
 
   writer              files (under ``out_dir``)                                 read back / scored by
   VipsegWriter        pan_pred/<video>/<stem>.png (R + 256G + 65536B) + pred.json  metrics.vpq / metrics.stq
@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from gvseg.config import PostprocessConfig
 from gvseg.data.transforms import LabelSpace
 from gvseg.inference import FramePrediction
 from gvseg.visualize import id_colors
@@ -344,14 +345,27 @@ class BurstWriter(Writer):
 
 
 class YtvisWriter(Writer):
-    """YouTube-VIS / OVIS ``results.json``: one entry per track, ``segmentations`` = compressed RLE per frame
-    or null, ``category_id`` = the score-weighted majority label, ``score`` = the mean per-frame score.
+    """YouTube-VIS / OVIS ``results.json``: per video, the ``topk`` best (track, class) pairs
+    (``postprocess.vis_topk``; MinVIS / Mask2Former-VIS), one entry each: ``category_id`` = the class,
+    ``segmentations`` = the track's compressed RLE per frame or null, ``score`` = its mean class probability
+    (over the frames it appears in) x its mask score (mean sigmoid inside its masks, pixel-weighted over the
+    video; Mask2Former ``instance_inference``), or the class probability alone (``score="class"``). One track
+    may appear with several classes.
+
+    The selection happens at ``end_video`` because only then is every track complete. Memory per video: a
+    few numbers per track (summed class probabilities, mask-score sums) while frames stream; the RLEs are
+    spooled to a JSONL file on disk and only the selected tracks' RLEs are read back (the format needs them
+    in one entry). ``topk`` / ``score`` default to the predictions' ``postprocess`` config, then to
+    :class:`~gvseg.config.PostprocessConfig`'s defaults. A segment without ``class_probs`` (e.g. built from
+    ground truth) counts as probability ``score`` for its ``label``; one without ``mask_score`` as 1.
 
     ``video_id`` is ``VideoInfo.meta["json_video_id"]`` (the GT JSON's integer id) or the video name."""
 
-    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace, filename: str = "results.json"):
+    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace, filename: str = "results.json",
+                 topk: int | None = None, score: str | None = None):
         super().__init__(out_dir)
         self.space = space
+        self.topk, self.score = topk, score
         self.json = _JsonStream(self.out_dir / filename)
         self.json.open("[", "]")
         self.spool_dir = self.out_dir / ".spool"
@@ -359,6 +373,8 @@ class YtvisWriter(Writer):
         self.n = 0
         self.videos = 0  # videos begun (names the spool files)
         self.count = 0  # entries written
+        self.tracks: dict[int, _VisTrack] = {}
+        self.pp: PostprocessConfig | None = None  # the current video's predictions' config
 
     def begin_video(self, video: VideoInfo) -> None:
         super().begin_video(video)
@@ -367,41 +383,81 @@ class YtvisWriter(Writer):
         self.videos += 1
         self.spool = open(self.spool_path, "w")
         self.n = 0
+        self.tracks, self.pp = {}, None
 
     def _write(self, pred: FramePrediction, frame: np.ndarray | None) -> None:
-        segs = [{"id": s.id, "label": s.label, "score": s.score, "rle": s.rle} for s in pred.segments
-                if s.rle is not None and s.area > 0]
-        self.spool.write(json.dumps({"t": pred.frame_index, "segs": segs}) + "\n")
+        segs = [s for s in pred.segments if s.rle is not None and s.area > 0]
+        for s in segs:
+            self.tracks.setdefault(s.id, _VisTrack()).add(s)
+        self.spool.write(json.dumps({"t": pred.frame_index, "segs": [[s.id, s.rle] for s in segs]}) + "\n")
         self.spool.flush()
         self.n = max(self.n, pred.frame_index + 1)
+        self.pp = self.pp or pred.postprocess
 
     def end_video(self) -> None:
+        from gvseg.postprocess import vis_topk
+
         self.spool.close()
-        tracks: dict[int, dict] = {}
+        pp = self.pp or PostprocessConfig()
+        k = pp.vis_topk if self.topk is None else self.topk
+        mode = pp.vis_score if self.score is None else self.score
+        ids = sorted(self.tracks)
+        width = max((t.prob_sum.size for t in self.tracks.values()), default=0)
+        probs = np.zeros((len(ids), width))  # [N, C] mean class probabilities
+        for row, tid in enumerate(ids):
+            tr = self.tracks[tid]
+            probs[row, : tr.prob_sum.size] = tr.prob_sum / tr.frames
+        mask_scores = np.array([self.tracks[tid].mask_score() for tid in ids])  # [N]
+        picks = vis_topk(ids, probs, mask_scores, k, mode)  # [(track, class, score)], best first
+        # second pass over the spool: the RLEs of the selected tracks only
+        rles: dict[int, list] = {tid: [None] * self.n for tid, _, _ in picks}
         with open(self.spool_path) as f:
             for line in f:
                 fr = json.loads(line)
-                for s in fr["segs"]:
-                    tr = tracks.setdefault(s["id"], {"rles": {}, "scores": [], "votes": {}})
-                    tr["rles"][fr["t"]] = s["rle"]
-                    tr["scores"].append(s["score"])
-                    tr["votes"][s["label"]] = tr["votes"].get(s["label"], 0.0) + s["score"]
+                for tid, rle in fr["segs"]:
+                    if tid in rles:
+                        rles[tid][fr["t"]] = rle
         vid = self.video.meta.get("json_video_id", self.video.video_id)
-        for tid in sorted(tracks):
-            tr = tracks[tid]
-            label = max(tr["votes"].items(), key=lambda kv: (kv[1], -kv[0]))[0]
-            self.json.item({"video_id": vid, "category_id": int(self.space.to_dataset(np.array([label]))[0]),
-                            "segmentations": [tr["rles"].get(t) for t in range(self.n)],
-                            "score": float(np.mean(tr["scores"]))})
+        cats = self.space.to_dataset(np.array([c for _, c, _ in picks], np.int64))
+        for (tid, _, score), cat in zip(picks, cats):
+            self.json.item({"video_id": vid, "category_id": int(cat), "segmentations": rles[tid],
+                            "score": float(score)})
             self.count += 1
         self.spool_path.unlink()
         self.spool = None
+        self.tracks = {}
         super().end_video()
 
     def _close(self) -> None:
         self.json.close()
         if self.spool_dir.is_dir() and not any(self.spool_dir.iterdir()):
             self.spool_dir.rmdir()
+
+
+class _VisTrack:
+    """One VIS track's running sums over the frames it appears in (a few numbers, not its masks)."""
+
+    def __init__(self) -> None:
+        self.prob_sum = np.zeros(0)  # [C] summed class probabilities
+        self.frames = 0
+        self.mask_sum = 0.0  # sum over frames of mask_score * area = sum of sigmoid inside the masks
+        self.area = 0
+
+    def add(self, s) -> None:
+        p = s.class_probs
+        if p is None:  # no probabilities (e.g. GT-built): `score` for `label`
+            p = np.zeros(s.label + 1)
+            p[s.label] = s.score
+        p = np.asarray(p, np.float64)
+        if p.size > self.prob_sum.size:
+            self.prob_sum = np.pad(self.prob_sum, (0, p.size - self.prob_sum.size))
+        self.prob_sum[: p.size] += p
+        self.frames += 1
+        self.mask_sum += (1.0 if s.mask_score is None else s.mask_score) * s.area
+        self.area += s.area
+
+    def mask_score(self) -> float:
+        return self.mask_sum / self.area if self.area else 0.0
 
 
 # ---------------------------------------------------------------------------------------------- overlays

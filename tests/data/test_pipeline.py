@@ -6,7 +6,7 @@ import torch
 
 from gvseg.config import DataConfig, SyntheticConfig
 from gvseg.data import formats
-from gvseg.data.pipeline import ClipDataset, build_records, iterate_batches, shard_videos
+from gvseg.data.pipeline import ClipDataset, build_records, iterate_batches, label_space_for, shard_videos
 from gvseg.data.transforms import collate
 from gvseg.structures import Category, FrameAnnotation, VideoRecord
 
@@ -109,12 +109,14 @@ def test_vipseg_end_to_end(tmp_path):
     assert len(recs) == 2 and len(build_records(cfg, "val")) == 1
     (clip,) = list(iterate_batches(recs, cfg, batch_size=2, seed=0, epoch=0))
     assert clip.frames.shape == (2, 3, 3, 64, 64) and clip.reference.frames.shape == (2, 3, 3, 64, 64)
+    space = label_space_for(recs)
+    assert (space.num_classes, space.num_thing_classes) == (4, 2)  # the synthetic JSON lists what it uses
     vip = {c.id: c for c in formats.categories_for("vipseg")}
     for t in clip.targets:
         assert len(t.ids) > 0 and t.masks.any()
-        # the label space is VIPSeg's 58 things first; isthing agrees with the category list
-        assert (t.isthing == (t.labels < 58)).all()
-    assert sum(c.isthing for c in vip.values()) == 58
+        # things first; isthing agrees with VIPSeg's category list
+        assert (t.isthing == (t.labels < 2)).all()
+        assert all(vip[space.category_ids[int(lab)]].isthing == bool(th) for lab, th in zip(t.labels, t.isthing))
 
 
 @pytest.mark.parametrize("fmt", sorted(getattr(formats, "READERS", {})))

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from gvseg.config import BackboneConfig, LossConfig
+from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.backbone import Backbone, load_backbone_checkpoint
 from gvseg.model.convert_d2 import load_d2_checkpoint, load_d2_pkl, rename_d2
-from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
 torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription

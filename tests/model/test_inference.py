@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gvseg.config import LossConfig
 from gvseg.inference import predict_video
-from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 from gvseg.structures import Exemplar
 
@@ -20,8 +18,11 @@ def _model(task, overlap=0, score=0.0):
     torch.manual_seed(0)
     cfg = debug_model_config(task)
     cfg.association.clip_overlap = overlap
-    cfg.association.score_threshold = score  # an untrained model: keep every query so every path runs
-    return build_gvseg(cfg, HungarianMatcher(LossConfig(num_points=64))).eval(), cfg
+    # an untrained model: keep every query so every path runs
+    cfg.postprocess.track_min_score = score  # VIS: what the tracker sees
+    cfg.postprocess.object_mask_threshold = score  # VPS: Mask2Former's 0.8 would leave a random model void
+    cfg.postprocess.overlap_threshold = 0.0
+    return build_gvseg(cfg).eval(), cfg
 
 
 def _frames(n, seed=0, constant=False, size=(H, W)):
@@ -162,3 +163,90 @@ def test_long_video_memory_does_not_grow():
     short = _peak(model, cfg, 20)
     long = _peak(model, cfg, 200)
     assert long <= 1.10 * short, (short, long)
+
+
+# ------------------------------------------------------------------ scripted outputs: one rule at a time
+
+
+class _Scripted(torch.nn.Module):
+    """Stands in for GvSeg: clip k returns ``logits[k]`` [Q, C+1] (the last one repeats) and the same masks
+    ``masks`` [Q, H, W] (logits at input size) in every frame; orthogonal, constant track embeddings."""
+
+    def __init__(self, logits, masks, **extra):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))  # predict_video reads the device from the parameters
+        self.logits, self.masks, self.extra, self.calls = logits, masks, extra, 0
+
+    def forward(self, clip):
+        _, t, _, h, w = clip.frames.shape
+        lg = self.logits[min(self.calls, len(self.logits) - 1)]
+        self.calls += 1
+        q = lg.shape[0]
+        m = torch.nn.functional.interpolate(self.masks[None], size=(-(-h // 4), -(-w // 4)))[0]  # [Q, h4, w4]
+        return {"pred_logits": lg[None], "pred_masks": m[:, None].expand(q, t, *m.shape[1:])[None],
+                "pred_embeds": torch.eye(q, 8)[None], "pred_descriptors": torch.zeros(1, q, t, 16),
+                "query_is_stuff": torch.zeros(q, dtype=torch.bool), "query_class": torch.full((q,), -1),
+                **self.extra}
+
+
+def _rows(*rows, c=4):
+    """rows of (class, p): p on the class, 1 - p on no-object -> [Q, C+1] logits."""
+    out = torch.full((len(rows), c + 1), -20.0)
+    for i, (k, p) in enumerate(rows):
+        out[i, k], out[i, -1] = float(np.log(p)), float(np.log(1 - p))
+    return out
+
+
+def _halves(q=2):
+    masks = torch.full((q, H, W), -20.0)
+    masks[0, : H // 2], masks[1, H // 2:] = 20.0, 20.0
+    return masks
+
+
+def test_vis_track_whose_score_dips_in_one_clip_keeps_its_id_and_frames():
+    """No per-clip threshold ends a track: at p = 0.2 in clip 1 (below the old 0.5 cut) query 0 is still
+    tracked, so frames 3-5 keep its masks and its id."""
+    cfg = debug_model_config("vis")
+    logits = [_rows((0, 0.9), (1, 0.9)), _rows((0, 0.2), (1, 0.9)), _rows((0, 0.9), (1, 0.9))]
+    out = list(predict_video(_Scripted(logits, _halves()), _frames(9), cfg, progress=False))
+    ids = [{s.id: s for s in f.segments} for f in out]
+    first = out[0].segments[0].id if out[0].segments[0].label == 0 else out[0].segments[1].id
+    assert all(first in f for f in ids) and all(len(f) == 2 for f in ids)
+    assert ids[4][first].score == pytest.approx(0.2, abs=1e-4) and ids[7][first].score == pytest.approx(0.9, 1e-4)
+    s = ids[0][first]
+    assert s.class_probs.shape == (cfg.num_classes,) and s.mask_score == pytest.approx(1.0, abs=1e-3)
+    assert out[0].postprocess is cfg.postprocess
+
+
+def test_vis_track_min_score_is_only_a_noise_floor():
+    cfg = debug_model_config("vis")
+    out = list(predict_video(_Scripted([_rows((0, 0.04), (1, 0.9))], _halves()), _frames(3), cfg, progress=False))
+    assert [s.label for s in out[0].segments] == [1]  # 0.04 < track_min_score 0.05
+
+
+def test_vps_query_type_gate_in_predict_video():
+    """Thing (grid) query 0 prefers stuff class 2 and bank query 1 (class 3) prefers thing class 0; the gate
+    leaves each only what its kind allows."""
+    cfg = debug_model_config("vps")  # 4 classes, 0-1 things
+    lg = torch.full((2, 5), -20.0)
+    lg[0, 0], lg[0, 2], lg[0, 4] = 4.0, 8.0, 0.0  # gated: p(0) = 0.98 > 0.8
+    lg[1, 0], lg[1, 3], lg[1, 4] = 8.0, 4.0, 0.0  # gated: p(3) = 0.98
+    gate = {"query_kind": torch.tensor([1, 2]), "query_class": torch.tensor([-1, 3])}
+    out = list(predict_video(_Scripted([lg], _halves(), **gate), _frames(3), cfg, progress=False))
+    f = out[0]
+    assert (f.semantic[: H // 2] == 0).all() and (f.semantic[H // 2:] == 3).all()
+    assert sorted((s.label, s.isthing) for s in f.segments) == [(0, True), (3, False)]
+    cfg.postprocess.class_gate = False  # ablation: the ungated argmax
+    out = list(predict_video(_Scripted([lg], _halves(), **gate), _frames(3), cfg, progress=False))
+    assert (out[0].semantic[: H // 2] == 2).all() and (out[0].semantic[H // 2:] == 0).all()
+
+
+def test_vss_panoptic_mode_leaves_void():
+    cfg = debug_model_config("vss")
+    cfg.postprocess.vss_mode = "panoptic"
+    masks = _halves()
+    masks[1] = -20.0  # query 1 holds nothing: the bottom half is void
+    out = list(predict_video(_Scripted([_rows((2, 0.9), (3, 0.9))], masks), _frames(3), cfg, progress=False))
+    sem = out[0].semantic
+    assert (sem[: H // 2] == 2).all() and (sem[H // 2:] == -1).all()
+    assert [(s.label, s.area) for s in out[0].segments] == [(2, H * W // 2)]

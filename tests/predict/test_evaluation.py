@@ -8,26 +8,24 @@ import pytest
 import torch
 
 from gvseg.config import Config, ConfigError, DataConfig, SyntheticConfig
+from gvseg.data.formats import synthetic_label_space
 from gvseg.evaluation import SUPPORTED, evaluate_split
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
 HEADLINE = {"vipseg": "vpq_1", "kitti-step": "stq", "vspw": "miou", "ytvis": "AP", "ovis": "AP",
             "davis": "J&F-Mean", "ytvos": "J&F-Mean", "burst": "HOTA_all"}
-CLASSES = {"vipseg": (4, 2), "kitti-step": (4, 2), "vspw": (4, 2), "ytvis": (2, 2), "ovis": (2, 2),
-           "davis": (1, 1), "ytvos": (1, 1), "burst": (1, 1)}
+CLASSES = {"vipseg": (2, 2), "kitti-step": (2, 2), "vspw": (2, 2), "ytvis": (2, 0), "ovis": (2, 0),
+           "davis": (0, 0), "ytvos": (0, 0), "burst": (0, 0)}  # (thing, stuff) classes drawn
 
 
 def _cfg(task, fmt, root) -> Config:
-    nc, nt = CLASSES[fmt]
-    if fmt == "kitti-step":  # its 19 classes (2 things) are fixed by the format
-        nc, nt = 19, 2
+    things, stuff = CLASSES[fmt]
+    nc, nt = synthetic_label_space(fmt, things, stuff)  # KITTI-STEP and VSPW have fixed label spaces
     model = debug_model_config(task, nc, nt)
     if task == "vis":  # random weights: keep the queries so instances (and RLEs) are written
-        model = dataclasses.replace(model, association=dataclasses.replace(model.association, score_threshold=0.0))
-    synth = SyntheticConfig(videos=3, frames=4, height=32, width=48, seed=0, thing_classes=nt,
-                            stuff_classes=nc - nt, val_fraction=0.34)
-    if fmt == "kitti-step":
-        synth = dataclasses.replace(synth, thing_classes=0, stuff_classes=0)
+        model = dataclasses.replace(model, postprocess=dataclasses.replace(model.postprocess, track_min_score=0.0))
+    synth = SyntheticConfig(videos=3, frames=4, height=32, width=48, seed=0, thing_classes=things,
+                            stuff_classes=stuff, val_fraction=0.34)
     split = "valid" if fmt == "ytvis" else "val"
     return Config(model=model, data=DataConfig(format=fmt, root=str(root), synthetic=True, synth=synth,
                                                 val_split=split, test_size=32, max_size=64))

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from gvseg.config import PostprocessConfig
 from gvseg.data.formats import load_annotation, read_dataset
 from gvseg.data.pipeline import label_space_for
 from gvseg.data.synthetic import synth_dataset
@@ -17,6 +18,7 @@ from gvseg.writers import (
     VideoInfo,
     VipsegWriter,
     VspwWriter,
+    YtvisWriter,
     official_writer,
     video_info,
 )
@@ -97,6 +99,56 @@ def test_ytvis_category_ids_are_the_datasets(tmp_path):
     gt = json.loads(open(records[0].meta["json"]).read())
     assert {r["category_id"] for r in results} <= {c["id"] for c in gt["categories"]}
     assert all(len(r["segmentations"]) == len(records[0]) for r in results if r["video_id"] == gt["videos"][0]["id"])
+
+
+def _vis_frame(t, segs):
+    """segs: [(track, probs, mask_score, area)]: a square of ``area`` pixels at the top-left corner."""
+    out = []
+    for tid, probs, ms, area in segs:
+        m = np.zeros((4, 4), bool)
+        m.flat[:area] = True
+        p = np.asarray(probs, np.float32)
+        out.append(Segment(tid, int(p.argmax()), float(p.max()), True, area, _rle(m), p, ms))
+    return FramePrediction("v", t, 4, 4, "vis", out, postprocess=PostprocessConfig(vis_topk=3))
+
+
+def _ytvis_results(tmp_path, frames, **kw):
+    from gvseg.data.transforms import LabelSpace
+    from gvseg.structures import Category
+
+    space = LabelSpace.from_categories([Category(1, "a", True), Category(2, "b", True), Category(5, "c", True)])
+    w = YtvisWriter(tmp_path, space, **kw)
+    w.begin_video(VideoInfo("v", 4, 4, meta={"json_video_id": 3}))
+    for f in frames:
+        w.write(f)
+    w.close()
+    assert not (tmp_path / ".spool").exists()
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+def test_ytvis_writer_emits_the_videos_topk_track_class_pairs(tmp_path):
+    """Track 7: mean probs (0.6, 0.3, 0.1) over its 3 frames, mask score (2 + 2 + 8) / 16 = 0.75 (pixel-weighted);
+    track 9: frame 1 only, (0.1, 0.8, 0.1), mask score 1. Top-3 over tracks x classes: (9, b) 0.8, (7, a) 0.45,
+    (7, b) 0.225: track 7 appears with two classes; (7, c) and track 9's other classes fall off."""
+    frames = [_vis_frame(0, [(7, (0.8, 0.1, 0.1), 0.5, 4)]),
+              _vis_frame(1, [(7, (0.4, 0.5, 0.1), 0.5, 4), (9, (0.1, 0.8, 0.1), 1.0, 6)]),
+              _vis_frame(2, [(7, (0.6, 0.3, 0.1), 1.0, 8)])]
+    res = _ytvis_results(tmp_path, frames)
+    assert [(r["category_id"], round(r["score"], 4)) for r in res] == [(2, 0.8), (1, 0.45), (2, 0.225)]
+    assert all(r["video_id"] == 3 for r in res)
+    seg9, seg7 = res[0]["segmentations"], res[1]["segmentations"]
+    assert seg9[0] is None and seg9[1] is not None and seg9[2] is None
+    assert all(s is not None for s in seg7) and res[2]["segmentations"] == seg7
+
+
+def test_ytvis_writer_topk_and_score_can_be_overridden(tmp_path):
+    frames = [_vis_frame(0, [(7, (0.8, 0.1, 0.1), 0.5, 4), (9, (0.1, 0.7, 0.2), 1.0, 4)])]
+    res = _ytvis_results(tmp_path, frames, topk=1, score="class")
+    assert [(r["category_id"], round(r["score"], 4)) for r in res] == [(1, 0.8)]  # class only: 0.8 beats 0.7
+
+
+def test_ytvis_writer_video_without_instances_writes_nothing(tmp_path):
+    assert _ytvis_results(tmp_path, [_vis_frame(0, []), _vis_frame(1, [])]) == []
 
 
 def test_palette_pngs_are_mode_p_with_object_indices(tmp_path):

@@ -18,7 +18,6 @@ release); thing instances of one class merge into one class segment, as VSPW has
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 
 import numpy as np

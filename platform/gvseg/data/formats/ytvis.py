@@ -177,11 +177,13 @@ def compressed_rle(mask: np.ndarray) -> dict:
 def write(out_dir: str | Path, videos: list[SyntheticVideo], split: str, *, progress: bool = False,
           variant: Variant = "ytvis") -> None:
     out = Path(out_dir)
-    table = {c.id: c for c in (OVIS_CATEGORIES if variant == "ovis" else YTVIS21_CATEGORIES)}
+    # the categories the videos were drawn from (the whole list for a full synthetic set): the reader's label
+    # space is this list, so a small synthetic label space stays small
+    table = {c.id: c for v in videos for c in v.categories} or \
+        {c.id: c for c in (OVIS_CATEGORIES if variant == "ovis" else YTVIS21_CATEGORIES)}
     json_videos, json_anns = [], []
     for vi, v in enumerate(tqdm(videos, desc=f"write {variant} {split}", disable=not progress)):
         C.check_synthetic(v)
-        table.update({c.id: c for c in v.categories})
         h, w = v.frames[0].shape[:2]
         if variant == "ovis":
             names = [f"{v.video_id}/img_{t + 1:07d}.jpg" for t in range(len(v.frames))]
