@@ -35,6 +35,18 @@ from gvseg import counters
 from gvseg.config import Config, ConfigError
 from gvseg.structures import VideoRecord
 
+# The number each benchmark's tables lead with: it ranks checkpoints ("best").
+HEADLINE = {"vps": "vpq_mean_1246", "vss": "miou", "vis": "AP", "evs": "J&F-Mean"}
+
+
+def headline_metric(cfg: Config) -> str:
+    if cfg.model.task == "evs" and cfg.data.format == "burst":
+        return "HOTA_all"
+    if cfg.data.format == "kitti-step":  # KITTI-STEP defines STQ only
+        return "stq"
+    return HEADLINE[cfg.model.task]
+
+
 SUPPORTED = {("vps", "vipseg"), ("vps", "kitti-step"), ("vss", "vspw"), ("vis", "ytvis"), ("vis", "ovis"),
              ("evs", "ytvos"), ("evs", "davis"), ("evs", "burst")}
 

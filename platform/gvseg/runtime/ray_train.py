@@ -24,6 +24,7 @@ import torch
 from gvseg import checkpoint
 from gvseg.config import Config, from_dict, to_dict
 from gvseg.engine import LoopState, Parts, build_parts, fit, seed_everything
+from gvseg.evaluation import headline_metric
 
 # Ray workers chdir into a per-run directory: every path that crosses to them must be absolute.
 
@@ -52,18 +53,6 @@ def run_dir(cfg: Config) -> Path:
     storage = cfg.runtime.storage_path
     base = Path.cwd() / "runs" if "://" in storage else Path(storage)
     return base / cfg.tracking.run_name
-
-
-# The number each benchmark's tables lead with: it ranks checkpoints ("best").
-HEADLINE = {"vps": "vpq_mean_1246", "vss": "miou", "vis": "AP", "evs": "J&F-Mean"}
-
-
-def headline_metric(cfg: Config) -> str:
-    if cfg.model.task == "evs" and cfg.data.format == "burst":
-        return "HOTA_all"
-    if cfg.data.format == "kitti-step":  # KITTI-STEP defines STQ only
-        return "stq"
-    return HEADLINE[cfg.model.task]
 
 
 class PeriodicEval:

@@ -1,0 +1,276 @@
+"""Learning benchmark: every GvSeg mechanism, trained on controlled synthetic data, moves the metric the paper
+says it moves (issue #12 item 5). CPU only; one command:
+
+    python benchmarks/learning.py            # the benchmark (sized for <= 45 min on 2 CPU cores)
+    python benchmarks/learning.py --smoke    # tiny sizes (~1-2 min): checks the script end to end
+
+Data, written once under ``benchmarks/data/learning/`` in the real on-disk formats, each with a small label
+space that train and val share:
+  * vipseg: 3 thing + 4 stuff classes with ``--lookalike`` (same-texture instances whose paths cross: only
+    shape and position tell them apart, what SPA is for).
+  * ytvis (3 thing classes), vspw (3 + 4 classes drawn; VSPW's label space is its fixed 124), ytvos (objects).
+
+Runs, each its own process on one thread (``--jobs`` at a time), each a shipped debug recipe plus overrides:
+  * vps/gvseg (seeds 0, 1)          GvSeg as shipped.
+  * vps/tcl_frame (seeds 0, 1)      Table 4e "Frame" for things: TCL references within 5 frames, every near
+                                    same-id a positive (prior work), instead of whole-video references by ΔH.
+  * vps/stuff_inbatch (seeds 0, 1)  Table 4e "Frame" for stuff: no per-class FIFO queue, in-batch positives.
+  * vis, vss, evs (seed 0)          the task recipes.
+The vps/gvseg checkpoints are also scored with ``association.thing_cues`` = appearance and position (Table 4d,
+inference only, same weights). Ground-truth baselines (``gvseg.baselines``: ids re-drawn every clip; copy
+the first frame) go through the same writers and metrics.
+
+Output: ``benchmarks/results/learning_<tag>.json`` (machine, settings, every metric, per-seed numbers, the
+mechanism counters of training and inference, and each target met or missed) and ``learning_<tag>.png``
+(loss curves, TCL positives, VPQ^k of the runs against the baselines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import math
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "platform"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+RECIPES = {"vps": "tasks/vps_vipseg.py:debug", "vis": "tasks/vis_ytvis21.py:debug",
+           "vss": "tasks/vss_vspw.py:debug", "evs": "tasks/evs_ytvos18.py:debug"}
+HEADLINES = {"vps": ("vpq_1_thing", "vpq_6_thing", "vpq_1_stuff", "vpq_6_stuff", "vpq_mean_1246", "stq"),
+             "vis": ("AP", "AP50", "AR10"), "vss": ("miou", "mvc8"), "evs": ("J&F-Mean", "J-Mean", "F-Mean")}
+# the training ablations (Table 4e) and the association cues (Table 4d)
+VARIANTS = {
+    "gvseg": [],
+    "tcl_frame": ["loss.contrastive.thing_reference=frame", "data.reference_range=5"],
+    "stuff_inbatch": ["loss.contrastive.stuff_reference=frame"],
+}
+CUES = ("spa", "appearance", "position")
+
+
+def sizes(smoke: bool) -> dict:
+    """Everything the budget decides, in one place."""
+    if smoke:
+        return {"steps": 6, "videos": 6, "val_videos": 2, "frames": 6, "height": 48, "width": 64, "seeds": (0,)}
+    return {"steps": 700, "videos": 52, "val_videos": 4, "frames": 8, "height": 64, "width": 96, "seeds": (0, 1)}
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def data_overrides(task: str, root: Path, s: dict) -> list[str]:
+    look = task == "vps"
+    return [f"data.root={root}", "data.synthetic=true", f"data.synth.videos={s['videos']}",
+            f"data.synth.val_fraction={s['val_videos'] / s['videos']}", f"data.synth.frames={s['frames']}",
+            f"data.synth.height={s['height']}", f"data.synth.width={s['width']}", f"data.synth.lookalike={look}",
+            f"data.min_size=({s['height']},)", f"data.test_size={s['height']}"]
+
+
+def config(task: str, overrides: list[str]):
+    from gvseg.config import apply_overrides
+    from gvseg.recipes import load_recipe
+
+    return apply_overrides(load_recipe(str(ROOT / RECIPES[task])), overrides)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def run_one(spec: dict) -> dict:
+    """Train one run, save its weights, score it (VPS: once per association cue). In its own process."""
+    import torch
+
+    from gvseg import counters
+    from gvseg.config import apply_overrides
+    from gvseg.data.pipeline import build_records, iterate_batches
+    from gvseg.engine import build_parts, fit, seed_everything
+    from gvseg.evaluation import evaluate_split
+
+    torch.set_num_threads(1)
+    cfg = config(spec["task"], spec["overrides"])
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    counters.reset()
+    seed_everything(cfg.train.seed)
+    parts = build_parts(cfg)
+    records = build_records(cfg.data, cfg.data.train_split)
+    history: list[dict] = []
+    t0 = time.time()
+    fit(cfg, parts, lambda e: iterate_batches(records, cfg.data, batch_size=cfg.train.batch_size,
+                                              seed=cfg.train.seed, epoch=e),
+        device=torch.device("cpu"), progress=False, on_metrics=lambda m, s: history.append({"step": s, **m}))
+    train_s = time.time() - t0
+    torch.save(parts.model.state_dict(), out / "model.pt")
+    model = parts.model.eval()
+    results = {}
+    for cue in spec["cues"]:
+        c = apply_overrides(cfg, [f"model.association.thing_cues={cue}"])
+        metrics, _ = evaluate_split(model, c, out / f"eval_{cue}", progress=False)
+        results[cue] = metrics
+    return {"name": spec["name"], "task": spec["task"], "seed": spec["seed"], "train_s": train_s,
+            "eval_s": time.time() - t0 - train_s, "history": history, "metrics": results}
+
+
+def plan(s: dict, data: dict[str, Path], work: Path) -> list[dict]:
+    specs = []
+    for variant, extra in VARIANTS.items():
+        for seed in s["seeds"]:
+            specs.append({"name": f"vps/{variant}/s{seed}", "task": "vps", "seed": seed,
+                          "overrides": data_overrides("vps", data["vps"], s) + [f"train.seed={seed}",
+                                                                               f"train.max_iters={s['steps']}"] + extra,
+                          "cues": CUES if variant == "gvseg" else ("spa",)})
+    for task in ("vis", "vss", "evs"):
+        specs.append({"name": f"{task}/gvseg/s0", "task": task, "seed": 0, "cues": ("spa",),
+                      "overrides": data_overrides(task, data[task], s) + [f"train.max_iters={s['steps']}"]})
+    for sp in specs:
+        sp["overrides"].append(f"train.lr_steps=({int(s['steps'] * 0.85)},)")
+        sp["out"] = str(work / sp["name"].replace("/", "_"))
+    return specs
+
+
+# ----------------------------------------------------------------------------------------- summaries
+
+
+def mean_sd(xs: list[float]) -> dict:
+    xs = [x for x in xs if x == x]
+    if not xs:
+        return {"mean": float("nan"), "sd": float("nan"), "per_seed": []}
+    return {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0, "per_seed": xs}
+
+
+def summarise(runs: list[dict], baselines: dict, s: dict) -> dict:
+    by = {}
+    for r in runs:
+        by.setdefault(r["name"].rsplit("/", 1)[0], []).append(r)
+    out: dict = {"runs": {}, "baselines": baselines, "targets": {}}
+    for group, rs in sorted(by.items()):
+        task = rs[0]["task"]
+        keys = HEADLINES[task]
+        out["runs"][group] = {k: mean_sd([r["metrics"]["spa"].get(k, float("nan")) for r in rs]) for k in keys}
+        last = [r["history"][-1] for r in rs if r["history"]]
+        out["runs"][group]["train_counters_last_log"] = {k: v for k, v in last[0].items() if k.startswith("mech/")} if last else {}
+        out["runs"][group]["inference_counters"] = {k: v for k, v in rs[0]["metrics"]["spa"].items()
+                                                    if k.startswith("mech_inference/")}
+        out["runs"][group]["train_s"] = mean_sd([r["train_s"] for r in rs])
+    g = {r["seed"]: r["metrics"] for r in runs if r["name"].startswith("vps/gvseg/")}
+    if g:
+        cues = {c: mean_sd([m[c].get("vpq_6_thing", float("nan")) for m in g.values()]) for c in CUES}
+        out["association_ablation_vpq6_thing"] = cues
+        diff = [m["spa"]["vpq_6_thing"] - m["appearance"]["vpq_6_thing"] for m in g.values()]
+        out["association_ablation_vpq6_thing"]["spa_minus_appearance"] = mean_sd(diff)
+    for variant in ("tcl_frame", "stuff_inbatch"):
+        a = {r["seed"]: r["metrics"]["spa"] for r in runs if r["name"].startswith("vps/gvseg/")}
+        b = {r["seed"]: r["metrics"]["spa"] for r in runs if r["name"].startswith(f"vps/{variant}/")}
+        seeds = sorted(set(a) & set(b))
+        out[f"ablation_gvseg_minus_{variant}"] = {
+            k: mean_sd([a[i][k] - b[i][k] for i in seeds]) for k in ("vpq_mean_1246", "vpq_6_thing", "vpq_6_stuff", "stq")}
+    vps = out["runs"].get("vps/gvseg")
+    if vps:
+        v1, v6 = vps["vpq_1_thing"]["mean"], vps["vpq_6_thing"]["mean"]
+        cf6 = baselines.get("vps", {}).get("copy_first", {}).get("vpq_6_thing", float("nan"))
+        t = out["targets"]
+        t["thing_vpq1_ge_40"] = {"value": v1, "met": v1 >= 40}
+        t["thing_retention_vpq6_over_vpq1_ge_0.8"] = {"value": v6 / v1 if v1 else float("nan"),
+                                                     "met": bool(v1) and v6 / v1 >= 0.8}
+        t["beats_copy_first_on_thing_vpq6"] = {"value": v6, "copy_first": cf6, "met": v6 > cf6}
+        d = out["association_ablation_vpq6_thing"]["spa_minus_appearance"]["mean"]
+        t["spa_ge_appearance_plus_3_thing_vpq6"] = {"value": d, "met": d >= 3}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ plot
+
+
+def plot(runs: list[dict], summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(2, 2, figsize=(13, 9))
+    for r in runs:
+        h = r["history"]
+        steps = [x["step"] for x in h]
+        ax[0, 0].plot(steps, [x.get("loss", math.nan) for x in h], label=r["name"], lw=1)
+        ax[0, 1].plot(steps, [x.get("mech/tcl/thing_anchor_pos_frac", math.nan) for x in h], label=r["name"], lw=1)
+        ax[1, 0].plot(steps, [x.get("mech/match/thing_on_thing_frac", math.nan) for x in h], label=r["name"], lw=1)
+    ax[0, 0].set(title="training loss", xlabel="step", yscale="log")
+    ax[0, 1].set(title="TCL: thing anchors with >= 1 positive (Eq. 10)", xlabel="step", ylim=(0, 1.05))
+    ax[1, 0].set(title="gated matching: thing GT on thing queries", xlabel="step", ylim=(0, 1.05))
+    ks = (1, 2, 4, 6)
+    bars = {name: [summary["runs"][name][f"vpq_{k}_thing"]["mean"] if f"vpq_{k}_thing" in summary["runs"][name]
+                   else math.nan for k in ks] for name in summary["runs"] if name.startswith("vps/")}
+    for b, res in summary["baselines"].get("vps", {}).items():
+        bars[f"baseline {b}"] = [res.get(f"vpq_{k}_thing", math.nan) for k in ks]
+    width = 0.8 / max(len(bars), 1)
+    for i, (name, vals) in enumerate(bars.items()):
+        ax[1, 1].bar([k + i * width for k in range(len(ks))], vals, width, label=name)
+    ax[1, 1].set(title="VPS thing VPQ^k (val, lookalike)", xticks=[k + 0.4 for k in range(len(ks))],
+                 xticklabels=[f"k={k}" for k in ks], ylabel="VPQ (%)")
+    for a in ax.flat:
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check the script end to end")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--work", default=str(ROOT / "benchmarks" / "data" / "learning"))
+    args = p.parse_args(argv)
+
+    from common import machine
+    from tqdm import tqdm
+
+    from gvseg.data.pipeline import build_records
+    from gvseg.evaluation import evaluate_baseline
+
+    s = sizes(args.smoke)
+    tag = "smoke" if args.smoke else "cpu"
+    work = Path(args.work) / tag
+    t0 = time.time()
+    data = {task: work / f"data_{task}" for task in RECIPES}
+    for task, root in data.items():  # write every dataset once, before the workers race for it
+        cfg = config(task, data_overrides(task, root, s))
+        build_records(cfg.data, cfg.data.train_split)
+    baselines = {}
+    for task, root in data.items():
+        cfg = config(task, data_overrides(task, root, s))
+        baselines[task] = {b: {k: v for k, v in evaluate_baseline(cfg, b, work / f"baseline_{task}_{b}").items()
+                               if not k.startswith("mech")} for b in ("redrawn_ids", "copy_first")}
+    specs = plan(s, data, work / "runs")
+    runs = []
+    ctx = mp.get_context("spawn")  # fresh interpreters: one thread each, no inherited state
+    with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(run_one, sp) for sp in specs]
+        for f in tqdm(cf.as_completed(futures), total=len(futures), desc="runs", unit="run"):
+            runs.append(f.result())
+    runs.sort(key=lambda r: r["name"])
+    summary = summarise(runs, baselines, s)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": "learning", "machine": machine(), "settings": {**s, "jobs": args.jobs,
+              "recipes": RECIPES, "variants": VARIANTS}, "wall_s": time.time() - t0, **summary,
+              "runs_detail": [{k: v for k, v in r.items() if k != "history"} | {"history": r["history"]} for r in runs]}
+    (out / f"learning_{tag}.json").write_text(json.dumps(result, indent=1, default=float))
+    plot(runs, summary, out / f"learning_{tag}.png")
+    print(json.dumps({"wall_s": round(result["wall_s"]), "targets": summary["targets"],
+                      **{g: {k: round(v["mean"], 3) for k, v in r.items() if isinstance(v, dict) and "mean" in v}
+                         for g, r in summary["runs"].items()}}, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
