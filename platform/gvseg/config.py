@@ -157,7 +157,12 @@ class DataConfig:
     on_error: Literal["fail", "skip"] = "fail"  # bad videos: raise, or skip and count
     max_videos: int = 0  # 0 = all; for quick runs
     clips_per_video: int = 1  # training samples drawn from each video per epoch
-    exemplar_kinds: tuple[str, ...] = ()  # EVS: hint kinds drawn from GT in training ("mask", "point", "box"); () = no hints
+    # EVS training hints, drawn from the ground truth: one per object visible in a clip's first frame, in the key
+    # clip and in the reference clip alike (EVS queries come from hints and TCL pairs them by track id). Each
+    # object's kind is drawn from this mix; §4.4 trains "randomly adopt[ing] mask or point exemplars", hence
+    # ("mask", "point") in the EVS recipes. Add "box" for box-guided use (BURST also gives boxes). () = no hints.
+    exemplar_kinds: tuple[Literal["mask", "point", "box"], ...] = ()
+    exemplar_weights: tuple[float, ...] = ()  # probability of each exemplar_kinds entry (normalised); () = uniform
 
 
 # ------------------------------------------------------------------------------------------------ loss

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gvseg.config import Config, ConfigError, DataConfig, SyntheticConfig
+from gvseg.data.formats import val_split
 from gvseg.evaluation import SUPPORTED, evaluate_split
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
@@ -28,7 +29,7 @@ def _cfg(task, fmt, root) -> Config:
                             stuff_classes=nc - nt, val_fraction=0.34)
     if fmt == "kitti-step":
         synth = dataclasses.replace(synth, thing_classes=0, stuff_classes=0)
-    split = "valid" if fmt == "ytvis" else "val"
+    split = "valid" if fmt == "ytvis" else val_split(fmt)  # YouTube-VIS: the reader aliases val/valid
     return Config(model=model, data=DataConfig(format=fmt, root=str(root), synthetic=True, synth=synth,
                                                 val_split=split, test_size=32, max_size=64))
 
