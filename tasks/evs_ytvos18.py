@@ -5,13 +5,13 @@ reference clip. Evaluation uses the ``valid`` split's first-appearance masks; ob
 """
 
 from gvseg.config import Config, DataConfig, ModelConfig, TrackingConfig
-from gvseg.recipes import debug_variant, paper_schedule
+from gvseg.recipes import debug_variant, paper_backbone, paper_schedule
 
 
 def full() -> Config:
     return Config(
         name="evs_ytvos18",
-        model=ModelConfig(task="evs", num_classes=1, num_thing_classes=1),
+        model=ModelConfig(task="evs", num_classes=1, num_thing_classes=1, backbone=paper_backbone()),
         data=DataConfig(
             format="ytvos", root="datasets/youtube-vos-2018", val_split="valid",  # {train,valid,test}/
             min_size=(240, 288, 336, 384, 432, 480), max_size=768, test_size=360,
