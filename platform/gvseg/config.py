@@ -31,8 +31,17 @@ class ConfigError(ValueError):
 class BackboneConfig:
     name: str = "resnet50"  # any timm model that supports features_only
     checkpoint: str = ""  # local weights path ("" = random init: nothing is fetched from a hub)
-    out_indices: tuple[int, ...] = (1, 2, 3, 4)  # strides 4, 8, 16, 32 for ResNets
+    out_indices: tuple[int, ...] = (1, 2, 3, 4)  # strides 4, 8, 16, 32 for ResNets; (0, 1, 2, 3) for Swin
     lr_multiplier: float = 0.1  # backbone LR = train.lr * this (all peers use 0.1)
+    # BatchNorm: "frozen_bn" keeps the statistics and affine of the loaded weights fixed (timm
+    # freeze_batch_norm_2d), as Mask2Former and every peer do with COCO weights: a GPU holds a few 3-frame clips,
+    # too few for stable batch statistics. It needs weights (backbone.checkpoint or model.pretrained): frozen
+    # random-init BN is an identity and timm's zero-initialised last gammas would stay 0. "bn" trains BatchNorm
+    # (random init, the tiny CPU models). Models without BatchNorm (Swin: LayerNorm) are unaffected.
+    norm: Literal["frozen_bn", "bn"] = "bn"
+    # Extra timm.create_model keyword arguments as (name, value) pairs, e.g. a tiny Swin for tests:
+    # (("embed_dim", 32), ("depths", (1, 1, 1, 1)), ("num_heads", (1, 2, 4, 8))).
+    timm_kwargs: tuple[tuple[str, bool | int | float | str | tuple[int, ...]], ...] = ()
 
 
 @dataclass
@@ -194,7 +203,12 @@ class DataConfig:
     on_error: Literal["fail", "skip"] = "fail"  # bad videos: raise, or skip and count
     max_videos: int = 0  # 0 = all; for quick runs
     clips_per_video: int = 1  # training samples drawn from each video per epoch
-    exemplar_kinds: tuple[str, ...] = ()  # EVS: hint kinds drawn from GT in training ("mask", "point", "box"); () = no hints
+    # EVS training hints, drawn from the ground truth: one per object visible in a clip's first frame, in the key
+    # clip and in the reference clip alike (EVS queries come from hints and TCL pairs them by track id). Each
+    # object's kind is drawn from this mix; §4.4 trains "randomly adopt[ing] mask or point exemplars", hence
+    # ("mask", "point") in the EVS recipes. Add "box" for box-guided use (BURST also gives boxes). () = no hints.
+    exemplar_kinds: tuple[Literal["mask", "point", "box"], ...] = ()
+    exemplar_weights: tuple[float, ...] = ()  # probability of each exemplar_kinds entry (normalised); () = uniform
 
 
 # ------------------------------------------------------------------------------------------------ loss

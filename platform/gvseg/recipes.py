@@ -76,6 +76,12 @@ DEBUG_CLASSES = {"vipseg": (3, 4), "kitti-step": (2, 4), "vspw": (3, 4), "ytvis"
                  "ytvos": (0, 0), "davis": (0, 0), "burst": (0, 0)}
 
 
+def paper_backbone() -> BackboneConfig:
+    """ResNet-50 as the paper trains it, from COCO Mask2Former (``model.pretrained``): BatchNorm frozen, as in
+    Mask2Former and every peer, because a GPU holds a few 3-frame clips, too few for batch statistics."""
+    return BackboneConfig(name="resnet50", norm="frozen_bn")
+
+
 def debug_variant(cfg: Config, name: str) -> Config:
     """A CPU-minutes version of a full recipe: tiny backbone and decoder, small synthetic data in the format's
     real layout with a small label space that train and val share (``DEBUG_CLASSES``)."""
@@ -87,7 +93,8 @@ def debug_variant(cfg: Config, name: str) -> Config:
         cfg.model,
         num_classes=num_classes,
         num_thing_classes=num_things,
-        backbone=BackboneConfig(name="test_resnet", out_indices=(1, 2, 3, 4), lr_multiplier=0.1),  # 0.4M params
+        # 0.4M params, random init: BatchNorm trains ("bn"); frozen random statistics would be an identity
+        backbone=BackboneConfig(name="test_resnet", out_indices=(1, 2, 3, 4), lr_multiplier=0.1, norm="bn"),
         pixel_decoder=PixelDecoderConfig(kind="fpn", dim=32, num_layers=1, num_heads=2, ffn_dim=64),
         decoder=DecoderConfig(num_layers=3, dim=32, num_heads=2, ffn_dim=64, num_queries=10),
         descriptor=dataclasses.replace(cfg.model.descriptor, num_points=64),

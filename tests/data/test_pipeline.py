@@ -124,13 +124,91 @@ def test_every_format_end_to_end(tmp_path, fmt):
     """Generator -> the format's writer -> its reader -> train batch and eval batch."""
     from gvseg.data.synthetic import synth_dataset
 
+    val_split = formats.val_split(fmt)  # the release's own name: "valid" for YouTube-VOS
     assert synth_dataset(fmt, tmp_path, videos=3, frames=3, height=32, width=40, seed=1, thing_classes=2,
-                         stuff_classes=2, progress=False) == {"train": 2, "val": 1}
+                         stuff_classes=2, progress=False) == {"train": 2, val_split: 1}
     evs = fmt in ("ytvos", "davis", "burst")
     cfg = DataConfig(format=fmt, root=str(tmp_path), min_size=(32,), max_size=64, test_size=32,
                      exemplar_kinds=("mask", "point") if evs else ())
     train = next(iterate_batches(build_records(cfg, "train"), cfg, batch_size=2, seed=0, epoch=0))
     assert train.shape == (2, 3, 32, 64) and all(len(t.ids) > 0 for t in train.targets)
-    assert (train.exemplars is not None) == evs
-    val = next(iterate_batches(build_records(cfg, "val"), cfg, batch_size=1, seed=0, epoch=0, train=False))
+    assert (train.exemplars is not None) == evs and (train.reference.exemplars is not None) == evs
+    val = next(iterate_batches(build_records(cfg, val_split), cfg, batch_size=1, seed=0, epoch=0, train=False))
     assert val.frame_index.tolist() == [[0, 1, 2]] and val.reference is None
+
+
+# ------------------------------------------------------------------------------------------------- EVS
+
+
+@pytest.fixture(scope="module")
+def ytvos_records(tmp_path_factory):
+    from gvseg.data.synthetic import synth_dataset
+
+    root = tmp_path_factory.mktemp("ytvos")
+    assert synth_dataset("ytvos", root, videos=4, frames=6, height=32, width=48, seed=2, progress=False) == \
+        {"train": 3, "valid": 1}
+    assert (root / "valid" / "meta.json").is_file() and not (root / "val").exists()  # YouTube-VOS layout
+    cfg = DataConfig(format="ytvos", root=str(root), min_size=(32,), max_size=64, reference_frames=3,
+                     exemplar_kinds=("mask", "point", "box"))
+    assert len(build_records(cfg, "valid")) == 1  # the reader takes what the writer wrote
+    return cfg, build_records(cfg, "train")
+
+
+def _check_hints(s, where):
+    """Hints of one clip: one per target, all from the clip's own first frame, each inside its object."""
+    e = s.exemplars
+    assert e is not None, where
+    assert e.ids.tolist() == s.ids.tolist(), where  # targets = hinted objects only, same order
+    assert (e.frame == 0).all(), where
+    first = s.masks[:, 0]  # [K, h, w]
+    for k, code in enumerate(e.kind.tolist()):
+        if code == 2:  # mask
+            assert np.array_equal(e.masks[k], first[k]), where
+        elif code == 0:  # point: a pixel of the object in the first frame
+            x, y = e.points[k]
+            assert first[k, int(y), int(x)], where
+        else:  # box: holds the whole first-frame mask
+            ys, xs = np.nonzero(first[k])
+            x0, y0, x1, y1 = e.boxes[k]
+            assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), where
+
+
+def test_evs_hints_in_key_and_reference_clips(ytvos_records):
+    from gvseg.data.pipeline import label_space_for, load_sample, sample_rng
+
+    cfg, records = ytvos_records
+    space = label_space_for(records)
+    shared = 0
+    for v, rec in enumerate(records):
+        for k in range(3):
+            s = load_sample(rec, cfg, space, sample_rng(0, 0, v, k))
+            assert s.reference is not None
+            _check_hints(s, f"{rec.video_id} key {k}")
+            _check_hints(s.reference, f"{rec.video_id} reference {k}")
+            shared += len(np.intersect1d(s.ids, s.reference.ids))  # same track ids: TCL pairs them
+    assert shared > 0
+    clip = next(iterate_batches(records, cfg, batch_size=2, seed=0, epoch=0))
+    for c in (clip, clip.reference):
+        assert c.exemplars is not None and len(c.exemplars) == 2
+        for e, t in zip(c.exemplars, c.targets):
+            assert torch.equal(e.ids, t.ids)
+
+
+def test_evs_targets_only_hold_hinted_objects(ytvos_records):
+    """An object that enters after a clip's first frame is in the GT tubes but not among the targets."""
+    from gvseg.data.formats import load_annotation
+    from gvseg.data.pipeline import label_space_for, load_sample, sample_rng
+
+    cfg, records = ytvos_records
+    space = label_space_for(records)
+    dropped = 0
+    for v, rec in enumerate(records):
+        for k in range(4):
+            s = load_sample(rec, cfg, space, sample_rng(1, 0, v, k))
+            for clip in (s, s.reference):
+                in_clip = set()
+                for t in clip.frame_index.tolist():
+                    in_clip |= set(load_annotation(rec, t).ids.tolist())
+                assert set(clip.ids.tolist()) <= in_clip
+                dropped += len(in_clip - set(clip.ids.tolist()))
+    assert dropped > 0  # the synthetic videos have objects entering mid-video: some were dropped

@@ -68,3 +68,30 @@ def test_split_shards_hold_disjoint_videos_per_epoch(ray_ctx):
         a = [v for e, v in outs[0] if e == epoch]
         b = [v for e, v in outs[1] if e == epoch]
         assert len(set(a)) == len(a) and len(set(b)) == len(b) and not set(a) & set(b)
+
+
+def test_rows_carry_hints_of_key_and_reference_clips(tmp_path):
+    """EVS with TCL: a row holds both clips' hints, and decoding gives them back exactly (no Ray needed)."""
+    pytest.importorskip("ray")
+    import numpy as np
+
+    from gvseg.data.pipeline import label_space_for, load_sample, sample_rng
+    from gvseg.data.synthetic import synth_dataset
+    from gvseg.runtime.ray_data import decode_sample, encode_sample
+
+    synth_dataset("ytvos", tmp_path, videos=2, frames=4, height=32, width=48, seed=0, val_fraction=0.0,
+                  progress=False)
+    cfg = DataConfig(format="ytvos", root=str(tmp_path), min_size=(32,), max_size=64,
+                     exemplar_kinds=("mask", "point"))
+    records = build_records(cfg, "train")
+    s = load_sample(records[0], cfg, label_space_for(records), sample_rng(0, 0, 0, 0))
+    got = decode_sample(encode_sample(s))
+    for a, b in ((got.exemplars, s.exemplars), (got.reference.exemplars, s.reference.exemplars)):
+        assert len(b.ids) > 0
+        for f in ("kind", "frame", "points", "boxes", "masks", "ids"):
+            assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    assert np.array_equal(got.reference.ids, s.reference.ids)
+    plain = decode_sample(encode_sample(load_sample(records[0], DataConfig(format="ytvos", root=str(tmp_path),
+                                                                           min_size=(32,), max_size=64),
+                                                    label_space_for(records), sample_rng(0, 0, 0, 0))))
+    assert plain.exemplars is None and plain.reference.exemplars is None

@@ -13,6 +13,7 @@ from gvseg.data.transforms import (
     build_tubes,
     collate,
     draw_exemplars,
+    keep_hinted,
     make_sample,
     make_targets,
     record_exemplars,
@@ -214,6 +215,53 @@ def test_training_exemplars_from_first_frame():
     s.exemplars = draw_exemplars(s, rng, ("point",))
     c = collate([s])
     assert c.exemplars[0].kind == ["point"] and c.exemplars[0].masks.shape == (1, 64, 64)
+
+
+def many_objects_sample(n=24, h=32, w=48):
+    """One frame of n small square objects (ids 1..n), all visible."""
+    masks = np.stack([box_mask(h, w, 4 * (i // 12), 4 * (i // 12) + 3, 4 * (i % 12), 4 * (i % 12) + 3) for i in range(n)])
+    a = ann(list(range(1, n + 1)), [5] * n, masks)
+    return make_sample("v", [np.zeros((h, w, 3), np.uint8)], [a], np.zeros(1, np.int64),
+                       AugmentParams((h, w), (0, 0, h, w), False), SPACE)
+
+
+def test_exemplar_kind_mix_follows_weights_and_seed():
+    s = many_objects_sample()
+    counts = np.zeros(3)
+    for seed in range(40):  # 40 x 24 = 960 hints
+        e = draw_exemplars(s, np.random.default_rng(seed), ("mask", "point", "box"), (0.6, 0.3, 0.1))
+        counts += np.bincount(e.kind, minlength=3)[[2, 0, 1]]  # codes: point 0, box 1, mask 2
+    frac = counts / counts.sum()
+    np.testing.assert_allclose(frac, [0.6, 0.3, 0.1], atol=0.05)
+    a = draw_exemplars(s, np.random.default_rng(7), ("mask", "point"), (3, 1))
+    b = draw_exemplars(s, np.random.default_rng(7), ("mask", "point"), (3, 1))
+    assert np.array_equal(a.kind, b.kind) and np.array_equal(a.points, b.points)  # seeded: reproducible
+    only_points = draw_exemplars(s, np.random.default_rng(0), ("mask", "point"), (0.0, 1.0))
+    assert (only_points.kind == 0).all() and not only_points.masks.any()
+
+
+def test_box_exemplar_is_the_tight_box():
+    s = many_objects_sample(n=2)
+    e = draw_exemplars(s, np.random.default_rng(0), ("box",))
+    assert e.boxes.tolist() == [[0, 0, 3, 3], [4, 0, 7, 3]] and not e.masks.any()
+
+
+@pytest.mark.parametrize("weights", [(1.0,), (1.0, -1.0), (0.0, 0.0)])
+def test_bad_exemplar_weights_name_the_video(weights):
+    with pytest.raises(ValueError, match="v: exemplar weights"):
+        draw_exemplars(many_objects_sample(n=1), np.random.default_rng(0), ("mask", "point"), weights)
+
+
+def test_keep_hinted_drops_objects_without_a_hint():
+    frames, anns = clip_with_objects()
+    anns[0] = ann([1], [5], anns[0].masks[:1])  # object 2 enters after the first frame: no hint
+    s = make_sample("v", frames, anns, np.arange(3), AugmentParams((40, 60), (0, 0, 40, 60), False), SPACE)
+    s.exemplars = draw_exemplars(s, np.random.default_rng(0), ("mask",))
+    k = keep_hinted(s)
+    assert k.ids.tolist() == [1] and k.labels.tolist() == [0] and k.masks.shape == (1, 3, 40, 60)
+    assert np.array_equal(k.masks[0], s.masks[0]) and k.exemplars is s.exemplars
+    with pytest.raises(ValueError, match="v: keep_hinted needs"):
+        keep_hinted(make_sample("v", frames, anns, np.arange(3), AugmentParams((40, 60), (0, 0, 40, 60), False), SPACE))
 
 
 def test_record_exemplars_in_clip_only_and_transformed():

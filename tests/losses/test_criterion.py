@@ -105,3 +105,12 @@ def test_errors_on_ignored_pixels_cost_nothing():
     tgs[0].ignore[:] = False
     assert SetCriterion(cfg(), C)(out, tgs)["loss_mask"].item() > 1.0
 
+
+
+def test_no_queries_gives_finite_zero_losses():
+    """EVS: a batch whose key clips hold no hint has Q = 0; the loss is 0, not NaN."""
+    crit = SetCriterion(LossConfig(num_points=16), C)
+    out = {"pred_logits": torch.zeros(2, 0, C + 1, requires_grad=True), "pred_masks": torch.zeros(2, 0, 3, 8, 8)}
+    tg = clip_targets(2, h=32, w=32)
+    losses = crit(out, [tg, tg], [(torch.zeros(0, dtype=torch.long),) * 2] * 2)
+    assert all(torch.isfinite(v) and float(v) == 0 for v in losses.values())

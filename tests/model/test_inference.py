@@ -7,6 +7,7 @@ import torch
 
 from gvseg.inference import predict_video
 from gvseg.model.gvseg import build_gvseg, debug_model_config
+from gvseg.postprocess import upsample
 from gvseg.structures import Exemplar
 
 torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
@@ -250,3 +251,69 @@ def test_vss_panoptic_mode_leaves_void():
     sem = out[0].semantic
     assert (sem[: H // 2] == 2).all() and (sem[H // 2:] == -1).all()
     assert [(s.label, s.area) for s in out[0].segments] == [(2, H * W // 2)]
+
+
+class _BoxModel(torch.nn.Module):
+    """Stub EVS segmenter: object ``i`` (row band by id) is a box whose columns move with the clip and the
+    frame, so a hint re-made from a prediction shows which clip and frame it came from."""
+
+    ROWS = {7: (1, 4), 9: (5, 8)}  # rows at 1/4 resolution
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # predict_video reads the device from a parameter
+        self.seen = []  # per clip: (frame index, exemplars)
+
+    @staticmethod
+    def cols(clip_start, f):
+        c = clip_start // 3 * 2 + f
+        return 2 + c, 6 + c
+
+    def forward(self, clip):
+        ex = clip.exemplars[0]
+        self.seen.append((clip.frame_index[0].tolist(), ex))
+        b, t, _, h, w = clip.frames.shape
+        ids = ex.ids
+        masks = torch.full((1, len(ids), t, h // 4, w // 4), -10.0)
+        start = int(clip.frame_index[0, 0])
+        for q, i in enumerate(ids.tolist()):
+            r0, r1 = self.ROWS[i]
+            for f in range(t):
+                c0, c1 = self.cols(start, f)
+                masks[0, q, f, r0:r1, c0:c1] = 10.0
+        logits = torch.tensor([[5.0, -5.0]]).expand(len(ids), 2)[None]
+        return {"pred_logits": logits, "pred_masks": masks, "query_ids": ids[None],
+                "query_is_stuff": torch.zeros(len(ids), dtype=torch.bool)}
+
+
+def test_evs_later_clips_get_mask_hints_from_the_previous_clips_last_frame():
+    """method.md: later clips re-initialise each object from the previous clip's last predicted mask."""
+    cfg = debug_model_config("evs")
+    model = _BoxModel()
+    ex = [Exemplar(track_id=7, frame=0, kind="point", point=(10.0, 10.0)),
+          Exemplar(track_id=9, frame=4, kind="box", box=(30.0, 20.0, 8.0, 8.0))]
+    out = list(predict_video(model, _frames(9), cfg, exemplars=ex, progress=False))
+    assert len(out) == 9 and [s[0] for s in model.seen] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+
+    def expected(track, clip_start):  # the stub's last-frame mask of that clip, as predicted at input size
+        logit = torch.full((1, H // 4, W // 4), -10.0)
+        (r0, r1), (c0, c1) = _BoxModel.ROWS[track], _BoxModel.cols(clip_start, 2)
+        logit[0, r0:r1, c0:c1] = 10.0
+        m = upsample(logit, (H, W))[0] > 0
+        assert m[4 * r0 + 1:4 * r1 - 1, 4 * c0 + 1:4 * c1 - 1].all() and m.sum() < 4 * 4 * (r1 - r0) * (c1 - c0)
+        return m
+
+    def hints(k):
+        e = model.seen[k][1]
+        return {i: (kind, int(f), m) for i, kind, f, m in zip(e.ids.tolist(), e.kind, e.frame, e.masks)}
+
+    first, second, third = hints(0), hints(1), hints(2)
+    assert first.keys() == {7} and first[7][0] == "point"  # the given hint; 9 has not appeared yet
+    kind, frame, mask = second[7]
+    assert kind == "mask" and frame == 0  # the previous clip's last frame comes right before this clip
+    assert torch.equal(mask, expected(7, 0))
+    assert second[9][:2] == ("box", 1)  # first appearance: the given hint, at its own frame (video frame 4)
+    for track in (7, 9):  # third clip: both re-made from the second clip's last frame, not the first's
+        kind, frame, mask = third[track]
+        assert kind == "mask" and frame == 0 and torch.equal(mask, expected(track, 3))
+    assert out[0].id_map[4 * 1 + 1, 4 * 2 + 1] == 7 and 9 not in out[3].id_map  # 9 is absent before its hint

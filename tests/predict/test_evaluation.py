@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gvseg.config import Config, ConfigError, DataConfig, SyntheticConfig
-from gvseg.data.formats import synthetic_label_space
+from gvseg.data.formats import synthetic_label_space, val_split
 from gvseg.evaluation import SUPPORTED, evaluate_split
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
@@ -26,7 +26,7 @@ def _cfg(task, fmt, root) -> Config:
         model = dataclasses.replace(model, postprocess=dataclasses.replace(model.postprocess, track_min_score=0.0))
     synth = SyntheticConfig(videos=3, frames=4, height=32, width=48, seed=0, thing_classes=things,
                             stuff_classes=stuff, val_fraction=0.34)
-    split = "valid" if fmt == "ytvis" else "val"
+    split = "valid" if fmt == "ytvis" else val_split(fmt)  # YouTube-VIS: the reader aliases val/valid
     return Config(model=model, data=DataConfig(format=fmt, root=str(root), synthetic=True, synth=synth,
                                                 val_split=split, test_size=32, max_size=64))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gvseg.config import PostprocessConfig
-from gvseg.data.formats import load_annotation, read_dataset
+from gvseg.data.formats import load_annotation, read_dataset, val_split
 from gvseg.data.pipeline import label_space_for
 from gvseg.data.synthetic import synth_dataset
 from gvseg.inference import FramePrediction, Segment, _rle
@@ -30,7 +30,7 @@ TASK = {"vipseg": "vps", "kitti-step": "vps", "vspw": "vss", "ytvis": "vis", "ov
 def _synth(fmt, root):
     synth_dataset(fmt, root, videos=3, frames=4, height=32, width=48, seed=1, thing_classes=2, stuff_classes=2,
                   val_fraction=0.34, progress=False)
-    split = "valid" if fmt == "ytvis" else "val"
+    split = "valid" if fmt == "ytvis" else val_split(fmt)  # YouTube-VIS: the reader aliases val/valid
     records, _ = read_dataset(fmt, root, split, progress=False)
     return records, split
 

@@ -9,6 +9,8 @@ Contract:
   * :func:`shard_videos` gives each rank a **disjoint** set of videos per epoch: a permutation seeded by
     (seed, epoch), cut into ``world_size`` equal blocks; the ``n % world_size`` left-over videos sit that
     epoch out (a different few each epoch), so every rank runs the same number of steps (DDP needs it).
+  * EVS (``cfg.exemplar_kinds``): the key clip and the reference clip each get hints drawn from their own first
+    frame (same track ids in both), and each clip's targets keep only the objects hinted in it.
   * Randomness of one sample is keyed by (seed, epoch, video index, draw k) only: the same sample comes out
     whatever the rank, the world size, the loader (plain / DataLoader / Ray) or the worker that made it.
   * :func:`iterate_batches` yields ``ceil(n_rank * clips_per_video / batch_size)`` training batches (the
@@ -34,6 +36,7 @@ from gvseg.data.transforms import (
     Sample,
     collate,
     draw_exemplars,
+    keep_hinted,
     make_sample,
     record_exemplars,
     sample_augment,
@@ -149,11 +152,18 @@ def load_sample(record: VideoRecord, cfg: DataConfig, label_space: LabelSpace, r
                            indices, params, label_space)
 
     key = clip(idx.key)
-    if cfg.exemplar_kinds:
-        key.exemplars = draw_exemplars(key, rng, cfg.exemplar_kinds)
-    if len(idx.reference):
-        key.reference = clip(idx.reference)
+    ref = clip(idx.reference) if len(idx.reference) else None
+    if cfg.exemplar_kinds:  # EVS: both clips need hints (their queries come from them; TCL pairs them by id)
+        key = _hinted(key, cfg, rng)
+        ref = None if ref is None else _hinted(ref, cfg, rng)
+    key.reference = ref
     return key
+
+
+def _hinted(s: Sample, cfg: DataConfig, rng: np.random.Generator) -> Sample:
+    """EVS: hints from the clip's own first frame; objects without one leave its targets (keep_hinted)."""
+    s.exemplars = draw_exemplars(s, rng, cfg.exemplar_kinds, cfg.exemplar_weights)
+    return keep_hinted(s)
 
 
 def load_eval_clip(record: VideoRecord, cfg: DataConfig, label_space: LabelSpace, indices: np.ndarray,

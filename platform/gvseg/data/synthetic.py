@@ -382,8 +382,9 @@ def synth_dataset(format: str, out_dir: str | Path, *, videos: int, frames: int,
     """Write a train/val synthetic dataset in ``format`` under ``out_dir`` (what ``gvseg data synth`` runs).
 
     ``round(videos * val_fraction)`` videos (at least 1 when ``videos >= 2`` and ``val_fraction > 0``) go to
-    val, the rest to train. With ``corrupt`` the format's corrupt-file fixtures are added as well.
-    Returns ``{"train": n_train, "val": n_val}``.
+    the validation split, the rest to train. The validation split has the release's own name
+    (``formats.val_split``: ``valid`` for YouTube-VOS, else ``val``). With ``corrupt`` the format's corrupt-file
+    fixtures are added as well. Returns ``{"train": n_train, <val split>: n_val}``.
     """
     from gvseg.data import formats  # the readers/writers; imported late so this module stands alone
 
@@ -402,11 +403,12 @@ def synth_dataset(format: str, out_dir: str | Path, *, videos: int, frames: int,
     kw = dict(frames=frames, height=height, width=width, seed=seed, lookalike=lookalike, progress=progress)
     train = generate_split(cats, videos=n_train, start_index=0, **kw)
     formats.write_synthetic(format, out, train, "train", progress=progress)
+    val_name = formats.val_split(format)
     if n_val:
         val = generate_split(cats, videos=n_val, start_index=n_train, **kw)
-        formats.write_synthetic(format, out, val, "val", progress=progress)
+        formats.write_synthetic(format, out, val, val_name, progress=progress)
     if corrupt:
         from gvseg.data.formats import corrupt as corrupt_mod
 
         corrupt_mod.write_corrupt(format, out)
-    return {"train": n_train, "val": n_val}
+    return {"train": n_train, val_name: n_val}

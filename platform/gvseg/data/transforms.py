@@ -24,10 +24,13 @@ Conventions:
   * Labels: :class:`LabelSpace` maps dataset category ids to contiguous model labels, **things first**
     (``[0, num_thing_classes)`` are things, the rest stuff; DVIS++ ``dataset_mapper_vps.py`` order).
   * Frames are ImageNet-normalised RGB in :func:`collate`; padding is 0 after normalisation (Mask2Former).
+  * EVS training hints (:func:`draw_exemplars`) come from each clip's own first frame, key and reference alike,
+    with the dataset's track ids, and the clip's targets keep hinted objects only (:func:`keep_hinted`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -312,13 +315,28 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
                   masks, ignore, label_space.num_thing_classes)
 
 
-def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str] = ("mask", "point")) -> SampleExemplars:
-    """EVS training hints from the key clip's first frame: one per object visible there, kind drawn at
-    random from ``kinds``; a point is a random pixel inside the mask, a box is the mask's tight box.
-    Objects that only appear later in the clip get no hint (as in VOS); ``ids`` link hints to target tubes."""
+def exemplar_probabilities(kinds: Sequence[str], weights: Sequence[float] = (), where: str = "") -> np.ndarray:
+    """[len(kinds)] probabilities of the training hint mix (``DataConfig.exemplar_kinds/exemplar_weights``);
+    ``weights=()`` is uniform. A bad mix raises ValueError naming ``where`` and the reason."""
     bad = [k for k in kinds if k not in EXEMPLAR_KINDS]
     if bad or not kinds:
-        raise ValueError(f"{sample.video_id}: exemplar kinds must be a non-empty subset of {list(EXEMPLAR_KINDS)}, got {list(kinds)}")
+        raise ValueError(f"{where}: exemplar kinds must be a non-empty subset of {list(EXEMPLAR_KINDS)}, got {list(kinds)}")
+    if not len(weights):
+        return np.full(len(kinds), 1.0 / len(kinds))
+    w = np.asarray(weights, np.float64)
+    if w.shape != (len(kinds),) or (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError(f"{where}: exemplar weights {list(weights)} must be {len(kinds)} non-negative numbers "
+                         f"with a positive sum, one per kind of {list(kinds)}")
+    return w / w.sum()
+
+
+def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str] = ("mask", "point"),
+                   weights: Sequence[float] = ()) -> SampleExemplars:
+    """EVS training hints from this clip's first frame: one per object visible there, its kind drawn from
+    ``kinds`` with probabilities ``weights`` (uniform when empty); a point is a random pixel inside the mask,
+    a box is the mask's tight box. Objects that only appear later in the clip get no hint; ``ids`` link hints
+    to target tubes. Call it on the key and on the reference clip: each gets hints from its own first frame."""
+    p = exemplar_probabilities(kinds, weights, sample.video_id)
     h, w = sample.frames.shape[1:3]
     if sample.masks.shape[0] == 0:
         return SampleExemplars.empty(h, w)
@@ -326,18 +344,36 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
     vis = first.any(axis=(1, 2))
     m, ids = first[vis], sample.ids[vis]
     e = len(ids)
-    kind = np.array([EXEMPLAR_KINDS[kinds[int(i)]] for i in rng.integers(len(kinds), size=e)], np.int8)
+    # uniform mixes keep the plain integer draw (the random stream of older runs)
+    pick = rng.integers(len(kinds), size=e) if not len(weights) else rng.choice(len(kinds), size=e, p=p)
+    kind = np.array([EXEMPLAR_KINDS[kinds[int(i)]] for i in pick], np.int8)
     points = np.zeros((e, 2), np.float32)
     boxes = np.zeros((e, 4), np.float32)
     for j in range(e):  # per object (E is small), each step vectorised over pixels
         ys, xs = np.nonzero(m[j])
         if kind[j] == EXEMPLAR_KINDS["point"]:
-            pick = int(rng.integers(len(ys)))
-            points[j] = (xs[pick] + 0.5, ys[pick] + 0.5)  # pixel centre
+            pick_px = int(rng.integers(len(ys)))
+            points[j] = (xs[pick_px] + 0.5, ys[pick_px] + 0.5)  # pixel centre
         elif kind[j] == EXEMPLAR_KINDS["box"]:
             boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
     masks = np.where((kind == EXEMPLAR_KINDS["mask"])[:, None, None], m, False)
     return SampleExemplars(kind, np.zeros(e, np.int64), points, boxes, masks, ids)
+
+
+def keep_hinted(sample: Sample) -> Sample:
+    """EVS: ``sample`` with only the target tubes of objects that have a hint in it (``sample.exemplars``).
+
+    EVS queries are made from hints and matched to targets by exemplar id, so an object without a hint in a
+    clip can never be matched there: as a target it would only inflate the mask-loss normaliser and the GT
+    descriptor set, and it could not pair in TCL. Its pixels stay in the clip as background (no ``ignore``),
+    which is what every other object's query must predict there anyway.
+    """
+    if sample.exemplars is None:
+        raise ValueError(f"{sample.video_id}: keep_hinted needs sample.exemplars (draw them first)")
+    keep = np.isin(sample.ids, sample.exemplars.ids)
+    if keep.all():
+        return sample
+    return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=sample.masks[keep])
 
 
 def record_exemplars(exemplars: Sequence[Exemplar], clip_frame_index: np.ndarray, height: int, width: int,

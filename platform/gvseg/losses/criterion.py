@@ -88,6 +88,8 @@ class SetCriterion(nn.Module):
     def loss_labels(self, logits: torch.Tensor, targets: list[Targets], indices) -> torch.Tensor:
         """CE over every query; unmatched queries target "no object" (index C)."""
         b, q, _ = logits.shape
+        if q == 0:  # EVS batch without a single hint: nothing to classify (CE over no query would be NaN)
+            return logits.sum() * 0.0
         batch_idx, src_idx = _src_permutation(indices, logits.device)
         target_classes = torch.full((b, q), self.num_classes, dtype=torch.int64, device=logits.device)
         matched = [tg.labels.to(logits.device)[j.to(logits.device)] for tg, (_, j) in zip(targets, indices)]

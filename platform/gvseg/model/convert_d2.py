@@ -13,11 +13,17 @@ Renames (Mask2Former -> ours):
   sem_seg_head.pixel_decoder.transformer.encoder.*   -> pixel_decoder.encoder.*
   sem_seg_head.pixel_decoder.{adapter_1,layer_1}.weight / .norm.* -> pixel_decoder.{adapter_1,layer_1}.0.weight / .1.*
   sem_seg_head.pixel_decoder.{input_proj,mask_features}.*          -> pixel_decoder.* (same)
-  sem_seg_head.predictor.{query_feat,query_embed}.weight            -> query_init.*  (learned-query baseline)
+  sem_seg_head.predictor.{query_feat,query_embed}.weight            -> the task's initial query embedding:
+        queries.task_oriented=False    query_init.{query_feat,query_embed}.weight (learned queries, same names)
+        VSS / VPS class bank           query_init.{bank_feat,bank_pos}.weight (bank_feat until the bank is warm)
+        VIS grid / EVS exemplar only   dropped: those queries come from backbone features through an FFN
+                                       (Eq. 7-8), so there is no learned per-query embedding to initialise
+        A row count that differs copies the first min(N_file, N_ours) rows; the report says which rows.
   sem_seg_head.predictor.*                                          -> decoder.* (same sub-names)
 Every key is accounted for in a :class:`~gvseg.model.backbone.LoadReport`: ``missing`` (ours, not filled),
 ``unexpected`` (theirs, no home), ``shape_mismatch`` (e.g. ``class_embed`` for a different class count),
-which are skipped, never forced.
+which are skipped, never forced, and ``partial`` (query tables); ``LoadReport.describe()`` (logged as a
+warning) names every dropped or re-initialised group with its reason.
 
 CLI: ``python -m gvseg.model.convert_d2 model_final.pkl out.pt`` writes a renamed torch state dict.
 """
@@ -94,26 +100,78 @@ _RULES: list[tuple[re.Pattern, Any]] = [
 ]
 
 
+def rename_key(key: str) -> str | None:
+    """Our name for one Mask2Former key, or None when no rule covers it."""
+    for pat, repl in _RULES:
+        m = pat.match(key)
+        if m:
+            return repl(m) if callable(repl) else m.expand(repl)
+    return None
+
+
 def rename_d2(src: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename Mask2Former keys to ours -> (renamed tensors, source keys no rule covers)."""
     out: dict[str, torch.Tensor] = {}
     unmatched: list[str] = []
     for key, arr in src.items():
-        for pat, repl in _RULES:
-            m = pat.match(key)
-            if m:
-                new = repl(m) if callable(repl) else m.expand(repl)
-                out[new] = torch.from_numpy(np.ascontiguousarray(arr))
-                break
-        else:
+        new = rename_key(key)
+        if new is None:
             unmatched.append(key)  # e.g. criterion.empty_weight
+        else:
+            out[new] = torch.from_numpy(np.ascontiguousarray(arr))
     return out, unmatched
+
+
+# Mask2Former's learned queries -> the initial query embedding the task's query init keeps (gvseg.model.queries),
+# tried in this order; query_feat is the content, query_embed the positional query.
+QUERY_HOMES = {
+    "learned": {"query_feat": "query_init.query_feat.weight", "query_embed": "query_init.query_embed.weight"},
+    "bank": {"query_feat": "query_init.bank_feat.weight", "query_embed": "query_init.bank_pos.weight"},
+}
+_NO_HOME = ("grid (VIS / VPS things, Eq. 8) and exemplar (EVS, Eq. 7) queries are made from backbone features by "
+            "an FFN; there is no learned per-query embedding to initialise")
+
+
+def place_queries(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], report: LoadReport,
+                  task: str = "") -> None:
+    """Move the renamed ``query_init.{query_feat,query_embed}.weight`` of ``state`` (in place) to the model's
+    initial query embedding (``QUERY_HOMES``), copying the first min(N_file, N_ours) rows; with no home, drop them
+    with a note. Records sources, partial rows and reasons in ``report``."""
+    home = next((h for h, keys in QUERY_HOMES.items() if keys["query_feat"] in own), None)
+    for name in ("query_feat", "query_embed"):
+        renamed, theirs = f"query_init.{name}.weight", f"sem_seg_head.predictor.{name}.weight"
+        if renamed not in state:
+            continue
+        src = state.pop(renamed)
+        if home is None:
+            report.unexpected.append(theirs)
+            report.notes[theirs] = f"task {task or '?'!r}: {_NO_HOME}"
+            continue
+        dst = QUERY_HOMES[home][name]
+        report.source[dst] = theirs
+        tgt = own[dst]
+        n_file, n_ours = src.shape[0], tgt.shape[0]
+        if src.shape[1:] != tgt.shape[1:] or n_file == n_ours:
+            state[dst] = src  # same table, or a width mismatch that load_into reports and skips
+            continue
+        n = min(n_file, n_ours)
+        rows = tgt.clone()
+        rows[:n] = src[:n].to(tgt.dtype)
+        state[dst] = rows
+        report.partial.append(dst)
+        rest = (f"rows {n}..{n_ours - 1} keep their init" if n_ours > n_file
+                else f"the file's rows {n}..{n_file - 1} are dropped")
+        report.notes[dst] = f"rows 0..{n - 1} from {theirs} ({n_file} Mask2Former queries); {rest}"
 
 
 def load_d2_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:
     """Load a Mask2Former detectron2 ``.pkl`` into a :class:`~gvseg.model.gvseg.GvSeg`, with a full report."""
-    state, unmatched = rename_d2(load_d2_pkl(path))
-    return load_into(model, state, str(path), unmatched)
+    src = load_d2_pkl(path)
+    state, unmatched = rename_d2(src)
+    report = LoadReport(path=str(path), source={new: k for k in src if (new := rename_key(k)) is not None})
+    cfg = getattr(model, "cfg", None)
+    place_queries(state, model.state_dict(), report, task=getattr(cfg, "task", ""))
+    return load_into(model, state, str(path), unmatched, report)
 
 
 def main(argv: list[str] | None = None) -> int:

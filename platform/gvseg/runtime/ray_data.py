@@ -8,7 +8,8 @@ Driver side (:func:`build_dataset`):
   * ``flat_map(_video_samples)`` reads one video in one task: it decodes the frames it needs with cv2 (through
     ``gvseg.data.formats``), augments them and emits ``clips_per_video`` rows, one per sample. A video's
     samples are therefore always made by the task that read it, and each row holds a whole sample (key clip,
-    reference clip, hints), so however Ray splits the rows across workers a sample is never torn apart.
+    reference clip, the hints of both clips), so however Ray splits the rows across workers a sample is never
+    torn apart.
   * Every column is a NumPy array or number: the video id travels as UTF-8 bytes in a uint8 array and
     masks as flat uint8 0/1 planes with their shape (``np.packbits`` planes with ``PACK_MASKS``), so nothing
     in a row is a string (``iter_torch_batches`` rejects string columns).
@@ -134,13 +135,28 @@ def encode_sample(s: Sample, *, epoch: int = 0, video_index: int = 0, draw: int 
         "num_thing_classes": np.int64(s.num_thing_classes), "has_targets": np.bool_(s.has_targets),
         "has_reference": np.bool_(s.reference is not None), "has_exemplars": np.bool_(s.exemplars is not None),
     }
+    ref = s.reference
+    row["has_ref_exemplars"] = np.bool_(ref is not None and ref.exemplars is not None)
     row.update(_encode_clip(s, "key"))
-    row.update(_encode_clip(s.reference, "ref") if s.reference is not None else _empty_clip("ref"))
-    e = s.exemplars if s.exemplars is not None else SampleExemplars.empty(*s.frames.shape[1:3])
-    em, em_shape = _pack(e.masks)
-    row.update({"ex_kind": e.kind, "ex_frame": e.frame, "ex_points": e.points, "ex_boxes": e.boxes,
-                "ex_masks": em, "ex_masks_shape": em_shape, "ex_ids": e.ids})
+    row.update(_encode_clip(ref, "ref") if ref is not None else _empty_clip("ref"))
+    row.update(_encode_exemplars(s.exemplars, s, "ex"))  # EVS: both clips carry hints (TCL on)
+    row.update(_encode_exemplars(None if ref is None else ref.exemplars, ref or s, "ref_ex"))
     return row
+
+
+def _encode_exemplars(e: SampleExemplars | None, s: Sample, p: str) -> dict[str, Any]:
+    e = e if e is not None else SampleExemplars.empty(*s.frames.shape[1:3])  # fixed columns either way
+    em, em_shape = _pack(e.masks)
+    return {f"{p}_kind": e.kind, f"{p}_frame": e.frame, f"{p}_points": e.points, f"{p}_boxes": e.boxes,
+            f"{p}_masks": em, f"{p}_masks_shape": em_shape, f"{p}_ids": e.ids}
+
+
+def _decode_exemplars(row: dict[str, Any], p: str) -> SampleExemplars:
+    return SampleExemplars(
+        kind=np.array(row[f"{p}_kind"], np.int8), frame=np.array(row[f"{p}_frame"], np.int64),
+        points=np.array(row[f"{p}_points"], np.float32).reshape(-1, 2),
+        boxes=np.array(row[f"{p}_boxes"], np.float32).reshape(-1, 4),
+        masks=_unpack(row[f"{p}_masks"], row[f"{p}_masks_shape"]), ids=np.array(row[f"{p}_ids"], np.int64))
 
 
 def _decode_clip(row: dict[str, Any], p: str, video_id: str, ntc: int, has_targets: bool) -> Sample:
@@ -160,12 +176,10 @@ def decode_sample(row: dict[str, Any]) -> Sample:
     s = _decode_clip(row, "key", vid, ntc, has_t)
     if bool(row["has_reference"]):
         s.reference = _decode_clip(row, "ref", vid, ntc, has_t)
+        if bool(row["has_ref_exemplars"]):
+            s.reference.exemplars = _decode_exemplars(row, "ref_ex")
     if bool(row["has_exemplars"]):
-        s.exemplars = SampleExemplars(
-            kind=np.array(row["ex_kind"], np.int8), frame=np.array(row["ex_frame"], np.int64),
-            points=np.array(row["ex_points"], np.float32).reshape(-1, 2),
-            boxes=np.array(row["ex_boxes"], np.float32).reshape(-1, 4),
-            masks=_unpack(row["ex_masks"], row["ex_masks_shape"]), ids=np.array(row["ex_ids"], np.int64))
+        s.exemplars = _decode_exemplars(row, "ex")
     return s
 
 

@@ -10,6 +10,7 @@ Public API::
     read_video(path)            -> VideoRecord of an mp4/avi file or a folder of frames (format "video")
     write_synthetic(format, out_dir, videos, split, *, progress=True)  (the format's writer)
     categories_for(format)      -> list[Category]                 (ids/isthing a synthetic set uses)
+    val_split(format)           -> str                            ("valid" for YouTube-VOS, else "val")
 
 Readers list frames (sorted, never computed) and keep a cheap, picklable handle per frame; nothing heavy is
 decoded until ``load_frame`` / ``load_annotation``. ``validate``: "none" only lists files; "header" (default)
@@ -72,6 +73,18 @@ CATEGORIES: dict[str, list[Category]] = {
     "burst": ytvos.OBJECT,  # the release keeps LVIS ids; synthetic BURST is class-agnostic
     "kitti-step": kitti_step.KITTI_STEP_CATEGORIES,
 }
+
+# The validation split's name in each release's own layout (datasets.md), where it is not "val": YouTube-VOS has
+# {train,valid,test}/ (DAVIS ImageSets/2017/val.txt and BURST {train,val,test}/ say "val"). The synthetic writers
+# use the same names, so a recipe's data.val_split holds for the real and the synthetic set alike.
+# (YouTube-VIS / OVIS also say "valid"; their reader accepts "val" and "valid" alike.)
+VAL_SPLITS = {"ytvos": "valid"}
+
+
+def val_split(format: str) -> str:
+    """Name of ``format``'s validation split on disk (what ``synth_dataset`` writes and recipes read)."""
+    _check_format(format)
+    return VAL_SPLITS.get(format, "val")
 
 
 def _check_format(format: str) -> None:
@@ -166,4 +179,4 @@ read_video = video.read_video
 iter_frames = video.iter_frames
 
 __all__ = ["DataError", "READERS", "read_video", "iter_frames", "read_dataset", "load_frame", "load_annotation", "load_exemplars",
-           "write_synthetic", "categories_for"]
+           "write_synthetic", "categories_for", "val_split"]
