@@ -47,3 +47,14 @@ def test_data_synth_writes_a_readable_dataset(tmp_path, capsys):
 def test_bad_size_is_a_usage_error(tmp_path, capsys):
     assert main(["data", "synth", "--format", "vspw", "--out", str(tmp_path), "--size", "big"]) == 2
     assert "--size 'big': expected HxW" in capsys.readouterr().err
+
+
+def test_results_table_puts_the_baselines_beside_the_model():
+    from gvseg.cli import _results_table
+
+    table = _results_table({"vpq_1_thing": 42.0, "stq": float("nan"), "baseline/copy_first/vpq_1_thing": 16.8,
+                            "baseline/redrawn_ids/vpq_1_thing": 100.0, "mech_inference/assoc/spa_calls": 8.0})
+    header, _, row, nan_row = table.splitlines()[:4]
+    assert header.split() == ["metric", "model", "copy_first", "redrawn_ids"]
+    assert row.split() == ["vpq_1_thing", "42.0000", "16.8000", "100.0000"]
+    assert nan_row.split()[:2] == ["stq", "n/a"] and "mech_inference" not in table.split("(1 mech")[0]

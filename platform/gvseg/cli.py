@@ -130,12 +130,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _results_table(metrics: dict) -> str:
-    rows = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
+    """The model's metrics, one per line; with ground-truth baselines (``baseline/<name>/<metric>``) in the
+    metrics, a column per baseline beside the model, so the number can be read against what perfect
+    segmentation without association and a motion-free copy of the first frame score."""
+    names = sorted({k.split("/")[1] for k in metrics if k.startswith("baseline/")})
+    rows = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith(("baseline/", "mech"))]
     width = max((len(k) for k, _ in rows), default=6)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
-    lines += [f"{k:<{width}}  {v:.4f}" if v == v else f"{k:<{width}}  n/a" for k, v in rows]  # NaN: undefined
+    fmt = lambda v: f"{v:>12.4f}" if v == v else f"{'n/a':>12}"  # NaN: undefined
+    lines = [f"{'metric':<{width}}  {'model':>12}" + "".join(f"  {n:>12}" for n in names),
+             f"{'-' * width}  {'-' * 12}" + "  ------------" * len(names)]
+    for k, v in rows:
+        base = [metrics.get(f"baseline/{n}/{k}") for n in names]
+        lines.append(f"{k:<{width}}  {fmt(v)}" + "".join(f"  {fmt(b) if b is not None else ' ' * 12}" for b in base))
     if any(v != v for _, v in rows):
         lines.append("(n/a: undefined on this data, e.g. VPQ at spans longer than the videos)")
+    if names:
+        lines.append("baselines from the ground truth (gvseg.baselines): redrawn_ids = perfect masks, ids re-drawn "
+                     "every clip (no association); copy_first = each object's first mask held (no motion)")
+    n_mech = sum(k.startswith("mech") for k in metrics)
+    if n_mech:
+        lines.append(f"({n_mech} mechanism counters, mech_inference/*, are in MLflow and the metrics file)")
     return "\n".join(lines)
 
 

@@ -109,8 +109,8 @@ class AssociationConfig:
     thing_cues: Literal["spa", "appearance", "position"] = "spa"
     # Scale of Eq. 6's sum: "unit" = q-hat and H each L2-normalised first, so ``spa_weight`` alone sets the
     # balance (q-hat is unbounded, H is O(1): ||H|| 0.76 vs ||q-hat|| 0.35 was measured, an accidental ratio);
-    # "none" = the raw sum, as Eq. 6 is printed.
-    spa_norm: Literal["unit", "none"] = "unit"
+    # "raw" = the plain sum, as Eq. 6 is printed.
+    spa_norm: Literal["unit", "raw"] = "unit"
     spa_weight: float = 1.0  # weight of H against q-hat in Eq. 6 (with spa_norm="unit")
     spa_stuff: bool = False  # Table 4d: SPA on stuff hurts; stuff tracks by class identity
     clip_frames: int = 3
@@ -248,6 +248,9 @@ class LossConfig:
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
+    # The TCL reference clip is forwarded anyway: also supervise its segmentation (the set losses of key and
+    # reference clip averaged), as IDOL and CTVIS train both frames of a pair. False = the reference feeds TCL only.
+    reference_segmentation: bool = False
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     mvc: MVCConfig = field(default_factory=MVCConfig)
 
@@ -295,6 +298,10 @@ class TrackingConfig:
     registered_model: str = ""  # "" = do not register
     log_system_metrics: bool = True
     image_every: int = 0  # log prediction overlays every N steps; 0 = at eval only
+    # Ground-truth baselines (gvseg.baselines) scored on the val split beside the final model and logged as
+    # baseline/<name>/<metric>: "redrawn_ids" (perfect masks, no association across clips) and "copy_first"
+    # (no motion model) frame the model's number. Each costs one metric pass over the val split.
+    baselines: tuple[str, ...] = ()
 
 
 @dataclass

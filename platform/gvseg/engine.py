@@ -129,6 +129,9 @@ def compute_losses(parts: Parts, clip: Clip, cfg: Config) -> dict[str, torch.Ten
         ref = clip.reference
         ref_outputs = parts.model(ref)
         ref_indices = _final_indices(parts, ref_outputs, ref)
+        if cfg.loss.reference_segmentation:  # the same set losses on the reference clip, averaged with the key's
+            ref_losses = parts.criterion(ref_outputs, ref.targets, ref_indices)
+            losses = {k: (v + ref_losses[k]) / 2 for k, v in losses.items()}
         losses.update(parts.contrastive(_samples(outputs, indices, clip), _samples(ref_outputs, ref_indices, ref)))
     if cfg.loss.mvc.weight > 0:  # paper 003 Eq. (4): + λ·L^M on a patch-masked copy; skipped (no-op) at λ = 0
         from gvseg.losses.mvc import mvc_loss

@@ -235,3 +235,31 @@ def test_pipeline_from_model_outputs():
     (out["loss_tcl"] + out["loss_tcl_aux"]).backward()
     assert k_emb.grad.abs().sum() > 0 and r_emb.grad.abs().sum() > 0
     assert tcl.queue_count.tolist() == [0, 0, 0, 2]
+
+
+def test_slowly_moving_object_gives_tcl_positives_with_the_real_descriptor():
+    """With the descriptor at the paper's settings (M=200, 36x12), the same object a frame later (1 px at 1/4
+    of a 240x360 frame) is a positive at tau=0.2, and another object of the same class is not."""
+    from gvseg.config import DescriptorConfig
+    from gvseg.model.descriptor import target_descriptors
+
+    h, w = 240, 360
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+
+    def ellipse(cx, cy, rx, ry):
+        return ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+
+    def tg(cx):  # the moving ellipse (id 1) and a fixed star-ish cross (id 2), one frame each
+        other = ((xx - 280).abs() < 30) & ((yy - 60).abs() < 8) | ((xx - 280).abs() < 8) & ((yy - 60).abs() < 30)
+        m = torch.stack([ellipse(cx, 120, 40, 25), other])[:, None]  # [2, 1, H, W]
+        return Targets(m, torch.tensor([0, 0]), torch.tensor([1, 2]), torch.tensor([True, True]))
+
+    key_t, ref_t = tg(100), tg(104)  # 4 px at full resolution = 1 px at the 1/4 contour resolution
+    sizes = torch.tensor([[h, w]])
+    dk = target_descriptors([key_t], sizes, DescriptorConfig(), 256)[0]
+    dr = target_descriptors([ref_t], sizes, DescriptorConfig(), 256)[0]
+    key = samples([1, 2], [0, 0], [True, True], torch.zeros(2, U))
+    ref = samples([1, 2], [0, 0], [True, True], torch.zeros(2, U))
+    key.desc, ref.desc = dk, dr
+    pos, _ = positive_mask(key, ref, ContrastiveConfig(tau=0.2))
+    assert pos[0, 0] and pos[1, 1] and not pos[0, 1] and not pos[1, 0]

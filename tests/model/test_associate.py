@@ -65,10 +65,10 @@ def test_position_only_reidentifies_lookalikes():
 
 def test_unit_norm_keeps_spa_in_charge_whatever_the_embedding_scale():
     """Eq. (6) with spa_norm="unit": the balance of q-hat and H is spa_weight's, not an accident of their
-    norms; with the raw sum a large q-hat drowns H and the look-alikes swap as with appearance alone."""
+    norms; with the plain sum ("raw") a large q-hat drowns H and the look-alikes swap as with appearance alone."""
     ids1, ids2 = lookalike_run(scale=100.0, norm="unit")
     assert ids1 == ids2
-    ids1, ids2 = lookalike_run(scale=100.0, norm="none")
+    ids1, ids2 = lookalike_run(scale=100.0, norm="raw")
     assert ids1 == ids2[::-1]
 
 

@@ -317,3 +317,19 @@ def test_evs_later_clips_get_mask_hints_from_the_previous_clips_last_frame():
         kind, frame, mask = third[track]
         assert kind == "mask" and frame == 0 and torch.equal(mask, expected(track, 3))
     assert out[0].id_map[4 * 1 + 1, 4 * 2 + 1] == 7 and 9 not in out[3].id_map  # 9 is absent before its hint
+
+
+def test_vps_keeps_several_instances_of_one_thing_class_in_a_frame():
+    """Things come from thing (grid) queries, one segment each: two grid queries on class 0 give two
+    instances with two track ids in the same frame (the VPS bug: one segment per thing class)."""
+    from gvseg.structures import QUERY_THING
+
+    cfg = debug_model_config("vps")  # 4 classes, 2 things
+    cfg.postprocess.object_mask_threshold = 0.5
+    model = _Scripted([_rows((0, 0.9), (0, 0.9))], _halves(),
+                      query_kind=torch.full((2,), QUERY_THING), query_meta=None)
+    out = list(predict_video(model, _frames(6), cfg, "vps", progress=False))
+    for f in out:
+        things = [s for s in f.segments if s.isthing and s.label == 0]
+        assert len(things) == 2 and things[0].id != things[1].id
+    assert {s.id for s in out[0].segments} == {s.id for s in out[-1].segments}  # and they are tracked

@@ -307,6 +307,13 @@ def train_and_evaluate(cfg: Config, logger: Any, *, address: str | None = None, 
         logger.log_artifact(best, "checkpoints/best")
     metrics = evaluate_checkpoint(cfg, final, logger=logger)
     logger.log_metrics({**metrics, "train_seconds": train_seconds}, step=cfg.train.max_iters)
+    if cfg.tracking.baselines:
+        from gvseg.evaluation import evaluate_baseline
+
+        for name in cfg.tracking.baselines:
+            base = evaluate_baseline(cfg, name, run_dir(cfg) / f"baseline_{name}")
+            metrics.update({f"baseline/{name}/{k}": v for k, v in base.items() if not k.startswith("mech")})
+        logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("baseline/")}, step=cfg.train.max_iters)
     if log_model:
         from gvseg.model.gvseg import build_gvseg
 
