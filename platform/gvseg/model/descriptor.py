@@ -302,11 +302,11 @@ def _centroids(
     n, h, w = fg.shape
     flat = fg.view(-1)
     beside = _at(flat, torch.stack([idx - 1, idx + 1]).clamp_(0, flat.numel() - 1).flatten()).view(2, -1)  # [2, K]
-    start = ~beside[0] | (x == 0)  # [K] run starts: the left neighbour is background
-    end = ~beside[1] | (x == w - 1)  # [K] run ends (a one-pixel run is both)
-    zero = torch.zeros_like(x)
-    run = torch.where(end, x + 1, zero) - torch.where(start, x, zero)  # [K] signed parts of the run lengths
-    twice_x = torch.where(end, x * (x + 1), zero) - torch.where(start, x * (x - 1), zero)  # [K] 2 * sum of x
+    start = (~beside[0] | (x == 0)).long()  # [K] 1 at run starts: the left neighbour is background
+    end = (~beside[1] | (x == w - 1)).long()  # [K] 1 at run ends (a one-pixel run is both)
+    ends_minus_starts = end - start
+    run = end + x * ends_minus_starts  # [K] = end * (x + 1) - start * x: signed parts of the run lengths
+    twice_x = x * (x * ends_minus_starts + end + start)  # [K] = end * x(x+1) - start * x(x-1)
     sums = torch.zeros(3, n, dtype=torch.int64, device=fg.device)  # [3, N] area, 2 * sum x, sum y
     for row, term in zip(sums, (run, twice_x, y * run)):
         row.index_add_(0, obj, term)
@@ -354,8 +354,8 @@ def _histogram(
         ta, tr = a_pos - 0.5, (r_pos - 0.5).clamp(0.0, v - 1.0)  # [P] in units of bin centres
         a_lo, r_lo = ta.floor(), tr.floor()
         fa, fr = ta - a_lo, tr - r_lo  # [P] share of the upper neighbour
-        a_lo = a_lo.long() + u  # in [u-1, 2u-1]: the lower angle centre may wrap to bin u-1
-        a_bin = torch.stack([a_lo, a_lo + 1]) % u  # [2, P]
+        a_lo = a_lo.long()  # in [-1, u-1]: the neighbours of a point below the first centre are u-1 and 0
+        a_bin = torch.stack([torch.where(a_lo < 0, u - 1, a_lo), torch.where(a_lo == u - 1, 0, a_lo + 1)])  # [2, P]
         r_bin = torch.stack([r_lo, (r_lo + 1).clamp_max(v - 1)]).long()  # [2, P]
         a_share = torch.stack([1 - fa, fa]) * weight  # [2, P]
         r_share = torch.stack([1 - fr, fr])  # [2, P]
