@@ -182,12 +182,11 @@ def compute_descriptor(
     bx = cx[:, None, None] + r_centre[:, None, :] * torch.cos(a_centre)[None, :, None]  # [N, u, v]
     by = cy[:, None, None] + r_centre[:, None, :] * torch.sin(a_centre)[None, :, None]
     if cfg.outside_ref == "canvas":
-        # signed distance of the centre beyond the nearest canvas edge (> 0 outside)
-        beyond = torch.maximum(torch.maximum(-bx, bx - cw[:, None, None]), torch.maximum(-by, by - ch[:, None, None]))
-        if cfg.outside_edge == "hard":  # Eq. (4) text: the centre itself is outside
-            hard = (bx < 0) | (by < 0) | (bx >= cw[:, None, None]) | (by >= ch[:, None, None])
-            outside = hard.to(torch.float32)
-        elif cfg.outside_edge == "soft":  # fraction of a square of the bin's area beyond that edge
+        cw3, ch3 = cw[:, None, None], ch[:, None, None]
+        if cfg.outside_edge == "hard":  # Eq. (4) text: the centre itself falls outside
+            outside = ((bx < 0) | (by < 0) | (bx >= cw3) | (by >= ch3)).to(torch.float32)  # [N, u, v]
+        elif cfg.outside_edge == "soft":  # the part of a square of the bin's area beyond the nearest canvas edge
+            beyond = torch.maximum(torch.maximum(-bx, bx - cw3), torch.maximum(-by, by - ch3))  # [N, u, v] > 0 outside
             side = torch.sqrt((r_edges[:, 1:] - r_edges[:, :-1]) * r_centre * (2 * math.pi / u))  # [N, v]
             outside = (0.5 + beyond / side[:, None, :].clamp_min(1e-6)).clamp(0.0, 1.0)
         else:
