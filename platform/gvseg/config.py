@@ -65,7 +65,23 @@ class DescriptorConfig:
     # position (method.md). The alternatives are kept for ablation.
     outside_ref: Literal["canvas", "fg_union", "own_mask"] = "canvas"
     radius: Literal["log_abs", "lin_abs", "log_objscale"] = "log_abs"
-    contour_stride: int = 4  # contours are taken at 1/4 resolution (max-pool erosion)
+    # Contours at 1/stride of the masks' resolution (GT masks come at the input size; predicted masks are
+    # passed at 1/4 with downsample=1). 1 since issue #12: at 4 the same mask moved by 1-2 px alone gives
+    # ΔH ~0.3 (pixelisation of a coarse contour), at 1 the Δt=1 median is 0.08 (descriptor_stats.json).
+    contour_stride: int = 1
+    # Added for issue #12 (same-object ΔH at Δt=1 was 0.6-0.7, so TCL found no positives under τ=0.2); the
+    # numbers behind each default are in benchmarks/results/descriptor_stats.json and descriptor.py.
+    # Eq. (3): "weighted" = every contour pixel adds M/n_c points (even sampling in expectation, no sampling
+    # noise); "along" = M points evenly spaced in angle order; "raster" = M points in raster order (first version).
+    sampling: Literal["weighted", "along", "raster"] = "weighted"
+    # Eq. (4): "hard" = the paper's bin indicator; "linear" = each point shared between the nearest bin centres,
+    # so a point crossing a bin edge moves its weight gradually.
+    binning: Literal["linear", "hard"] = "linear"
+    # circular [1, 2, 1]/4 passes over angle bins: objects rotate a few degrees per frame, a bin is 10 degrees
+    angle_smooth: int = 1
+    # negative bins: "hard" = centre outside the canvas (paper); "soft" = the fraction of a bin-sized square
+    # beyond the canvas edge, so a small move changes a few bins a little instead of flipping some
+    outside_edge: Literal["soft", "hard"] = "soft"
 
 
 @dataclass

@@ -1,17 +1,24 @@
-"""Shape-position descriptor H (Eq. 3-4): shape/position properties and edge cases."""
+"""Shape-position descriptor H (Eq. 3-4): shape/position properties, ΔH (Eq. 10) properties, edge cases,
+and the fast path against a slow reference of the same definition."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import gvseg.model.descriptor as descriptor
 from gvseg.config import DescriptorConfig
+from gvseg.losses.contrastive import delta_h
 from gvseg.model.descriptor import compute_descriptor, descriptor_to_embedding, target_descriptors
 from gvseg.structures import Targets
 
 D = 256
 INV = 1.0 / math.sqrt(D)
 H, W = 96, 128
+TAU = 0.2  # Table 4b
+# M discrete points in hard bins, hard canvas edge: integer point counts (the first implementation at stride 4)
+POINTS = dict(sampling="raster", binning="hard", angle_smooth=0, outside_edge="hard")
 
 
 def canvas(n, h=H, w=W):
@@ -37,8 +44,9 @@ def test_shape_and_bins_respected():
         assert out.dtype == torch.float32
 
 
-def test_values_are_multiples_of_inv_sqrt_d():
-    cfg = DescriptorConfig()
+@pytest.mark.parametrize("sampling", ["raster", "along"])
+def test_point_sampling_with_hard_bins_gives_multiples_of_inv_sqrt_d(sampling):
+    cfg = DescriptorConfig(**{**POINTS, "sampling": sampling})
     masks = torch.stack([rect(10, 10, 30, 40), disc(50, 70, 20), rect(0, 0, 96, 128)])
     out = compute_descriptor(masks, canvas(3), cfg, D)
     k = out / INV
@@ -48,13 +56,22 @@ def test_values_are_multiples_of_inv_sqrt_d():
     assert torch.allclose(out.clamp_min(0).sum(1), torch.full((3,), cfg.num_points * INV))
 
 
+def test_default_spends_m_points_and_negatives_are_at_most_one_bin():
+    cfg = DescriptorConfig()
+    masks = torch.stack([rect(10, 10, 30, 40), disc(50, 70, 20), rect(0, 0, 96, 128)])
+    out = compute_descriptor(masks, canvas(3), cfg, D)
+    assert torch.allclose(out.clamp_min(0).sum(1), torch.full((3,), cfg.num_points * INV))
+    assert (out >= -INV - 1e-7).all()
+    assert (out < 0).any()  # the soft canvas edge still marks bins outside
+
+
 def test_translation_keeps_positive_bins_and_changes_negative_bins():
     cfg = DescriptorConfig()
     a = rect(8, 8, 24, 32)  # near the top-left corner
     b = rect(56, 88, 24, 32)  # same shape near the bottom-right; shift is a multiple of contour_stride
     out = compute_descriptor(torch.stack([a, b]), canvas(2), cfg, D)
     pos_a, pos_b = out[0].clamp_min(0), out[1].clamp_min(0)
-    assert torch.equal(pos_a, pos_b)
+    assert torch.allclose(pos_a, pos_b, atol=1e-6)
     neg_a, neg_b = out[0] < 0, out[1] < 0
     assert neg_a.any() and neg_b.any()
     assert not torch.equal(neg_a, neg_b)
@@ -78,21 +95,24 @@ def test_empty_mask_is_all_zeros_not_nan():
     assert compute_descriptor(masks[:0], canvas(0), cfg, D).shape == (0, 432)
 
 
-def test_one_pixel_mask_puts_all_points_in_innermost_ring():
-    cfg = DescriptorConfig()
+@pytest.mark.parametrize("cfg", [DescriptorConfig(), DescriptorConfig(**POINTS, contour_stride=4),
+                                 DescriptorConfig(sampling="along")], ids=["default", "first", "along"])
+def test_one_pixel_mask_puts_all_points_in_innermost_ring(cfg):
     m = torch.zeros(1, H, W, dtype=torch.bool)
     m[0, 40, 60] = True
     out = compute_descriptor(m, canvas(1), cfg, D).view(36, 12)
     assert torch.isfinite(out).all()
-    assert out.max() == pytest.approx(cfg.num_points * INV)
-    assert (out[:, 1:] <= 0).all()  # radius bin 0 is the only populated ring
+    assert out[:, 0].sum() == pytest.approx(cfg.num_points * INV)  # radius bin 0 holds every point
+    assert (out[:, 1:] <= 0).all()
 
 
-def test_border_touching_mask_is_defined():
-    cfg = DescriptorConfig()
-    out = compute_descriptor(rect(0, 0, 40, W)[None], canvas(1), cfg, D)
+@pytest.mark.parametrize("sampling", ["weighted", "along", "raster"])
+def test_border_touching_mask_is_defined(sampling):
+    cfg = DescriptorConfig(sampling=sampling)
+    masks = torch.stack([rect(0, 0, 40, W), rect(0, 0, H, W), rect(H - 3, W - 5, 3, 5)])  # top band, all, corner
+    out = compute_descriptor(masks, canvas(3), cfg, D)
     assert torch.isfinite(out).all()
-    assert out.clamp_min(0).sum() == pytest.approx(cfg.num_points * INV)
+    assert torch.allclose(out.clamp_min(0).sum(1), torch.full((3,), cfg.num_points * INV), atol=1e-5)
 
 
 def test_batched_equals_one_by_one():
@@ -101,7 +121,7 @@ def test_batched_equals_one_by_one():
     sizes = torch.tensor([[96, 128], [96, 100], [90, 128], [96, 128]])
     batched = compute_descriptor(masks, sizes, cfg, D)
     single = torch.cat([compute_descriptor(masks[i:i + 1], sizes[i:i + 1], cfg, D) for i in range(4)])
-    assert torch.equal(batched, single)
+    assert torch.allclose(batched, single, atol=1e-6)  # float sums: accumulation order may differ by an ulp
 
 
 def test_probability_masks_threshold_at_half():
@@ -114,7 +134,7 @@ def test_probability_masks_threshold_at_half():
 def test_canvas_reading_depends_on_position_own_mask_does_not():
     a, b = rect(8, 8, 24, 32), rect(56, 88, 24, 32)
     own = compute_descriptor(torch.stack([a, b]), canvas(2), DescriptorConfig(outside_ref="own_mask"), D)
-    assert torch.equal(own[0], own[1])  # own-mask "outside" is a function of shape alone
+    assert torch.allclose(own[0], own[1], atol=1e-6)  # own-mask "outside" is a function of shape alone
     union = a | b
     fg = compute_descriptor(torch.stack([a, b]), canvas(2), DescriptorConfig(outside_ref="fg_union"), D, union=union)
     assert (fg < 0).any()
@@ -179,3 +199,192 @@ def test_pooling_matches_area_rule_on_ragged_sizes():
     assert torch.equal(out[:2], frac[:2] >= 0.5)
     assert out[2].sum() == 1 and out[2, 9, 12]
     assert torch.equal(_pool(fg, 16), _pool(fg, 16))  # float fallback path runs
+
+
+# ------------------------------------------------------------------------- ΔH (Eq. 10): what TCL needs
+
+H2, W2 = 120, 180
+
+
+def ellipse(cx, cy, rx, ry, angle=0.0, h=H2, w=W2):
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    c, s = math.cos(angle), math.sin(angle)
+    u, v = (c * (xx - cx) + s * (yy - cy)) / rx, (-s * (xx - cx) + c * (yy - cy)) / ry
+    return u * u + v * v <= 1
+
+
+def star(cx, cy, r, h=H2, w=W2):
+    """Five-pointed star (the synthetic generator's family), area ~ 0.41 pi r^2."""
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    theta = torch.atan2(yy - cy, xx - cx)
+    return torch.hypot(xx - cx, yy - cy) <= r * (0.55 + 0.45 * torch.cos(5 * theta))
+
+
+def dh(a, b, cfg=None):
+    out = compute_descriptor(torch.stack([a, b]), canvas(2, H2, W2), cfg or DescriptorConfig(), D)
+    return float(delta_h(out[0], out[1]))
+
+
+def test_slowly_moving_ellipse_stays_under_tau():
+    a = ellipse(50, 60, 18, 12, 0.3)
+    b = ellipse(51.7, 60.9, 18.2, 12.1, 0.33)  # one frame later: 2 px, 2 degrees, 1% bigger
+    assert dh(a, b) < TAU
+
+
+def test_first_implementation_could_not_tell_motion_from_noise():
+    """Issue #12: at stride 4 with raster points and hard bins, the same one-frame motion was far above τ."""
+    a, b = ellipse(50, 60, 18, 12, 0.3), ellipse(51.7, 60.9, 18.2, 12.1, 0.33)
+    assert dh(a, b, DescriptorConfig(**POINTS, contour_stride=4)) > 3 * TAU
+
+
+def test_shifted_ellipse_grows_with_the_shift_and_exceeds_tau_at_half_the_width():
+    a = ellipse(30, 60, 16, 11, 0.3)
+    steps = [dh(a, torch.roll(a, k, 1)) for k in (2, W2 // 8, W2 // 4, W2 // 2)]
+    assert steps == sorted(steps)
+    assert steps[0] < 0.05 < steps[1]
+    assert steps[-1] > TAU  # position alone: the negative (outside-canvas) bins, Eq. 4 text
+
+
+def test_ellipse_and_star_of_similar_area_differ_by_more_than_tau():
+    a = ellipse(60, 60, 18, 12)
+    b = star(60, 60, 18 * 12 ** 0.5 / (0.55 ** 2 + 0.45 ** 2 / 2) ** 0.5 / 18 ** 0.5)  # equal area
+    assert abs(int(a.sum()) - int(b.sum())) < 0.1 * int(a.sum())
+    assert dh(a, b) > TAU
+
+
+@pytest.mark.parametrize("sampling", ["weighted", "along", "raster"])
+def test_empty_mask_is_all_zeros_for_every_sampling(sampling):
+    cfg = DescriptorConfig(sampling=sampling)
+    masks = torch.stack([torch.zeros(H, W, dtype=torch.bool), rect(10, 10, 20, 20), torch.zeros(H, W, dtype=torch.bool)])
+    out = compute_descriptor(masks, canvas(3), cfg, D)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[0], torch.zeros(432)) and torch.equal(out[2], torch.zeros(432))
+
+
+def test_soft_edge_fades_bins_in_hard_edge_flips_them():
+    cfg_soft, cfg_hard = DescriptorConfig(), DescriptorConfig(outside_edge="hard")
+    a, b = rect(30, 40, 20, 20), rect(30, 41, 20, 20)  # moved by one pixel
+    soft = compute_descriptor(torch.stack([a, b]), canvas(2), cfg_soft, D)
+    hard = compute_descriptor(torch.stack([a, b]), canvas(2), cfg_hard, D)
+    assert torch.isin(hard.clamp_max(0).unique(), torch.tensor([-INV, 0.0])).all()
+    assert ((soft < 0) & (soft > -INV + 1e-6)).any()  # partial bins near the canvas edge
+    neg = lambda h: (h[1].clamp_max(0) - h[0].clamp_max(0)).norm()  # noqa: E731
+    assert neg(soft) < neg(hard)
+
+
+# ------------------------------------------------------- the fast path against a slow reference
+
+
+def reference(masks, canvas_hw, cfg, d_model, downsample=None):
+    """The definition of the module docstring, one object at a time, with explicit loops over points and bins."""
+    u, v, m_pts = cfg.angle_bins, cfg.radius_bins, cfg.num_points
+    s = cfg.contour_stride if downsample is None else downsample
+    inv = 1.0 / math.sqrt(d_model)
+    out = torch.zeros(masks.shape[0], u, v, dtype=torch.float64)
+    fgs = descriptor._pool(masks if masks.dtype == torch.bool else masks > 0.5, s)  # pooling is tested apart
+    for i, fg in enumerate(fgs):
+        if not fg.any():
+            continue
+        bg = F.max_pool2d(F.pad((~fg).float()[None, None], (1, 1, 1, 1), value=1.0), 3, stride=1)[0, 0] > 0
+        ys, xs = (fg & bg).nonzero().unbind(1)  # raster order
+        cy, cx = (fg.nonzero().double().mean(0) + 0.5).float() * s
+        px, py = (xs.float() + 0.5) * s, (ys.float() + 0.5) * s
+        n = len(xs)
+        if cfg.sampling == "weighted":
+            weight = torch.full((n,), m_pts / n)
+        else:
+            if cfg.sampling == "along":
+                order = torch.sort(torch.atan2(py - cy, px - cx).double(), stable=True).indices
+                px, py = px[order], py[order]
+            pick = [int(math.floor((k + 0.5) * n / m_pts)) for k in range(m_pts)]
+            px, py, weight = px[pick], py[pick], torch.ones(m_pts)
+        ch, cw = float(canvas_hw[i][0]), float(canvas_hw[i][1])
+        diag = max(math.hypot(ch, cw), 1.0)
+        r = torch.hypot(px - cx, py - cy)
+        if cfg.radius == "lin_abs":
+            edges = [k / v * diag for k in range(v + 1)]
+            rho = r / diag * v
+        else:
+            if cfg.radius == "log_abs":
+                r0, r1 = diag / 256, diag
+            else:
+                scale = max(float((weight * r).sum()) / m_pts, 0.5 * s)
+                r0, r1 = scale / 8, 2 * scale
+            edges = [r0 * (r1 / r0) ** (k / v) for k in range(v + 1)]
+            rho = torch.log(r.clamp_min(1e-6) / r0) / math.log(r1 / r0) * v
+        alpha = (torch.atan2(py - cy, px - cx) + math.pi) * (u / (2 * math.pi))
+        for a, rr, wt in zip(alpha.tolist(), rho.tolist(), weight.tolist()):
+            if cfg.binning == "hard":
+                out[i, int(math.floor(a)) % u, min(max(int(math.floor(rr)), 0), v - 1)] += wt
+                continue
+            ta, tr = a - 0.5, min(max(rr - 0.5, 0.0), v - 1.0)
+            for da, sa in ((0, 1 - (ta - math.floor(ta))), (1, ta - math.floor(ta))):
+                for dr, sr in ((0, 1 - (tr - math.floor(tr))), (1, tr - math.floor(tr))):
+                    out[i, (int(math.floor(ta)) + da) % u, min(int(math.floor(tr)) + dr, v - 1)] += wt * sa * sr
+        for _ in range(cfg.angle_smooth):
+            out[i] = torch.tensor([[0.25 * out[i, (k - 1) % u, j] + 0.5 * out[i, k, j] + 0.25 * out[i, (k + 1) % u, j]
+                                    for j in range(v)] for k in range(u)], dtype=torch.float64)
+        for k in range(u):
+            ang = -math.pi + (k + 0.5) * 2 * math.pi / u
+            for j in range(v):
+                if out[i, k, j] != 0:
+                    continue
+                rc = (edges[j] + edges[j + 1]) / 2 if cfg.radius == "lin_abs" else math.sqrt(edges[j] * edges[j + 1])
+                bx, by = float(cx) + rc * math.cos(ang), float(cy) + rc * math.sin(ang)
+                if cfg.outside_edge == "hard":
+                    frac = float(bx < 0 or by < 0 or bx >= cw or by >= ch)
+                else:  # the part of a square of the bin's area beyond the nearest canvas edge
+                    side = math.sqrt((edges[j + 1] - edges[j]) * rc * 2 * math.pi / u)
+                    frac = min(max(0.5 + max(-bx, bx - cw, -by, by - ch) / side, 0.0), 1.0)
+                out[i, k, j] = -frac
+    return (out * inv).float().reshape(len(masks), u * v)
+
+
+def random_masks(n, h, w, seed):
+    """Blobby random masks (smoothed noise), plus an empty one, a one-pixel one and a full one."""
+    g = torch.Generator().manual_seed(seed)
+    noise = F.avg_pool2d(torch.rand(n, 1, h, w, generator=g), 5, stride=1, padding=2)[:, 0]
+    m = noise > 0.5 + 0.02 * torch.randn(n, 1, 1, generator=g)
+    m[0] = False
+    m[1] = False
+    m[1, h // 2, w // 3] = True
+    m[2] = True
+    return m
+
+
+@pytest.mark.parametrize("cfg", [
+    DescriptorConfig(),
+    DescriptorConfig(contour_stride=4),
+    DescriptorConfig(**POINTS, contour_stride=4),  # the first implementation's recipe
+    DescriptorConfig(**{**POINTS, "sampling": "along"}),
+    DescriptorConfig(sampling="raster", angle_smooth=2, radius="lin_abs"),
+    DescriptorConfig(radius="log_objscale", outside_edge="hard", angle_bins=12, radius_bins=6),
+], ids=["default", "stride4", "first", "along_hard", "raster_smooth2_lin", "objscale_12x6"])
+def test_fast_path_equals_slow_reference(cfg):
+    masks = random_masks(7, 37, 53, seed=1)  # ragged sizes: 37 rows, 53 columns (not whole 64-bit words)
+    sizes = torch.tensor([[37, 53], [37, 53], [37, 53], [30, 53], [37, 40], [37, 53], [20, 20]])
+    fast = compute_descriptor(masks, sizes, cfg, D)
+    assert torch.allclose(fast, reference(masks, sizes, cfg, D), atol=1e-5)
+
+
+def test_contour_pixels_chunked_equal_one_pass(monkeypatch):
+    masks = random_masks(5, 29, 31, seed=2).contiguous()
+    whole = descriptor._contour_pixels(masks)
+    monkeypatch.setattr(descriptor, "_CPU_CHUNK", 40)  # many chunks, cut mid-row
+    chunked = descriptor._contour_pixels(masks)
+    bg = F.max_pool2d(F.pad((~masks).float()[:, None], (1, 1, 1, 1), value=1.0), 3, stride=1)[:, 0] > 0
+    expected = (masks & bg).view(-1).nonzero().squeeze(1)
+    assert torch.equal(whole, expected) and torch.equal(chunked, expected)
+
+
+def test_centroid_from_run_ends_is_exact():
+    masks = random_masks(6, 23, 41, seed=3).contiguous()
+    idx = descriptor._contour_pixels(masks)
+    n, h, w = masks.shape
+    obj, y, x = idx // (h * w), idx % (h * w) // w, idx % w
+    area, cx, cy = descriptor._centroids(masks, idx, obj, y, x)
+    assert torch.equal(area, masks.flatten(1).sum(1).double())
+    for i in range(n):
+        if area[i] > 0:
+            yy, xx = masks[i].nonzero().double().mean(0)
+            assert abs(float(cx[i]) - float(xx)) < 1e-4 and abs(float(cy[i]) - float(yy)) < 1e-4

@@ -7,30 +7,71 @@ device, flattened **angle-major** (index = angle_bin * v + radius_bin).
 
 * ``masks``: bool, or probabilities in [0, 1] (thresholded at 0.5), at any resolution.
 * ``canvas``: (h, w) of each object's valid, unpadded canvas in the masks' pixel units.
-* Each of the M contour points adds 1/sqrt(d_model) to its bin (Eq. 4), so positive values are k/sqrt(d).
-* A bin whose centre falls "outside" and that holds no point is set to -1/sqrt(d_model). "Outside" is
+* The contour carries M points' worth of weight, each point 1/sqrt(d_model) (Eq. 4), so the positive part
+  of H sums to M/sqrt(d).
+* A bin whose centre falls "outside" and that holds no weight is set to -1/sqrt(d_model). "Outside" is
   ``cfg.outside_ref``: ``canvas`` [default] (outside the valid image: encodes position, method.md),
   ``fg_union`` (outside the union of all objects, or the ``union`` argument), ``own_mask`` (outside the
   object's own mask: a pattern that depends on shape alone).
 * An **empty mask gives all zeros** (it has no contour and no centre). Never NaN. A one-pixel mask puts all
-  M points in the innermost radius bin. Masks touching the image border get a contour along the border
+  its weight in the innermost radius bin. Masks touching the image border get a contour along the border
   (pixels beyond the image count as background).
 
-Recipe (method.md defaults)
----------------------------
+Recipe
+------
 1. Work at 1/``contour_stride`` of the masks' resolution (area pooling, >= 0.5; an object that would vanish
    keeps every touched cell). Pass ``downsample=1`` for masks already at 1/4 (the model's ``pred_masks``).
-2. Contour = mask - erode(mask), erosion as a 3x3 (separable) max-pool of the background.
-3. M points evenly spaced in the contour's raster order, with replacement when the contour has fewer than
-   M pixels. (Tracing the boundary is not vectorisable; an evenly spaced subsample of the boundary pixels
-   has the same expected histogram. Ranks come from a cumsum + searchsorted, no sort, no Python loop.)
-4. Centre p_o = mask centroid. Polar coordinates about it; u angle bins over [-pi, pi); v radius bins:
-   ``log_abs`` [default] log-spaced from diag/256 to the canvas diagonal (a fixed grid in image units,
-   so a bin's centre reaches past the canvas edge depending on where the object is), ``lin_abs`` linear
-   from 0 to the diagonal, ``log_objscale`` log-spaced from r_mean/8 to 2 r_mean (classic shape context).
-   Radii below the first edge fall in bin 0, beyond the last in bin v-1.
+2. Contour = mask - erode(mask), erosion over the 3x3 window (method.md's max-pool erosion); only the contour
+   pixels are listed (one ``nonzero``), everything after works on them.
+3. Centre p_o = mask centroid, exact, from the run ends of each row (they are contour pixels).
+4. Points (Eq. 3), ``cfg.sampling``: ``weighted`` [default] every contour pixel adds M/n_c points' worth (what
+   even sampling gives in expectation, with no sampling noise); ``along`` M points evenly spaced in angle
+   order about p_o (evenly along the contour for star-shaped objects); ``raster`` M points evenly spaced in
+   raster order (the first implementation). Both with replacement when the contour has fewer than M pixels.
+5. Polar coordinates about p_o; u angle bins over [-pi, pi); v radius bins: ``log_abs`` [default] log-spaced
+   from diag/256 to the canvas diagonal (a fixed grid in image units, so a bin's centre reaches past the
+   canvas edge depending on where the object is), ``lin_abs`` linear from 0 to the diagonal,
+   ``log_objscale`` log-spaced from r_mean/8 to 2 r_mean (classic shape context). Radii below the first edge
+   fall in bin 0, beyond the last in bin v-1.
+6. Eq. 4 with ``cfg.binning``: ``hard`` (the paper's indicator) or ``linear`` [default] (each point's weight
+   shared between the two nearest angle and the two nearest radius bin centres), then ``cfg.angle_smooth``
+   passes of a circular [1, 2, 1]/4 filter over angle (one pass = a triangular kernel two bins wide).
+7. Negative bins, ``cfg.outside_edge``: ``hard`` (the paper: centre outside -> -1/sqrt(d)) or ``soft``
+   [default, canvas reading only]: -f/sqrt(d), f = fraction of a bin-sized square around the centre that lies
+   beyond the nearest canvas edge, so a bin fades in over its own size instead of flipping.
 
-All steps are tensor ops (pool, cumsum, searchsorted, atan2, scatter_add): no host syncs, CUDA-ready.
+Why these defaults (``benchmarks/results/descriptor_stats.json``: synthetic GT at 240x360 from
+``gvseg.data.synthetic``, M=200, 36x12, d=256; ΔH = Eq. 10; "a/b" = median ΔH / share of pairs under τ=0.2):
+
+==========================================  ===============  ============  =============  =============
+design                                      same obj. Δt=1   mask moved    shift W/8,W/2  other shape
+                                                             by (1,2) px                  (share > τ)
+==========================================  ===============  ============  =============  =============
+first: stride 4, raster, hard, hard edge    0.60 / 0%        0.63          0.55, 0.18     1.04 (100%)
+stride 4, weighted, hard                    0.59 / 0%        0.62          0.54, 0.18     1.03 (100%)
+stride 4, weighted, linear, smooth, soft    0.18 / 64%       0.17          0.17, 0.21     0.77 (100%)
+stride 1, along (paper-literal), hard       0.30 / 17%       0.00          0.10, 0.18     1.03 (100%)
+stride 1, weighted, hard                    0.24 / 34%       0.00          0.10, 0.18     1.02 (100%)
+stride 1, weighted, linear                  0.13 / 75%       0.00          0.11, 0.22     0.87 (100%)
+stride 1, weighted, linear, soft edge       0.11 / 76%       0.007         0.10, 0.20     0.87 (100%)
+**default**: + angle_smooth=1               0.080 / 97%      0.007         0.10, 0.21     0.77 (100%)
+==========================================  ===============  ============  =============  =============
+
+Root cause: the positive (point-count) part. The first version's Δt=1 ΔH is 0.60, of which the positive part
+is 0.60 and the negative bins 0.05, and the same mask merely moved by (1, 2) px already gives 0.63: the 1/4
+contour changes with every pixel of motion and hard bins turn that into whole-point jumps. Sampling order is
+not the cause (weighted instead of raster at stride 4: 0.59). At stride 1 an integer move changes nothing but
+the soft edge (0.007); what remains at Δt=1 is the object's real change and its rasterisation. The generator's
+objects also spin up to 4.6 degrees per frame against 10-degree angle bins, which ``angle_smooth`` absorbs
+(Δt=3: 0.22, Δt=10: 0.61, so far frames still come out as negatives); at 4x the frame rate the default gives
+0.034. Position stays a weak cue at the paper's settings (a half-width shift gives ΔH 0.21): the negative
+part has at most u*v entries of 1/sqrt(d) against M points' worth of positive weight. Different shapes of
+equal area at the same place (another family, its own aspect and angle) stay at 0.77, all above τ (with the
+same aspect and angle: 99% above τ). Predicted masks come at 1/4 (``downsample=1``): there the default gives
+0.18 at Δt=1; ΔH for TCL is computed on GT masks at the input resolution.
+
+Device: every step is a tensor op on the masks' device. The one host sync is the ``nonzero`` that lists the
+contour pixels (its size is data-dependent); on CPU it runs on 64-bit words first (8 pixels at a time).
 """
 
 from __future__ import annotations
@@ -41,6 +82,8 @@ import torch
 import torch.nn.functional as F
 
 from gvseg.config import DescriptorConfig
+
+_CPU_CHUNK = 1 << 20  # pixels eroded per step on CPU: 1 MB, cache-sized (measured ~1.5x faster than one pass)
 
 
 def compute_descriptor(
@@ -57,7 +100,7 @@ def compute_descriptor(
     Args:
         masks: [N, H, W] bool or probabilities.
         canvas: [N, 2] (h, w) of the valid canvas of each mask, in the masks' pixel units.
-        cfg: bins, points, outside reading and radius spacing.
+        cfg: bins, points, sampling, binning, outside reading and radius spacing.
         d_model: embedding size; each point adds 1/sqrt(d_model).
         union: for ``outside_ref="fg_union"``: [H, W] or [N, H, W] bool at the masks' resolution. Default:
             the union of the N given masks (pass it explicitly when the N masks come from several frames).
@@ -81,59 +124,75 @@ def compute_descriptor(
 
     # --- 1. binary masks at the working resolution (input units per working pixel = s)
     fg = masks if masks.dtype == torch.bool else masks > 0.5  # [N, H, W] bool
-    fg = _pool(fg, s)  # [N, h, w] bool
+    fg = _pool(fg, s).contiguous()  # [N, h, w] bool
     h, w = fg.shape[-2:]
-    col = fg.sum(1, dtype=torch.float32)  # [N, w] pixels per column
-    row = fg.sum(2, dtype=torch.float32)  # [N, h] pixels per row
-    area = col.sum(1)  # [N]
-    nonempty = area > 0  # [N]
 
-    # --- 2. contour = mask - erode(mask): a pixel with a background pixel in its 3x3 window (separable
-    # max-pool of the background, done with bool ORs). Beyond the array is background, so border objects close.
-    bg = F.pad(~fg, (1, 1, 1, 1), value=True)  # [N, h+2, w+2]
-    bg = bg[:, :, :-2] | bg[:, :, 1:-1] | bg[:, :, 2:]  # [N, h+2, w]
-    contour = fg & (bg[:, :-2] | bg[:, 1:-1] | bg[:, 2:])  # [N, h, w]
+    # --- 2. contour pixels, in raster order (object, row, column): K of them over the whole batch
+    idx = _contour_pixels(fg)  # [K] flat pixel index, raster order (object, row, column)
+    obj = torch.div(idx, h * w, rounding_mode="floor")  # [K] object of each contour pixel
+    y = torch.div(idx - obj * (h * w), w, rounding_mode="floor")
+    x = idx - (obj * h + y) * w
+    n_c = torch.zeros(n_obj, device=device, dtype=torch.int64).index_add_(0, obj, torch.ones_like(obj))  # [N]
 
-    # --- 3. M points evenly spaced in raster order (with replacement when fewer than M)
-    flat = contour.view(n_obj, h * w)
-    csum = flat.cumsum(1, dtype=torch.int32)  # [N, h*w]: rank+1 of each contour pixel
-    n_c = csum[:, -1]  # [N] contour pixels
-    ranks = (torch.arange(m_pts, device=device, dtype=torch.float32) + 0.5)[None] * n_c[:, None] / m_pts
-    ranks = ranks.floor().to(torch.int32)  # [N, M] in [0, n_c)
-    idx = torch.searchsorted(csum, ranks, right=True).clamp_max(h * w - 1)  # [N, M] first pixel with cumsum > rank
-    px = ((idx % w).to(torch.float32) + 0.5) * s  # [N, M] pixel centres in input units
-    py = (torch.div(idx, w, rounding_mode="floor").to(torch.float32) + 0.5) * s
+    # --- 3. centre p_o = mask centroid (input units)
+    area, cx, cy = _centroids(fg, idx, obj, y, x)  # [N] each, working pixels
+    cx, cy = (cx + 0.5) * s, (cy + 0.5) * s
 
-    # --- 4. centroid and polar coordinates
-    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * s  # [w]
-    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * s  # [h]
-    safe_area = area.clamp_min(1.0)
-    cx = (col * xs).sum(1) / safe_area  # [N]
-    cy = (row * ys).sum(1) / safe_area  # [N]
-    dx, dy = px - cx[:, None], py - cy[:, None]  # [N, M]
-    theta = torch.atan2(dy, dx)  # [N, M] in [-pi, pi]
-    a_bin = torch.floor((theta + math.pi) * (u / (2 * math.pi))).long() % u  # theta = pi wraps to bin 0
-    r = torch.hypot(dx, dy)  # [N, M]
+    # --- 4. points and their weights (Eq. 3): M points' worth per object
+    px, py = (x.to(torch.float32) + 0.5) * s, (y.to(torch.float32) + 0.5) * s  # [K] pixel centres, input units
+    if cfg.sampling == "weighted":  # each contour pixel adds M / n_c points
+        weight = m_pts / _at(n_c.to(torch.float32), obj)  # [K]
+    elif cfg.sampling in ("raster", "along"):
+        if cfg.sampling == "along":  # order each object's pixels by angle about its centre (stable: ties keep raster order)
+            key = torch.atan2(py - _at(cy, obj), px - _at(cx, obj)).to(torch.float64) + 8.0 * obj.to(torch.float64)
+            order = torch.sort(key, stable=True).indices
+            obj, px, py = _at(obj, order), _at(px, order), _at(py, order)
+        offset = torch.cumsum(n_c, 0) - n_c  # [N] first pixel of each object
+        ranks = (torch.arange(m_pts, device=device, dtype=torch.float32) + 0.5)[None] * n_c[:, None] / m_pts
+        pick = (offset[:, None] + ranks.floor().long()).clamp(0, max(obj.numel() - 1, 0))  # [N, M]
+        has = (n_c > 0)[:, None].expand(n_obj, m_pts)  # an object without contour picks nothing
+        pick = pick[has]  # [N' * M]
+        obj, px, py = _at(obj, pick), _at(px, pick), _at(py, pick)
+        weight = torch.ones_like(px)
+    else:
+        raise ValueError(f"compute_descriptor: unknown sampling {cfg.sampling!r}")
 
+    # --- 5. polar coordinates about p_o, in continuous bin units (bin k spans [k, k+1))
+    dx, dy = px - _at(cx, obj), py - _at(cy, obj)  # [P] points from p_o
+    a_pos = (torch.atan2(dy, dx) + math.pi) * (u / (2 * math.pi))  # [P] in [0, u]
+    r = torch.hypot(dx, dy)  # [P]
     canvas = canvas.to(device=device, dtype=torch.float32)
     ch, cw = canvas[:, 0], canvas[:, 1]  # [N]
     diag = torch.hypot(ch, cw).clamp_min(1.0)  # [N]
-    r_bin, r_centre = _radius_bins(r, diag, cfg.radius, v, s)  # [N, M] long, [N, v]
+    r_pos, r_edges = _radius_coords(r, obj, weight, diag, cfg.radius, v, s, n_obj, m_pts)  # [P], [N, v+1]
 
-    # --- Eq. 4: each point adds 1/sqrt(d_model)
-    weight = (n_c > 0).to(torch.float32)[:, None].expand(n_obj, m_pts)  # empty contour adds nothing
-    count = torch.zeros(n_obj, u * v, device=device)
-    count.scatter_add_(1, a_bin * v + r_bin, weight)  # [N, u*v] integer-valued
+    # --- 6. Eq. 4: accumulate 1/sqrt(d) per point into [N, u, v]
+    count = _histogram(obj, a_pos, r_pos, weight, n_obj, u, v, cfg.binning)  # [N, u, v] points per bin
+    for _ in range(cfg.angle_smooth):  # circular [1, 2, 1]/4 over angle: rotation by a few degrees moves little weight
+        count = 0.25 * (count.roll(1, 1) + count.roll(-1, 1)) + 0.5 * count
+    count = count.reshape(n_obj, u * v)
     desc = count * inv
 
-    # --- negative bins: centre "outside" and empty
+    # --- 7. negative bins: centre "outside" and empty
+    if cfg.radius == "lin_abs":
+        r_centre = 0.5 * (r_edges[:, :-1] + r_edges[:, 1:])  # [N, v]
+    else:
+        r_centre = torch.sqrt(r_edges[:, :-1] * r_edges[:, 1:])  # [N, v] geometric bin centres
     a_centre = -math.pi + (torch.arange(u, device=device, dtype=torch.float32) + 0.5) * (2 * math.pi / u)  # [u]
     bx = cx[:, None, None] + r_centre[:, None, :] * torch.cos(a_centre)[None, :, None]  # [N, u, v]
     by = cy[:, None, None] + r_centre[:, None, :] * torch.sin(a_centre)[None, :, None]
     if cfg.outside_ref == "canvas":
-        outside = (bx < 0) | (by < 0) | (bx >= cw[:, None, None]) | (by >= ch[:, None, None])
+        cw3, ch3 = cw[:, None, None], ch[:, None, None]
+        if cfg.outside_edge == "hard":  # Eq. (4) text: the centre itself falls outside
+            outside = ((bx < 0) | (by < 0) | (bx >= cw3) | (by >= ch3)).to(torch.float32)  # [N, u, v]
+        elif cfg.outside_edge == "soft":  # the part of a square of the bin's area beyond the nearest canvas edge
+            beyond = torch.maximum(torch.maximum(-bx, bx - cw3), torch.maximum(-by, by - ch3))  # [N, u, v] > 0 outside
+            side = torch.sqrt((r_edges[:, 1:] - r_edges[:, :-1]) * r_centre * (2 * math.pi / u))  # [N, v]
+            outside = (0.5 + beyond / side[:, None, :].clamp_min(1e-6)).clamp(0.0, 1.0)
+        else:
+            raise ValueError(f"compute_descriptor: unknown outside_edge {cfg.outside_edge!r}")
     elif cfg.outside_ref == "own_mask":
-        outside = ~_lookup(fg, bx, by, float(s))
+        outside = (~_lookup(fg, bx, by, float(s))).to(torch.float32)
     elif cfg.outside_ref == "fg_union":
         if union is None:
             ref, ref_scale = fg.any(0), float(s)  # [h, w]
@@ -143,12 +202,12 @@ def compute_descriptor(
                 raise ValueError(f"compute_descriptor: union is {tuple(ref.shape)}, masks are {height}x{width}")
         if ref.dim() == 2:
             ref = ref.expand(n_obj, *ref.shape)  # [N, ., .] view, no copy
-        outside = ~_lookup(ref, bx, by, ref_scale)
+        outside = (~_lookup(ref, bx, by, ref_scale)).to(torch.float32)
     else:
         raise ValueError(f"compute_descriptor: unknown outside_ref {cfg.outside_ref!r}")
     outside = outside.reshape(n_obj, u * v)
-    desc = torch.where(outside & (count == 0), torch.full_like(desc, -inv), desc)
-    return desc * nonempty[:, None].to(desc.dtype)  # empty mask -> all zeros
+    desc = desc - inv * outside * (count == 0)  # [N, u*v]; an empty inside bin stays +0.0, not -0.0
+    return desc * (area > 0)[:, None].to(desc.dtype)  # empty mask -> all zeros
 
 
 def descriptor_to_embedding(desc: torch.Tensor, dim: int) -> torch.Tensor:
@@ -188,26 +247,124 @@ def _pool(fg: torch.Tensor, s: int) -> torch.Tensor:
     return big | (vanished[:, None, None] & touched)
 
 
-def _radius_bins(
-    r: torch.Tensor, diag: torch.Tensor, kind: str, v: int, s: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Radius bin of each point [N, M] and the radius of each bin centre [N, v]."""
-    j = torch.arange(v, device=r.device, dtype=torch.float32)  # [v]
-    if kind == "lin_abs":
-        idx = torch.floor(r / diag[:, None] * v)
-        centre = (j[None] + 0.5) / v * diag[:, None]
-    elif kind in ("log_abs", "log_objscale"):
-        if kind == "log_abs":
-            r0, r1 = diag / 256.0, diag  # [N]
-        else:  # shape context (Belongie et al.): normalise by the mean point radius, edges r/8 .. 2r
-            scale = r.mean(1).clamp_min(0.5 * s)  # [N]; a one-pixel mask has scale 0
-            r0, r1 = scale / 8.0, scale * 2.0
-        span = torch.log(r1 / r0)  # [N]
-        idx = torch.floor(torch.log(r.clamp_min(1e-6) / r0[:, None]) / span[:, None] * v)
-        centre = r0[:, None] * torch.exp((j[None] + 0.5) / v * span[:, None])  # geometric bin centres
+def _contour_pixels(fg: torch.Tensor) -> torch.Tensor:
+    """fg [N, h, w] bool, contiguous -> flat indices [K] int64 of its contour pixels, in raster order.
+
+    A contour pixel is a foreground pixel with a background pixel in its 3x3 window; beyond the array is
+    background. The erosion runs on the flat [N*h*w] array (contiguous slices, the cheapest bool ops), where
+    a window wraps to the next row or object only at border pixels, which are contour pixels anyway and are
+    copied from ``fg`` afterwards. On CPU it runs 1 MB of pixels at a time, so that its buffers stay in cache.
+    """
+    n, h, w = fg.shape
+    flat = fg.view(-1)  # [L]
+    length = flat.numel()
+    contour = torch.empty(-(-length // 8) * 8, dtype=torch.bool, device=fg.device)  # whole 64-bit words
+    contour[length:] = False
+    if h < 3 or w < 3:  # every pixel touches the border
+        contour[:length] = flat
     else:
+        lo, hi = w + 1, length - w - 1  # pixels whose 3x3 window lies inside the flat array
+        contour[:lo], contour[hi:length] = flat[:lo], flat[hi:]
+        step = hi - lo if fg.is_cuda else max(_CPU_CHUNK, 4 * w)
+        rows = torch.empty(min(step, hi - lo) + 2 * w, dtype=torch.bool, device=fg.device)
+        for a in range(lo, hi, step):
+            m = min(step, hi - a)
+            win = flat[a - w - 1: a + m + w + 1]  # pixels a-w-1 .. a+m+w: the chunk and its 3x3 halo
+            eh = rows[: m + 2 * w]  # row erosion, centred on pixels a-w .. a+m+w-1
+            torch.bitwise_and(win[:-2], win[1:-1], out=eh)
+            eh &= win[2:]
+            er = contour[a: a + m]  # 3x3 erosion of pixels a .. a+m-1, written in place
+            torch.bitwise_and(eh[:m], eh[w: w + m], out=er)
+            er &= eh[2 * w:]
+            er ^= flat[a: a + m]  # the erosion lies inside the mask, so xor = mask minus erosion
+        grid = contour[:length].view(n, h, w)
+        grid[:, :, 0], grid[:, :, -1] = fg[:, :, 0], fg[:, :, -1]  # border pixels: their window left the image
+        grid[:, 0], grid[:, -1] = fg[:, 0], fg[:, -1]
+    if contour.is_cuda:
+        return contour.nonzero().squeeze(1)  # [K] the host sync (data-dependent size)
+    # CPU: nonzero over 64-bit words, then over the bytes of the non-zero words (~5x faster than on bools)
+    words = contour.view(torch.int64)
+    wi = words.nonzero().squeeze(1)  # [K_w]
+    wk, byte = _at(words, wi).view(torch.uint8).view(-1, 8).nonzero().unbind(1)
+    return _at(wi, wk) * 8 + byte  # [K] flat pixel index, still in raster order
+
+
+def _centroids(
+    fg: torch.Tensor, idx: torch.Tensor, obj: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact area and centroid (working pixel indices) [N] of each mask from its contour pixels [K] alone.
+
+    Each row of a mask is a set of runs [a, b]; both ends have a background neighbour in the row, so they are
+    contour pixels. Area = sum(b + 1) - sum(a), sum of x = sum b(b+1)/2 - sum a(a-1)/2, sum of y = y * run length.
+    Integer sums (exact); no pass over the whole mask stack.
+    """
+    n, h, w = fg.shape
+    flat = fg.view(-1)
+    beside = _at(flat, torch.stack([idx - 1, idx + 1]).clamp_(0, flat.numel() - 1).flatten()).view(2, -1)  # [2, K]
+    start = (~beside[0] | (x == 0)).long()  # [K] 1 at run starts: the left neighbour is background
+    end = (~beside[1] | (x == w - 1)).long()  # [K] 1 at run ends (a one-pixel run is both)
+    ends_minus_starts = end - start
+    run = end + x * ends_minus_starts  # [K] = end * (x + 1) - start * x: signed parts of the run lengths
+    twice_x = x * (x * ends_minus_starts + end + start)  # [K] = end * x(x+1) - start * x(x-1)
+    sums = torch.zeros(3, n, dtype=torch.int64, device=fg.device)  # [3, N] area, 2 * sum x, sum y
+    for row, term in zip(sums, (run, twice_x, y * run)):
+        row.index_add_(0, obj, term)
+    area = sums[0].to(torch.float64)
+    safe = area.clamp_min(1.0)
+    return area, (0.5 * sums[1] / safe).to(torch.float32), (sums[2] / safe).to(torch.float32)
+
+
+def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values[index] along dim 0; ``index_select`` is 3-4x faster than advanced indexing on CPU."""
+    return values.index_select(0, index)
+
+
+def _radius_coords(
+    r: torch.Tensor, obj: torch.Tensor, weight: torch.Tensor, diag: torch.Tensor, kind: str, v: int, s: int,
+    n_obj: int, m_pts: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Continuous radius-bin coordinate of each point [P] (bin j spans [j, j+1)) and the bin edges [N, v+1]."""
+    j = torch.arange(v + 1, device=r.device, dtype=torch.float32)  # [v+1]
+    if kind == "lin_abs":
+        return r / _at(diag, obj) * v, j[None] / v * diag[:, None]
+    if kind not in ("log_abs", "log_objscale"):
         raise ValueError(f"compute_descriptor: unknown radius spacing {kind!r}")
-    return idx.clamp(0, v - 1).long(), centre
+    if kind == "log_abs":
+        r0, r1 = diag / 256.0, diag  # [N]
+    else:  # shape context (Belongie et al.): normalise by the mean point radius, edges r/8 .. 2r
+        mean = torch.zeros(n_obj, device=r.device).index_add_(0, obj, weight * r) / m_pts  # [N] weights sum to M
+        scale = mean.clamp_min(0.5 * s)  # a one-pixel mask has scale 0
+        r0, r1 = scale / 8.0, scale * 2.0
+    span = torch.log(r1 / r0)  # [N]
+    pos = torch.log(r.clamp_min(1e-6) / _at(r0, obj)) * _at(v / span, obj)
+    return pos, r0[:, None] * torch.exp(j[None] / v * span[:, None])  # log-spaced edges
+
+
+def _histogram(
+    obj: torch.Tensor, a_pos: torch.Tensor, r_pos: torch.Tensor, weight: torch.Tensor, n_obj: int, u: int, v: int,
+    binning: str,
+) -> torch.Tensor:
+    """Weighted points -> [N, u, v]. Angles wrap; radii beyond the first / last bin centre stay in that bin."""
+    if binning == "hard":  # Eq. (4): the bin that contains the point
+        a_bin = a_pos.floor().long() % u  # theta = pi wraps to bin 0
+        r_bin = r_pos.floor().clamp(0, v - 1).long()
+        index, value = (obj * u + a_bin) * v + r_bin, weight
+    elif binning == "linear":  # split between the two nearest bin centres in angle and in radius
+        ta, tr = a_pos - 0.5, (r_pos - 0.5).clamp(0.0, v - 1.0)  # [P] in units of bin centres
+        a_lo, r_lo = ta.floor(), tr.floor()
+        fa, fr = ta - a_lo, tr - r_lo  # [P] share of the upper neighbour
+        a_lo = a_lo.long()  # in [-1, u-1]: the neighbours of a point below the first centre are u-1 and 0
+        a_bin = torch.stack([torch.where(a_lo < 0, u - 1, a_lo), torch.where(a_lo == u - 1, 0, a_lo + 1)])  # [2, P]
+        r_bin = torch.stack([r_lo, (r_lo + 1).clamp_max(v - 1)]).long()  # [2, P]
+        a_share = torch.stack([1 - fa, fa]) * weight  # [2, P]
+        r_share = torch.stack([1 - fr, fr])  # [2, P]
+        index = (obj * u + a_bin)[:, None] * v + r_bin[None]  # [2, 2, P]
+        value = a_share[:, None] * r_share[None]  # [2, 2, P]
+        index, value = index.flatten(), value.flatten()
+    else:
+        raise ValueError(f"compute_descriptor: unknown binning {binning!r}")
+    count = torch.zeros(n_obj * u * v, device=weight.device, dtype=torch.float32)
+    return count.index_add_(0, index, value).view(n_obj, u, v)
 
 
 def _lookup(ref: torch.Tensor, x: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
