@@ -85,7 +85,7 @@ def paper_backbone() -> BackboneConfig:
 def debug_variant(cfg: Config, name: str) -> Config:
     """A CPU-minutes version of a full recipe: tiny backbone and decoder, small synthetic data in the format's
     real layout with a small label space that train and val share (``DEBUG_CLASSES``)."""
-    from gvseg.data.formats import synthetic_label_space
+    from gvseg.data.synthetic import synthetic_label_space
 
     things, stuff = DEBUG_CLASSES[cfg.data.format]
     num_classes, num_things = synthetic_label_space(cfg.data.format, things, stuff)

@@ -113,4 +113,4 @@ def test_no_queries_gives_finite_zero_losses():
     out = {"pred_logits": torch.zeros(2, 0, C + 1, requires_grad=True), "pred_masks": torch.zeros(2, 0, 3, 8, 8)}
     tg = clip_targets(2, h=32, w=32)
     losses = crit(out, [tg, tg], [(torch.zeros(0, dtype=torch.long),) * 2] * 2)
-    assert all(torch.isfinite(v) and float(v) == 0 for v in losses.values())
+    assert all(torch.isfinite(v) and float(v.detach()) == 0 for v in losses.values())

@@ -5,7 +5,7 @@ import torch
 
 from gvseg import checkpoint
 from gvseg.config import Config, DataConfig, SyntheticConfig, to_dict
-from gvseg.data.formats import synthetic_label_space
+from gvseg.data.synthetic import synthetic_label_space
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
 FORMAT = {"vps": "vipseg", "vss": "vspw", "vis": "ytvis", "evs": "davis"}

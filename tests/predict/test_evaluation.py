@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from gvseg.config import Config, ConfigError, DataConfig, SyntheticConfig
-from gvseg.data.formats import synthetic_label_space, val_split
+from gvseg.data.formats import val_split
+from gvseg.data.synthetic import synthetic_label_space
 from gvseg.evaluation import SUPPORTED, evaluate_split
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 

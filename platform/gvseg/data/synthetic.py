@@ -357,6 +357,18 @@ def select_categories(categories: list[Category], thing_classes: int = 0, stuff_
     return [c for c in categories if c.id in keep]
 
 
+def synthetic_label_space(format: str, thing_classes: int = 0, stuff_classes: int = 0) -> tuple[int, int]:
+    """(num_classes, num_thing_classes) that the reader gives a synthetic set of ``format`` drawn from the first
+    ``thing_classes`` / ``stuff_classes`` classes (0 = all): what the model must be sized to. The writers list
+    the categories they draw from, except where the format fixes its label space (``FIXED_LABEL_SPACE``)."""
+    from gvseg.data import formats
+
+    if format in formats.FIXED_LABEL_SPACE:
+        return formats.FIXED_LABEL_SPACE[format]
+    cats = select_categories(formats.categories_for(format), thing_classes, stuff_classes)
+    return len(cats), sum(c.isthing for c in cats)
+
+
 def video_seed(seed: int, index: int) -> int:
     """Per-video seed: independent streams for (seed, index) pairs."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])

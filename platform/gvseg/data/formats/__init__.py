@@ -152,27 +152,17 @@ def write_synthetic(format: str, out_dir: str | Path, videos: list[SyntheticVide
     WRITERS[format](out_dir, videos, split, progress=progress)
 
 
+# Formats whose readers use a fixed category list whatever the files hold (no category table on disk):
+# (num_classes, num_thing_classes) of their label space. Every other reader takes its files' categories.
+FIXED_LABEL_SPACE = {"kitti-step": (19, 2), "vspw": (124, 0)}
+
+
 def categories_for(format: str) -> list[Category]:
     """The category list a (synthetic) dataset of ``format`` uses: real ids and isthing flags."""
     _check_format(format)
     return list(CATEGORIES[format])
 
 
-# Formats whose readers use a fixed category list whatever the files hold (no category table on disk):
-# (num_classes, num_thing_classes) of their label space. Every other reader takes its JSON's categories.
-FIXED_LABEL_SPACE = {"kitti-step": (19, 2), "vspw": (124, 0)}
-
-
-def synthetic_label_space(format: str, thing_classes: int = 0, stuff_classes: int = 0) -> tuple[int, int]:
-    """(num_classes, num_thing_classes) that the reader gives a synthetic set of ``format`` drawn from the first
-    ``thing_classes`` / ``stuff_classes`` classes (0 = all): what the model must be sized to."""
-    _check_format(format)
-    if format in FIXED_LABEL_SPACE:
-        return FIXED_LABEL_SPACE[format]
-    from gvseg.data.synthetic import select_categories
-
-    cats = select_categories(categories_for(format), thing_classes, stuff_classes)
-    return len(cats), sum(c.isthing for c in cats)
 
 
 read_video = video.read_video
