@@ -29,7 +29,7 @@ def test_recipe_builds_and_round_trips(path, fn):
 def test_debug_recipe_is_cpu_sized(path):
     cfg = load_recipe(f"{path}:debug")
     assert not cfg.runtime.use_gpu and cfg.data.synthetic
-    assert cfg.train.max_iters <= 500 and cfg.model.decoder.dim <= 64
+    assert cfg.train.max_iters <= 1000 and cfg.model.decoder.dim <= 64
 
 
 def test_full_recipes_follow_the_paper_schedule():

@@ -12,7 +12,8 @@ exactly as a model's do (``gvseg.evaluation.evaluate_predictions``):
                      what no motion model scores.
 
 VSS has no identities, so ``redrawn_ids`` equals the ground truth there (mIoU 100); ``copy_first`` is the
-motion-free number. Frames without annotation get an empty prediction.
+motion-free number. EVS ids are its exemplars', so only ``copy_first`` applies (``TASK_BASELINES``). Frames
+without annotation get an empty prediction.
 """
 
 from __future__ import annotations
@@ -108,3 +109,6 @@ BASELINES: dict[str, Callable[..., Iterator[FramePrediction]]] = {
     "redrawn_ids": redrawn_ids,
     "copy_first": copy_first,
 }
+# EVS's ids are its exemplars' (a prediction of another id is not a thing the benchmark can score)
+TASK_BASELINES = {"vps": ("redrawn_ids", "copy_first"), "vis": ("redrawn_ids", "copy_first"),
+                  "vss": ("redrawn_ids", "copy_first"), "evs": ("copy_first",)}

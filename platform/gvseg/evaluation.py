@@ -139,11 +139,12 @@ def evaluate_predictions(cfg: Config, out_dir: str | Path, predict: Callable[[in
 def evaluate_baseline(cfg: Config, name: str, out_dir: str | Path, *, progress: bool = False) -> dict[str, float]:
     """A ground-truth baseline of ``gvseg.baselines`` ("redrawn_ids", "copy_first") on the val split, scored
     like a model (clips of ``model.association.clip_frames`` frames)."""
-    from gvseg.baselines import BASELINES
+    from gvseg.baselines import BASELINES, TASK_BASELINES
     from gvseg.data.pipeline import build_records, label_space_for
 
-    if name not in BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
+    if name not in TASK_BASELINES[cfg.model.task]:
+        raise ConfigError(f"baseline {name!r} does not apply to task {cfg.model.task!r}; "
+                          f"known: {list(TASK_BASELINES[cfg.model.task])}")
     space = label_space_for(build_records(cfg.data, cfg.data.val_split))
     fn, t = BASELINES[name], cfg.model.association.clip_frames
     return evaluate_predictions(cfg, out_dir, lambda v, rec: fn(rec, space, cfg.model.task, t), progress=progress)

@@ -184,3 +184,23 @@ def test_criterion_reuses_the_models_matchings():
     crit(out, clip.targets, out["indices"])
     assert in_model == 4  # initial prediction + 2 aux layers (injection) + the final layer
     assert counters.take().get("match/calls", 0) == 0
+
+
+def test_inject_unmatched_predicted_fills_every_thing_query():
+    """decoder.inject_unmatched="predicted": unmatched thing queries carry the H of their own predicted mask (as
+    at inference), matched ones the GT H; "zero" (default, Eq. 5 literal) leaves the unmatched at 0."""
+    clip = make_clip("vps", b=1)
+    got = {}
+    for mode in ("zero", "predicted"):
+        model = _model("vps", predicted_descriptor_prob=0.0, inject_unmatched=mode).train()
+        with torch.no_grad():
+            model.decoder.class_embed.bias.zero_()
+            model.decoder.mask_embed.layers[-1].bias.fill_(3.0)  # every predicted mask non-empty
+        seen = []
+        real = model.decoder.forward
+        model.decoder.forward = lambda q, p, m, f, t, inject=None: real(
+            q, p, m, f, t, lambda layer, prev: seen.append(inject(layer, prev)) or seen[-1])
+        model(clip)
+        thing_q = ~model.query_init.flags(torch.device("cpu"))[0].eq(2)
+        got[mode] = int((seen[0][0, thing_q].abs().sum(-1) > 0).sum())
+    assert got["zero"] == 2 and got["predicted"] == 10  # the two thing targets vs every grid query
