@@ -186,21 +186,34 @@ def test_criterion_reuses_the_models_matchings():
     assert counters.take().get("match/calls", 0) == 0
 
 
+def _first_injection(model, clip):
+    """The H the decoder received before its first self-attention: [B, Q, D]."""
+    seen = []
+    real = model.decoder.forward
+
+    def spy(queries, query_pos, memories, mask_features, num_frames, inject=None):
+        def wrapped(layer, prev):
+            seen.append(inject(layer, prev))
+            return seen[-1]
+        return real(queries, query_pos, memories, mask_features, num_frames, wrapped)
+
+    model.decoder.forward = spy
+    model(clip)
+    return seen[0]
+
+
 def test_inject_unmatched_predicted_fills_every_thing_query():
     """decoder.inject_unmatched="predicted": unmatched thing queries carry the H of their own predicted mask (as
     at inference), matched ones the GT H; "zero" (default, Eq. 5 literal) leaves the unmatched at 0."""
+    from gvseg.structures import QUERY_THING
+
     clip = make_clip("vps", b=1)
     got = {}
     for mode in ("zero", "predicted"):
         model = _model("vps", predicted_descriptor_prob=0.0, inject_unmatched=mode).train()
         with torch.no_grad():
-            model.decoder.class_embed.bias.zero_()
             model.decoder.mask_embed.layers[-1].bias.fill_(3.0)  # every predicted mask non-empty
-        seen = []
-        real = model.decoder.forward
-        model.decoder.forward = lambda q, p, m, f, t, inject=None: real(
-            q, p, m, f, t, lambda layer, prev: seen.append(inject(layer, prev)) or seen[-1])
-        model(clip)
-        thing_q = ~model.query_init.flags(torch.device("cpu"))[0].eq(2)
-        got[mode] = int((seen[0][0, thing_q].abs().sum(-1) > 0).sum())
+        h = _first_injection(model, clip)
+        thing_q = model.query_init.flags(torch.device("cpu"))[0] == QUERY_THING
+        got[mode] = int((h[0, thing_q].abs().sum(-1) > 0).sum())
     assert got["zero"] == 2 and got["predicted"] == 10  # the two thing targets vs every grid query
