@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RECIPES = {"vps": "tasks/vps_vipseg.py:debug", "vis": "tasks/vis_ytvis21.py:debug",
            "vss": "tasks/vss_vspw.py:debug", "evs": "tasks/evs_ytvos18.py:debug"}
-HEADLINES = {"vps": ("vpq_1_thing", "vpq_6_thing", "vpq_1_stuff", "vpq_6_stuff", "vpq_mean_1246", "stq"),
+HEADLINES = {"vps": ("vpq_1_thing", "vpq_2_thing", "vpq_4_thing", "vpq_6_thing", "vpq_1_stuff", "vpq_6_stuff",
+                     "vpq_mean_1246", "stq"),
              "vis": ("AP", "AP50", "AR10"), "vss": ("miou", "mvc8"), "evs": ("J&F-Mean", "J-Mean", "F-Mean")}
 # the training ablations (Table 4e) and the association cues (Table 4d)
 VARIANTS = {
@@ -202,8 +203,11 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
         h = r["history"]
         steps = [x["step"] for x in h]
         ax[0, 0].plot(steps, [x.get("loss", math.nan) for x in h], label=r["name"], lw=1, marker=".", ms=3)
-        ax[0, 1].plot(steps, [x.get("mech/tcl/thing_anchor_pos_frac", math.nan) for x in h], label=r["name"], lw=1, marker=".", ms=3)
-        ax[1, 0].plot(steps, [x.get("mech/match/thing_on_thing_frac", math.nan) for x in h], label=r["name"], lw=1, marker=".", ms=3)
+        if r["task"] == "vps":  # thing queries and thing TCL anchors are VPS's (VIS: every query is a thing)
+            ax[0, 1].plot(steps, [x.get("mech/tcl/thing_anchor_pos_frac", math.nan) for x in h], label=r["name"],
+                          lw=1, marker=".", ms=3)
+            ax[1, 0].plot(steps, [x.get("mech/match/thing_on_thing_frac", math.nan) for x in h], label=r["name"],
+                          lw=1, marker=".", ms=3)
     ax[0, 0].set(title="training loss", xlabel="step", yscale="log")
     ax[0, 1].set(title="TCL: thing anchors with >= 1 positive (Eq. 10)", xlabel="step", ylim=(0, 1.05))
     ax[1, 0].set(title="gated matching: thing GT on thing queries", xlabel="step", ylim=(0, 1.05))
@@ -233,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--work", default=str(ROOT / "benchmarks" / "data" / "learning"))
+    p.add_argument("--replot", metavar="JSON", help="re-derive the summary and plot from a result file (no runs)")
     args = p.parse_args(argv)
+    if args.replot:
+        return replot(Path(args.replot))
 
     from common import machine
     from tqdm import tqdm
@@ -274,6 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"wall_s": round(result["wall_s"]), "targets": summary["targets"],
                       **{g: {k: round(v["mean"], 3) for k, v in r.items() if isinstance(v, dict) and "mean" in v}
                          for g, r in summary["runs"].items()}}, indent=1, default=float))
+    return 0
+
+
+def replot(path: Path) -> int:
+    """Summary and plot again from the runs a result file holds (e.g. after the summary code changed)."""
+    result = json.loads(path.read_text())
+    runs = result["runs_detail"]
+    summary = summarise(runs, result["baselines"], result["settings"])
+    result.update(summary)
+    path.write_text(json.dumps(result, indent=1, default=float))
+    plot(runs, summary, path.with_suffix(".png"))
+    print(json.dumps(summary["targets"], indent=1, default=float))
     return 0
 
 

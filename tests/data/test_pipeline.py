@@ -212,3 +212,19 @@ def test_evs_targets_only_hold_hinted_objects(ytvos_records):
                 assert set(clip.ids.tolist()) <= in_clip
                 dropped += len(in_clip - set(clip.ids.tolist()))
     assert dropped > 0  # the synthetic videos have objects entering mid-video: some were dropped
+
+
+def test_synthetic_set_is_regenerated_when_its_settings_change_but_user_data_is_not(tmp_path):
+    synth = SyntheticConfig(videos=3, frames=3, height=32, width=40, thing_classes=2, stuff_classes=2)
+    cfg = DataConfig(format="vipseg", root=str(tmp_path / "s"), synthetic=True, synth=synth)
+    assert len(build_records(cfg, "train")) == 2
+    more = DataConfig(format="vipseg", root=cfg.root, synthetic=True,
+                      synth=SyntheticConfig(videos=5, frames=3, height=32, width=40, thing_classes=2, stuff_classes=2))
+    with pytest.warns(UserWarning, match="other settings"):
+        assert len(build_records(more, "train")) == 4
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("my data")
+    with pytest.raises(Exception):  # not a dataset, and left as it is
+        build_records(DataConfig(format="vipseg", root=str(user), synthetic=True, synth=synth), "train")
+    assert (user / "notes.txt").read_text() == "my data" and len(list(user.iterdir())) == 1

@@ -52,13 +52,8 @@ def build_records(cfg: DataConfig, split: str, *, progress: bool = False) -> lis
     if not cfg.root:
         raise ValueError(f"data.root is empty; set it to the {cfg.format} dataset directory")
     root = Path(cfg.root)
-    if cfg.synthetic and not (root.exists() and any(root.iterdir())):
-        from gvseg.data.synthetic import synth_dataset
-
-        s = cfg.synth
-        synth_dataset(cfg.format, root, videos=s.videos, frames=s.frames, height=s.height, width=s.width,
-                      seed=s.seed, lookalike=s.lookalike, val_fraction=s.val_fraction,
-                      thing_classes=s.thing_classes, stuff_classes=s.stuff_classes, progress=progress)
+    if cfg.synthetic:
+        _ensure_synthetic(cfg, root, progress)
     records, errors = formats.read_dataset(cfg.format, str(root), split, on_error=cfg.on_error, progress=progress)
     if errors:
         warnings.warn(f"{root} [{split}]: skipped {len(errors)} bad videos, first: {errors[0]}", stacklevel=2)
@@ -67,6 +62,40 @@ def build_records(cfg: DataConfig, split: str, *, progress: bool = False) -> lis
     if not records:
         raise ValueError(f"{root}: split {split!r} of format {cfg.format!r} has no videos")
     return list(records)
+
+
+SYNTH_STAMP = ".gvseg_synth.json"  # what a generated set was generated with
+
+
+def _ensure_synthetic(cfg: DataConfig, root: Path, progress: bool) -> None:
+    """Generate ``cfg.synth`` into ``root`` if it is missing or empty, or regenerate it when it is a set this
+    generator made with other settings (its stamp differs: e.g. a recipe's label space changed). A folder
+    without a stamp is somebody's data and is never touched."""
+    import json
+    import shutil
+
+    from gvseg.config import to_dict
+    from gvseg.data.synthetic import synth_dataset
+
+    want = {"format": cfg.format, **to_dict(cfg.synth)}
+    stamp = root / SYNTH_STAMP
+    if root.exists() and any(root.iterdir()):
+        if not stamp.is_file():
+            return
+        try:
+            if json.loads(stamp.read_text()) == want:
+                return
+        except (OSError, ValueError):
+            pass
+        warnings.warn(f"{root}: a synthetic set made with other settings; regenerating it", stacklevel=3)
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({**want, "complete": False}))  # a crash mid-write leaves a set a rerun redoes
+    s = cfg.synth
+    synth_dataset(cfg.format, root, videos=s.videos, frames=s.frames, height=s.height, width=s.width,
+                  seed=s.seed, lookalike=s.lookalike, val_fraction=s.val_fraction,
+                  thing_classes=s.thing_classes, stuff_classes=s.stuff_classes, progress=progress)
+    stamp.write_text(json.dumps(want))
 
 
 def label_space_for(records: Sequence[VideoRecord]) -> LabelSpace:
