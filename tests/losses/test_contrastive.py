@@ -46,7 +46,7 @@ def test_tau_selects_exactly_the_expected_positives():
     refs = [base + unit(0, d * math.sqrt(U)) for d in (0.05, 0.15, 0.25, 0.35)] + [base]
     ref = samples([1, 1, 1, 1, 2], [0] * 5, [True] * 5, torch.stack(refs))
     for tau, n_pos in [(0.1, 1), (0.2, 2), (0.3, 3)]:
-        pos, neg = positive_mask(key, ref, ContrastiveConfig(tau=tau, far_same_id="negative"))
+        pos, neg = positive_mask(key, ref, ContrastiveConfig(tau=tau))
         assert pos[0].tolist() == [i < n_pos for i in range(4)] + [False]
         assert neg[0].tolist() == [i >= n_pos for i in range(4)] + [True]  # far same id: negative
         assert pos[1].tolist() == [False] * 4 + [True]
