@@ -116,7 +116,7 @@ def read_video(paths: list[str]) -> int:
 def time_reading(split: pio.PanopticSplit, workers: int) -> float:
     jobs = [v.gt_paths + v.pred_paths for v in split.videos]
     t0 = time.perf_counter()
-    with mp.get_context().Pool(workers, initializer=vpq._init_worker) as pool:
+    with mp.get_context().Pool(workers, initializer=pio._init_worker) as pool:
         for _ in pool.imap(read_video, jobs, chunksize=1):
             pass
     return time.perf_counter() - t0

@@ -18,7 +18,7 @@ from typing import Any
 
 METRICS = {
     "vpq": "gvseg.metrics.vpq",
-    "stq": "gvseg.metrics.stq",
+    "stq": "gvseg.metrics.evaluate:evaluate_stq",  # VIPSeg (joint scan in vpq) or KITTI-STEP, by GT layout
     "miou": "gvseg.metrics.semantic",
     "ytvis": "gvseg.metrics.ytvis",
     "jf": "gvseg.metrics.jf",
@@ -30,8 +30,26 @@ def get_metric(name: str):
     """The ``evaluate`` function of metric ``name`` (lazy import)."""
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}")
-    module = importlib.import_module(METRICS[name])
-    return module.evaluate
+    module, _, fn = METRICS[name].partition(":")
+    return getattr(importlib.import_module(module), fn or "evaluate")
+
+
+def evaluate_stq(gt: str | os.PathLike, pred: str | os.PathLike, *, dataset: str | None = None, **options) -> dict:
+    """STQ for either layout: VIPSeg through ``vpq.evaluate_stq`` (one pass with VPQ's scan), KITTI-STEP through
+    ``stq.evaluate``. ``dataset``: 'vipseg' | 'kitti-step' | None (from the GT layout)."""
+    from gvseg.metrics import panoptic_io as pio
+
+    fmt = (dataset or pio.detect_format(gt)).lower().replace("_", "-")
+    if fmt == "vipseg":
+        from gvseg.metrics.vpq import evaluate_stq as vipseg_stq
+
+        options.pop("split", None)
+        return vipseg_stq(gt, pred, **options)
+    if fmt == "kitti-step":
+        from gvseg.metrics.stq import evaluate as kitti_stq
+
+        return kitti_stq(gt, pred, dataset=fmt, **options)
+    raise ValueError(f"STQ: unknown dataset {dataset!r} (use 'vipseg' or 'kitti-step')")
 
 
 def _plain(x: Any) -> Any:

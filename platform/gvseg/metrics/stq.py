@@ -25,6 +25,11 @@ Arrays: ``stq_sequence(gt_label [K], pred_label [K], count [K], ...)`` takes a s
 whole sequence (labels int64); ``stq_video(gt_labels [T,H,W], pred_labels [T,H,W], ...)`` builds it from dense
 label maps. ``stq_result`` merges sequences. STQ/AQ/SQ are fractions in [0, 1] (the script prints them so).
 An empty split (no GT tube) gives AQ = 0, as deeplab2 (division by max(0, 1e-15)).
+
+Layers: the shared per-frame counting (``pair_counts``, ``map_videos``) lives in ``panoptic_io``; this module
+holds the core and the KITTI-STEP front end (``evaluate``); VIPSeg's labels are built here
+(``vipseg_labels``) but scanned by ``vpq.scan_vipseg`` in one pass with VPQ (``vpq.evaluate_stq``), so
+``vpq`` imports this module and never the reverse.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from functools import partial
 import numpy as np
 
 from gvseg.metrics import panoptic_io as pio
+from gvseg.metrics.panoptic_io import map_videos, pair_counts
 
 VIPSEG_NUM_CLASSES = 124  # eval_stq_vspw.py: n_classes = 124
 KITTI_STEP_NUM_CLASSES = 19
@@ -180,8 +186,6 @@ def stq_video(
     where: str = "video",
 ) -> STQSequence:
     """Array core: dense label maps [T, H, W] (non-negative ints < 2^32) -> sequence statistics."""
-    from gvseg.metrics.vpq import pair_counts
-
     gt_labels, pred_labels = np.asarray(gt_labels), np.asarray(pred_labels)
     if gt_labels.shape != pred_labels.shape or gt_labels.ndim != 3:
         raise ValueError(f"{where}: gt {gt_labels.shape} and pred {pred_labels.shape} must be equal [T, H, W]")
@@ -195,8 +199,6 @@ def kitti_step_sequence(
     seq: pio.KittiStepSequence, *, num_classes: int, things: Sequence[int], ignore_label: int
 ) -> tuple[str, STQSequence]:
     """One KITTI-STEP sequence: whole frames, labels (R << 16) + G*256 + B for GT and prediction."""
-    from gvseg.metrics.vpq import pair_counts
-
     gls, pls, ns = [], [], []
     for gp, pp in zip(seq.gt_paths, seq.pred_paths):
         g, p = pio.read_id_png(gp), pio.read_id_png(pp)
@@ -222,31 +224,18 @@ def evaluate(
     things: Sequence[int] | None = None,
     ignore_label: int = IGNORE_LABEL,
     split: str = "val",
-    gt_json: str | None = None,
-    gt_png_dir: str | None = None,
-    pred_json: str | None = None,
 ) -> dict:
-    """STQ of a prediction directory. ``dataset``: 'vipseg' | 'kitti-step' | None (auto from the GT layout).
-
-    VIPSeg: ``gt`` = root with panomasksRGB/ + JSON (or the JSON), ``pred`` = dir with pan_pred/ + pred.json.
-    KITTI-STEP: ``gt`` = folder of ``<seq>/<frame>.png`` (or root with panoptic_maps/<split>/), ``pred`` alike."""
-    from gvseg.metrics import vpq
-
+    """STQ of a KITTI-STEP prediction directory: ``gt`` = folder of ``<seq>/<frame>.png`` (or root with
+    panoptic_maps/<split>/), ``pred`` alike. VIPSeg's STQ comes from the joint one-pass scan,
+    ``gvseg.metrics.vpq.evaluate_stq`` (``gvseg eval --metric stq`` picks by the GT layout)."""
     fmt = (dataset or pio.detect_format(gt)).lower().replace("_", "-")
-    if fmt == "vipseg":
-        nc = VIPSEG_NUM_CLASSES if num_classes is None else num_classes
-        data = pio.load_vipseg(gt, pred, gt_json=gt_json, gt_png_dir=gt_png_dir, pred_json=pred_json)
-        _, seqs = vpq.scan_vipseg(data, spans=(), with_vpq=False, with_stq=True, stq_num_classes=nc,
-                                  stq_ignore_label=ignore_label, stq_things=things, workers=workers,
-                                  progress=progress)
-    elif fmt == "kitti-step":
-        nc = KITTI_STEP_NUM_CLASSES if num_classes is None else num_classes
-        th = KITTI_STEP_THINGS if things is None else tuple(things)
-        sequences = pio.load_kitti_step(gt, pred, split=split)
-        fn = partial(kitti_step_sequence, num_classes=nc, things=th, ignore_label=ignore_label)
-        seqs = dict(vpq.map_videos(fn, sequences, workers, progress, "STQ"))
-    else:
-        raise ValueError(f"stq.evaluate: unknown dataset {dataset!r} (use 'vipseg' or 'kitti-step')")
+    if fmt != "kitti-step":
+        raise ValueError(f"{gt}: stq.evaluate scores KITTI-STEP; for {fmt!r} use gvseg.metrics.vpq.evaluate_stq")
+    nc = KITTI_STEP_NUM_CLASSES if num_classes is None else num_classes
+    th = KITTI_STEP_THINGS if things is None else tuple(things)
+    sequences = pio.load_kitti_step(gt, pred, split=split)
+    fn = partial(kitti_step_sequence, num_classes=nc, things=th, ignore_label=ignore_label)
+    seqs = dict(map_videos(fn, sequences, workers, progress, "STQ"))
     res = stq_result(seqs, num_classes=nc, ignore_label=ignore_label)
     res["num_videos"] = len(seqs)
     return res

@@ -32,17 +32,16 @@ whole split (parallel over videos, progress bar) and returns that dict.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
-from tqdm import tqdm
 
 from gvseg.metrics import panoptic_io as pio
 from gvseg.metrics import stq as stq_core
+from gvseg.metrics.panoptic_io import map_videos, pair_counts
 
 SPANS = (1, 2, 4, 6, 8)
 PAPER_SPANS = (1, 2, 4, 6)  # VIPSeg paper / GvSeg tables
@@ -140,29 +139,6 @@ def segment_table(segments: Sequence[Sequence[Mapping]], where: str = "", need_a
 
 
 # ------------------------------------------------------------------------------------------- frame tables
-
-
-def pair_counts(gt_ids: np.ndarray, pred_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Joint histogram of one frame: (gt id [K], pred id [K], pixel count [K]), all int64.
-
-    Replaces the official per-window ``np.unique(gt * 2^24 + pred)`` over stacked frames. Panoptic maps are
-    large flat regions, so the row-major pixel stream is run-length encoded first (runs of equal (gt, pred))
-    and only the run keys go through ``np.unique``: ~4x faster than sorting every pixel, same counts."""
-    if gt_ids.shape != pred_ids.shape:
-        raise ValueError(f"gt {gt_ids.shape} and prediction {pred_ids.shape} differ in size")
-    g = np.ascontiguousarray(gt_ids).ravel()
-    p = np.ascontiguousarray(pred_ids).ravel()
-    if g.size == 0:
-        z = np.zeros(0, np.int64)
-        return z, z.copy(), z.copy()
-    change = g[1:] != g[:-1]
-    change |= p[1:] != p[:-1]
-    starts = np.concatenate(([0], np.flatnonzero(change) + 1))  # [R] run starts
-    lengths = np.diff(starts, append=g.size)  # [R]
-    key = (g[starts].astype(np.uint64) << np.uint64(32)) | p[starts].astype(np.uint64)
-    u, inv = np.unique(key, return_inverse=True)
-    n = np.bincount(inv.ravel(), weights=lengths, minlength=len(u))  # float64, exact below 2^53 pixels
-    return (u >> np.uint64(32)).astype(np.int64), (u & np.uint64(0xFFFFFFFF)).astype(np.int64), n.astype(np.int64)
 
 
 def compact(ids_sorted: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -473,30 +449,6 @@ def scan_video(
     return out
 
 
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core; no nested thread pools
-
-
-def map_videos(fn, items: Sequence, workers: int | None, progress: bool, desc: str):
-    """Ordered map over videos: in-process when ``workers <= 1``, else a process pool; yields results."""
-    workers = min(os.cpu_count() or 1, len(items)) if workers is None else min(workers, len(items))
-    bar = tqdm(total=len(items), desc=desc, disable=not progress)
-    try:
-        if workers <= 1:
-            for it in items:
-                yield fn(it)
-                bar.update()
-        else:
-            with mp.get_context().Pool(workers, initializer=_init_worker) as pool:
-                for r in pool.imap(fn, items, chunksize=1):
-                    yield r
-                    bar.update()
-    finally:
-        bar.close()
-
-
 def scan_vipseg(
     split: pio.PanopticSplit,
     *,
@@ -551,4 +503,27 @@ def evaluate(
     res["num_videos"] = len(split.videos)
     if with_stq:
         res.update(stq_core.stq_result(seqs, num_classes=124, ignore_label=255))
+    return res
+
+
+def evaluate_stq(
+    gt: str | os.PathLike,
+    pred: str | os.PathLike,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+    num_classes: int | None = None,
+    things: Sequence[int] | None = None,
+    ignore_label: int = stq_core.IGNORE_LABEL,
+    gt_json: str | None = None,
+    gt_png_dir: str | None = None,
+    pred_json: str | None = None,
+) -> dict:
+    """STQ alone of a VIPSeg-format prediction (``eval_stq_vspw.py``), through the same one-pass scan."""
+    nc = stq_core.VIPSEG_NUM_CLASSES if num_classes is None else num_classes
+    data = pio.load_vipseg(gt, pred, gt_json=gt_json, gt_png_dir=gt_png_dir, pred_json=pred_json)
+    _, seqs = scan_vipseg(data, spans=(), with_vpq=False, with_stq=True, stq_num_classes=nc,
+                          stq_ignore_label=ignore_label, stq_things=things, workers=workers, progress=progress)
+    res = stq_core.stq_result(seqs, num_classes=nc, ignore_label=ignore_label)
+    res["num_videos"] = len(seqs)
     return res
