@@ -228,3 +228,15 @@ def test_synthetic_set_is_regenerated_when_its_settings_change_but_user_data_is_
     with pytest.raises(ValueError, match="train.txt"):  # not a dataset: said so, and left as it is
         build_records(DataConfig(format="vipseg", root=str(user), synthetic=True, synth=synth), "train")
     assert (user / "notes.txt").read_text() == "my data" and len(list(user.iterdir())) == 1
+
+
+def test_a_model_sized_for_another_label_space_is_a_one_line_error():
+    from gvseg.data.pipeline import check_label_space
+    from gvseg.data.transforms import LabelSpace
+
+    space = LabelSpace((1, 2, 3), ("a", "b", "c"), 1)
+    check_label_space(space, 3, 1, "data/x")  # matches: nothing said
+    with pytest.raises(ValueError, match=r"^data/x: the dataset has 3 classes \(1 things\) but the model has "
+                                         r"model.num_classes=124, model.num_thing_classes=58") as e:
+        check_label_space(space, 124, 58, "data/x")
+    assert "\n" not in str(e.value)

@@ -190,7 +190,7 @@ class GvSeg(nn.Module):
             bi, qi, ti = bi[keep], qi[keep], ti[keep]
             n = int(bi.numel())
             if n and float(torch.rand(())) < p_pred:  # H of the predicted masks, as at inference
-                h_emb = self._pred_desc(masks[bi, qi, mid] > 0, clip.image_sizes.to(dev)[bi])  # [M, D]
+                h_emb = self._embed(self._mask_descriptors(masks[bi, qi, mid][:, None] > 0, clip.image_sizes[bi])[:, 0])  # [M, D]
             else:
                 h_emb = gt_emb[ti]
                 counters.add("spa/inject_gt_slots", n)
@@ -200,11 +200,6 @@ class GvSeg(nn.Module):
             return out
 
         return train_inject
-
-    def _pred_desc(self, masks: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
-        """masks [N, h4, w4] bool, image_sizes [N, 2] -> embedded H [N, D]."""
-        canvas = torch.ceil(image_sizes.to(masks.device, torch.float32) / 4)
-        return self._embed(compute_descriptor(masks, canvas, self.cfg.descriptor, self.dim, downsample=1))
 
     def _match(self, logits: torch.Tensor, masks: torch.Tensor, targets: list[Targets], meta: QueryMeta) -> Indices:
         """The gated Hungarian matching (EVS: the gate leaves each hint's query exactly its own track)."""
