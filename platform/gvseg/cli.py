@@ -19,8 +19,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import get_args
 
-from gvseg.config import ConfigError, apply_overrides, flatten
+from gvseg.config import ConfigError, DataFormat, apply_overrides, flatten
 
 EXIT_USAGE = 2
 
@@ -239,8 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "synth", help="write a synthetic dataset in a real format",
         description="Write a complete synthetic dataset tree (train/val) byte-exact in a real dataset format: "
                     "textured stuff, moving/occluding thing instances, optional look-alikes.")
-    s.add_argument("--format", required=True,
-                   choices=["vipseg", "vspw", "ytvis", "ovis", "ytvos", "davis", "burst", "kitti-step"])
+    s.add_argument("--format", required=True, choices=get_args(DataFormat))  # = formats.FORMATS (a test)
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--videos", type=int, default=8)
     s.add_argument("--frames", type=int, default=8)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union
 
 Task = Literal["vis", "vss", "vps", "evs"]
-DataFormat = Literal["vipseg", "vspw", "ytvis", "ovis", "ytvos", "davis", "burst", "kitti-step"]
+# the keys of gvseg.data.formats.FORMATS, the one table of datasets (a test keeps them equal)
+DataFormat = Literal["vipseg", "kitti-step", "vspw", "ytvis", "ovis", "davis", "ytvos", "burst"]
 
 
 class ConfigError(ValueError):

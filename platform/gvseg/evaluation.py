@@ -2,7 +2,8 @@
 
 ``evaluate_split(model, cfg, out_dir) -> (metrics, overlays)`` streams every val video through
 ``inference.predict_video``, writes predictions with the format's official writer (``gvseg.writers``), then
-scores them with ``gvseg.metrics`` against the dataset's GT files on disk. Going through the files (not
+scores them with the format's scorer (``SCORERS``, over ``gvseg.metrics``); which writer, scorer and headline
+number belong to a format is ``formats.FORMATS``. It scores them against the dataset's GT files on disk. Going through the files (not
 in-memory shortcuts) means a training run reports exactly the number the benchmark's script would.
 
   task/format        files written (gvseg.writers)                        metrics
@@ -35,20 +36,12 @@ from gvseg import counters
 from gvseg.config import Config, ConfigError
 from gvseg.structures import VideoRecord
 
-# The number each benchmark's tables lead with: it ranks checkpoints ("best").
-HEADLINE = {"vps": "vpq_mean_1246", "vss": "miou", "vis": "AP", "evs": "J&F-Mean"}
-
 
 def headline_metric(cfg: Config) -> str:
-    if cfg.model.task == "evs" and cfg.data.format == "burst":
-        return "HOTA_all"
-    if cfg.data.format == "kitti-step":  # KITTI-STEP defines STQ only
-        return "stq"
-    return HEADLINE[cfg.model.task]
+    """The number the format's benchmark tables lead with (``formats.FORMATS``); it ranks checkpoints."""
+    from gvseg.data.formats import format_of
 
-
-SUPPORTED = {("vps", "vipseg"), ("vps", "kitti-step"), ("vss", "vspw"), ("vis", "ytvis"), ("vis", "ovis"),
-             ("evs", "ytvos"), ("evs", "davis"), ("evs", "burst")}
+    return format_of(cfg.data.format).headline
 
 
 def _frames(record: VideoRecord, size: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -109,13 +102,15 @@ def evaluate_predictions(cfg: Config, out_dir: str | Path, predict: Callable[[in
     frame order (a model through ``predict_video``, or a ground-truth baseline from ``gvseg.baselines``); they
     go through the format's official writer and metric. The mechanism counters of the predicting are returned
     too, as ``mech_inference/<name>`` (apart from the training counters)."""
+    from gvseg.data.formats import format_of
     from gvseg.data.pipeline import build_records, check_label_space, label_space_for
     from gvseg.writers import official_writer, video_info
 
     task, fmt = cfg.model.task, cfg.data.format
-    if (task, fmt) not in SUPPORTED:
-        raise ConfigError(f"evaluation of task {task!r} on format {fmt!r} is not supported; "
-                          f"supported: {sorted(SUPPORTED)}")
+    spec = format_of(fmt)
+    if task != spec.task:
+        raise ConfigError(f"evaluation of task {task!r} on format {fmt!r} is not supported: {fmt} is a "
+                          f"{spec.task} benchmark (data.format or model.task is wrong)")
     out_dir = Path(out_dir)
     records = build_records(cfg.data, cfg.data.val_split)
     space = label_space_for(records)
@@ -130,7 +125,7 @@ def evaluate_predictions(cfg: Config, out_dir: str | Path, predict: Callable[[in
                 writer.end_video()
         finally:
             writer.close()
-    result = _score(task, fmt, cfg, out_dir, records, writer, progress)
+    result = SCORERS[spec.scorer](cfg, out_dir, records, progress)
     metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     metrics.update({f"mech_inference/{k}": v for k, v in fired.items()})
     return metrics
@@ -158,59 +153,88 @@ def _empty_frames(record: VideoRecord, task: str) -> Iterator:
                               id_map=np.zeros((record.height, record.width), np.int32))
 
 
-def _score(task: str, fmt: str, cfg: Config, out_dir: Path, records: list[VideoRecord], writer,
-           progress: bool) -> dict:
+# ------------------------------------------------------------------------------------ scorers
+# One per ``formats.Format.scorer``: the official metric on the files the format's writer wrote, restricted to
+# the videos that were predicted (``data.max_videos``). ``(cfg, out_dir, records, progress) -> metrics``.
+
+
+def _score_vipseg(cfg: Config, out_dir: Path, records: list[VideoRecord], progress: bool) -> dict:
+    from gvseg.metrics import vpq
+
+    root, split = Path(cfg.data.root), cfg.data.val_split
+    gt_json = root / f"panoptic_gt_VIPSeg_{split}.json"
+    if len(records) < _count_vipseg(gt_json):  # max_videos: score the evaluated videos only
+        gt_json = _filtered_vipseg_gt(gt_json, {r.video_id for r in records}, out_dir)
+    return vpq.evaluate(root, out_dir, gt_json=str(gt_json), gt_png_dir=str(root / "panomasksRGB"),
+                        with_stq=True, progress=progress, workers=0)
+
+
+def _score_kitti_step(cfg: Config, out_dir: Path, records: list[VideoRecord], progress: bool) -> dict:
+    from gvseg.metrics import stq
+
     root, split = Path(cfg.data.root), cfg.data.val_split
     names = [r.video_id for r in records]
-    if fmt == "vipseg":
-        from gvseg.metrics import vpq
+    return stq.evaluate(_subset_dir(root / "panoptic_maps" / split, names, out_dir / "_gt"), out_dir,
+                        dataset="kitti-step", split=split, progress=progress, workers=0)
 
-        gt_json = root / f"panoptic_gt_VIPSeg_{split}.json"
-        if len(records) < _count_vipseg(gt_json):  # max_videos: score the evaluated videos only
-            gt_json = _filtered_vipseg_gt(gt_json, set(names), out_dir)
-        return vpq.evaluate(root, out_dir, gt_json=str(gt_json), gt_png_dir=str(root / "panomasksRGB"),
-                            with_stq=True, progress=progress, workers=0)
-    if fmt == "kitti-step":
-        from gvseg.metrics import stq
 
-        return stq.evaluate(_subset_dir(root / "panoptic_maps" / split, names, out_dir / "_gt"), out_dir,
-                            dataset="kitti-step", split=split, progress=progress, workers=0)
-    if fmt == "vspw":
-        from gvseg.metrics import semantic
+def _score_vspw(cfg: Config, out_dir: Path, records: list[VideoRecord], progress: bool) -> dict:
+    from gvseg.metrics import semantic
 
-        return semantic.evaluate(root, out_dir, split=split, videos=names, progress=progress, workers=0)
-    if fmt in ("ytvis", "ovis"):
-        from gvseg.metrics import ytvis
+    return semantic.evaluate(Path(cfg.data.root), out_dir, split=cfg.data.val_split,
+                             videos=[r.video_id for r in records], progress=progress, workers=0)
 
-        results = json.loads((out_dir / "results.json").read_text())
-        if not results:  # an untrained model may keep nothing; ytvis.evaluate rejects an empty list
-            warnings.warn("VIS evaluation: the model predicted no instance; AP/AR are 0", stacklevel=3)
-            return {k: 0.0 for k in ytvis.STAT_NAMES}
-        gt = json.loads(Path(records[0].meta["json"]).read_text())
-        keep = {r.meta["json_video_id"] for r in records}
-        gt["videos"] = [v for v in gt["videos"] if v["id"] in keep]
-        gt["annotations"] = [a for a in gt.get("annotations") or [] if a["video_id"] in keep]
-        return ytvis.evaluate(gt, results, progress=progress)
-    if fmt == "davis":
-        from gvseg.metrics import jf
 
-        return jf.evaluate_davis(root, out_dir, split=split, sequences=names, progress=progress)
-    if fmt == "ytvos":
-        from gvseg.metrics import jf
+def _score_ytvis(cfg: Config, out_dir: Path, records: list[VideoRecord], progress: bool) -> dict:
+    from gvseg.metrics import ytvis
 
-        return jf.evaluate_youtube_vos(root / split, out_dir / "Annotations", sequences=names, progress=progress)
-    if fmt == "burst":
-        from gvseg.metrics import hota
+    results = json.loads((out_dir / "results.json").read_text())
+    if not results:  # an untrained model may keep nothing; ytvis.evaluate rejects an empty list
+        warnings.warn("VIS evaluation: the model predicted no instance; AP/AR are 0", stacklevel=3)
+        return {k: 0.0 for k in ytvis.STAT_NAMES}
+    gt = json.loads(Path(records[0].meta["json"]).read_text())
+    keep = {r.meta["json_video_id"] for r in records}
+    gt["videos"] = [v for v in gt["videos"] if v["id"] in keep]
+    gt["annotations"] = [a for a in gt.get("annotations") or [] if a["video_id"] in keep]
+    return ytvis.evaluate(gt, results, progress=progress)
 
-        gt = json.loads(Path(records[0].meta["json"]).read_text())
-        keep = {(r.meta["dataset"], r.meta["seq_name"]) for r in records}
-        gt["sequences"] = [s for s in gt["sequences"] if (s["dataset"], s["seq_name"]) in keep]
-        cats = root / "info" / "categories.json"
-        with warnings.catch_warnings():  # synthetic sets carry their categories in the GT JSON
-            warnings.simplefilter("ignore", UserWarning)
-            return hota.evaluate(gt, out_dir / "burst_results.json", progress=progress,
-                                 categories=str(cats) if cats.is_file() else None)
-    raise ConfigError(f"no scorer for format {fmt!r}")
+
+def _score_davis(cfg: Config, out_dir: Path, records: list[VideoRecord], progress: bool) -> dict:
+    from gvseg.metrics import jf
+
+    return jf.evaluate_davis(Path(cfg.data.root), out_dir, split=cfg.data.val_split,
+                             sequences=[r.video_id for r in records], progress=progress)
+
+
+def _score_ytvos(cfg: Config, out_dir: Path, records: list[VideoRecord], progress: bool) -> dict:
+    from gvseg.metrics import jf
+
+    return jf.evaluate_youtube_vos(Path(cfg.data.root) / cfg.data.val_split, out_dir / "Annotations",
+                                   sequences=[r.video_id for r in records], progress=progress)
+
+
+def _score_burst(cfg: Config, out_dir: Path, records: list[VideoRecord], progress: bool) -> dict:
+    from gvseg.metrics import hota
+
+    gt = json.loads(Path(records[0].meta["json"]).read_text())
+    keep = {(r.meta["dataset"], r.meta["seq_name"]) for r in records}
+    gt["sequences"] = [s for s in gt["sequences"] if (s["dataset"], s["seq_name"]) in keep]
+    cats = Path(cfg.data.root) / "info" / "categories.json"
+    with warnings.catch_warnings():  # synthetic sets carry their categories in the GT JSON
+        warnings.simplefilter("ignore", UserWarning)
+        return hota.evaluate(gt, out_dir / "burst_results.json", progress=progress,
+                             categories=str(cats) if cats.is_file() else None)
+
+
+SCORERS: dict[str, Callable[[Config, Path, list[VideoRecord], bool], dict]] = {
+    "vipseg": _score_vipseg,
+    "kitti-step": _score_kitti_step,
+    "vspw": _score_vspw,
+    "ytvis": _score_ytvis,
+    "davis": _score_davis,
+    "ytvos": _score_ytvos,
+    "burst": _score_burst,
+}
 
 
 def _count_vipseg(gt_json: Path) -> int:

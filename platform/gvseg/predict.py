@@ -171,10 +171,10 @@ def _record_source(record, task: str, load_exemplars: bool) -> Source:
 
 def parse_split(text: str) -> tuple[str, str, str] | None:
     """``FORMAT:ROOT:SPLIT`` -> (format, root, split), or None if ``text`` is not of that form."""
-    from gvseg.data.formats import READERS
+    from gvseg.data.formats import FORMATS
 
     fmt, sep, rest = text.partition(":")
-    if not sep or fmt not in READERS or ":" not in rest:
+    if not sep or fmt not in FORMATS or ":" not in rest:
         return None
     root, split = rest.rsplit(":", 1)
     return fmt, root, split
@@ -360,11 +360,12 @@ def configure(cfg: Config, task: str | None, *, formats: Sequence[str], clip: in
 
 def official_format(cfg: Config, task: str, dataset_format: str | None = None) -> str:
     """The dataset's format if it serves ``task``, else the checkpoint's, else the task's default."""
-    from gvseg.writers import DEFAULT_FORMAT, OFFICIAL
+    from gvseg.data.formats import FORMATS, default_format
 
-    if dataset_format is not None and OFFICIAL.get(dataset_format) == task:
-        return dataset_format
-    return cfg.data.format if OFFICIAL.get(cfg.data.format) == task else DEFAULT_FORMAT[task]
+    for fmt in (dataset_format, cfg.data.format):
+        if fmt in FORMATS and FORMATS[fmt].task == task:
+            return fmt
+    return default_format(task)
 
 
 def run_sources(model: torch.nn.Module, cfg: Config, task: str, sources: Sequence[Source], *, out_dir: str | Path,

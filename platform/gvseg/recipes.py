@@ -72,9 +72,6 @@ def paper_schedule(iters: int) -> TrainConfig:
 
 # Debug label spaces: a few classes, each seen in train and val (issue: 124 classes over 6 videos left the
 # val thing classes unseen in train, so things scored 0 by construction). (thing classes, stuff classes).
-DEBUG_CLASSES = {"vipseg": (3, 4), "kitti-step": (2, 4), "vspw": (3, 4), "ytvis": (3, 0), "ovis": (3, 0),
-                 "ytvos": (0, 0), "davis": (0, 0), "burst": (0, 0)}
-
 
 def paper_backbone() -> BackboneConfig:
     """ResNet-50 as the paper trains it, from COCO Mask2Former (``model.pretrained``): BatchNorm frozen, as in
@@ -84,10 +81,11 @@ def paper_backbone() -> BackboneConfig:
 
 def debug_variant(cfg: Config, name: str) -> Config:
     """A CPU-minutes version of a full recipe: tiny backbone and decoder, small synthetic data in the format's
-    real layout with a small label space that train and val share (``DEBUG_CLASSES``)."""
+    real layout with a small label space that train and val share (``formats.Format.debug_classes``)."""
+    from gvseg.data.formats import format_of
     from gvseg.data.synthetic import synthetic_label_space
 
-    things, stuff = DEBUG_CLASSES[cfg.data.format]
+    things, stuff = format_of(cfg.data.format).debug_classes
     num_classes, num_things = synthetic_label_space(cfg.data.format, things, stuff)
     model = dataclasses.replace(
         cfg.model,

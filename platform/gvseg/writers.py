@@ -168,7 +168,7 @@ def _save_png(path: Path, arr: np.ndarray, mode: str | None = None, palette: lis
 class VipsegWriter(Writer):
     """VIPSeg VPS: ``pan_pred/<video>/<stem>.png`` + ``pred.json`` (``eval_vpq_vspw.py`` / ``eval_stq_vspw.py``)."""
 
-    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace):
+    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace, *, split: str = "val"):
         super().__init__(out_dir)
         self.space = space
         self.json = _JsonStream(self.out_dir / "pred.json")
@@ -207,7 +207,7 @@ class KittiStepWriter(Writer):
     Track ids are renumbered 1, 2, ... per sequence in order of appearance (the format holds < 65536);
     stuff pixels get instance 0."""
 
-    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace):
+    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace, *, split: str = "val"):
         super().__init__(out_dir)
         self.space = space
         self.instance: dict[int, int] = {}
@@ -250,7 +250,7 @@ class VspwWriter(Writer):
     """VSPW VSS: ``<video>/<stem>.png`` uint8 = dataset class id (VSPW label − 1 = 0..123), 255 where nothing
     was predicted (what ``VSPW_baseline`` / DVIS++ ``vss_eval.py`` write)."""
 
-    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace):
+    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace, *, split: str = "val"):
         super().__init__(out_dir)
         self.space = space
 
@@ -274,7 +274,8 @@ class PaletteWriter(Writer):
 
     ``subdir="Annotations"`` gives the YouTube-VOS submission layout ``Annotations/<video>/<stem>.png``."""
 
-    def __init__(self, out_dir: str | os.PathLike, subdir: str = ""):
+    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace | None = None, *, split: str = "val",
+                 subdir: str = ""):
         super().__init__(out_dir)
         self.root = self.out_dir / subdir if subdir else self.out_dir
 
@@ -296,7 +297,8 @@ class BurstWriter(Writer):
     omitted (``hota.encode_track_masks``). Sequence fields come from ``VideoInfo.meta`` (``id``, ``dataset``,
     ``seq_name``, ``image_paths``), defaulting to (running index, "video", video_id, "<stem>.jpg")."""
 
-    def __init__(self, out_dir: str | os.PathLike, split: str = "val", filename: str = "burst_results.json"):
+    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace | None = None, *, split: str = "val",
+                 filename: str = "burst_results.json"):
         super().__init__(out_dir)
         self.json = _JsonStream(self.out_dir / filename)
         self.json.open(json.dumps({"split": split})[:-1] + ', "sequences": [', "]}")
@@ -361,8 +363,8 @@ class YtvisWriter(Writer):
 
     ``video_id`` is ``VideoInfo.meta["json_video_id"]`` (the GT JSON's integer id) or the video name."""
 
-    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace, filename: str = "results.json",
-                 topk: int | None = None, score: str | None = None):
+    def __init__(self, out_dir: str | os.PathLike, space: LabelSpace, *, split: str = "val",
+                 filename: str = "results.json", topk: int | None = None, score: str | None = None):
         super().__init__(out_dir)
         self.space = space
         self.topk, self.score = topk, score
@@ -573,26 +575,9 @@ def video_info(record, fps: float = 10.0) -> VideoInfo:
     return VideoInfo(record.video_id, record.height, record.width, record.frame_names, fps, meta)
 
 
-# dataset format -> the official writer (and the task it serves)
-OFFICIAL = {"vipseg": "vps", "kitti-step": "vps", "vspw": "vss", "ytvis": "vis", "ovis": "vis",
-            "davis": "evs", "ytvos": "evs", "burst": "evs"}
-DEFAULT_FORMAT = {"vps": "vipseg", "vss": "vspw", "vis": "ytvis", "evs": "davis"}
-
-
 def official_writer(fmt: str, out_dir: str | os.PathLike, space: LabelSpace, *, split: str = "val") -> Writer:
-    """The writer of dataset format ``fmt``'s official result files."""
-    if fmt == "vipseg":
-        return VipsegWriter(out_dir, space)
-    if fmt == "kitti-step":
-        return KittiStepWriter(out_dir, space)
-    if fmt == "vspw":
-        return VspwWriter(out_dir, space)
-    if fmt in ("ytvis", "ovis"):
-        return YtvisWriter(out_dir, space)
-    if fmt == "davis":
-        return PaletteWriter(out_dir)
-    if fmt == "ytvos":
-        return PaletteWriter(out_dir, subdir="Annotations")
-    if fmt == "burst":
-        return BurstWriter(out_dir, split=split)
-    raise ValueError(f"no official writer for format {fmt!r}; known: {sorted(OFFICIAL)}")
+    """The writer of dataset format ``fmt``'s official result files (``formats.FORMATS[fmt].writer``)."""
+    from gvseg.data.formats import format_of
+
+    spec = format_of(fmt)
+    return globals()[spec.writer](out_dir, space, split=split, **spec.writer_options)

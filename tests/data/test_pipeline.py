@@ -100,7 +100,7 @@ def test_clip_dataset_matches_iterator(fake_formats):
 
 
 def test_vipseg_end_to_end(tmp_path):
-    if "vipseg" not in getattr(formats, "READERS", {}):
+    if "vipseg" not in formats.FORMATS:
         pytest.skip("VIPSeg reader not available yet")
     synth = SyntheticConfig(videos=3, frames=4, height=40, width=56, thing_classes=2, stuff_classes=2)
     cfg = DataConfig(format="vipseg", root=str(tmp_path / "vip"), synthetic=True, synth=synth,
@@ -119,7 +119,7 @@ def test_vipseg_end_to_end(tmp_path):
         assert all(vip[space.category_ids[int(lab)]].isthing == bool(th) for lab, th in zip(t.labels, t.isthing))
 
 
-@pytest.mark.parametrize("fmt", sorted(getattr(formats, "READERS", {})))
+@pytest.mark.parametrize("fmt", sorted(formats.FORMATS))
 def test_every_format_end_to_end(tmp_path, fmt):
     """Generator -> the format's writer -> its reader -> train batch and eval batch."""
     from gvseg.data.synthetic import synth_dataset

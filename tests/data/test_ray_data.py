@@ -16,7 +16,7 @@ ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_
 
 @pytest.fixture(scope="module")
 def ray_ctx(tmp_path_factory):
-    if "vipseg" not in getattr(formats, "READERS", {}):
+    if "vipseg" not in formats.FORMATS:
         pytest.skip("VIPSeg reader not available yet")
     for k, v in ENV.items():
         os.environ.setdefault(k, v)

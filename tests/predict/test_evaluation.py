@@ -8,13 +8,11 @@ import pytest
 import torch
 
 from gvseg.config import Config, ConfigError, DataConfig, SyntheticConfig
-from gvseg.data.formats import val_split
+from gvseg.data.formats import FORMATS, val_split
 from gvseg.data.synthetic import synthetic_label_space
-from gvseg.evaluation import SUPPORTED, evaluate_split
+from gvseg.evaluation import evaluate_split
 from gvseg.model.gvseg import build_gvseg, debug_model_config
 
-HEADLINE = {"vipseg": "vpq_1", "kitti-step": "stq", "vspw": "miou", "ytvis": "AP", "ovis": "AP",
-            "davis": "J&F-Mean", "ytvos": "J&F-Mean", "burst": "HOTA_all"}
 CLASSES = {"vipseg": (2, 2), "kitti-step": (2, 2), "vspw": (2, 2), "ytvis": (2, 0), "ovis": (2, 0),
            "davis": (0, 0), "ytvos": (0, 0), "burst": (0, 0)}  # (thing, stuff) classes drawn
 
@@ -32,14 +30,14 @@ def _cfg(task, fmt, root) -> Config:
                                                 val_split=split, test_size=32, max_size=64))
 
 
-@pytest.mark.parametrize("task,fmt", sorted(SUPPORTED))
+@pytest.mark.parametrize("task,fmt", sorted((f.task, k) for k, f in FORMATS.items()))
 def test_every_pair_evaluates(task, fmt, tmp_path):
     torch.manual_seed(0)
     cfg = _cfg(task, fmt, tmp_path / "data")
     model = build_gvseg(cfg.model).eval()
     metrics, overlays = evaluate_split(model, cfg, tmp_path / "eval", progress=False, max_overlays=2)
-    assert HEADLINE[fmt] in metrics and all(isinstance(v, float) for v in metrics.values())
-    v = metrics[HEADLINE[fmt]]
+    assert FORMATS[fmt].headline in metrics and all(isinstance(v, float) for v in metrics.values())
+    v = metrics[FORMATS[fmt].headline]
     assert v != v or 0.0 <= v <= 100.0
     assert 1 <= len(overlays) <= 2 and overlays[0].dtype == np.uint8 and overlays[0].shape[2] == 3
 

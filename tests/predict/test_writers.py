@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gvseg.config import PostprocessConfig
-from gvseg.data.formats import load_annotation, read_dataset, val_split
+from gvseg.data.formats import FORMATS, load_annotation, read_dataset, val_split
 from gvseg.data.pipeline import label_space_for
 from gvseg.data.synthetic import synth_dataset
 from gvseg.inference import FramePrediction, Segment, _rle
@@ -23,8 +23,7 @@ from gvseg.writers import (
     video_info,
 )
 
-TASK = {"vipseg": "vps", "kitti-step": "vps", "vspw": "vss", "ytvis": "vis", "ovis": "vis", "davis": "evs",
-        "ytvos": "evs", "burst": "evs"}
+TASK = {k: f.task for k, f in FORMATS.items()}
 
 
 def _synth(fmt, root):
@@ -72,15 +71,15 @@ def _write_gt(fmt, records, space, out, split):
 @pytest.mark.parametrize("fmt", ["vipseg", "kitti-step", "vspw", "ytvis", "davis", "ytvos", "burst"])
 def test_gt_predictions_score_perfectly(fmt, tmp_path):
     from gvseg import config
-    from gvseg.evaluation import _score
+    from gvseg.evaluation import SCORERS
 
     root = tmp_path / "data"
     records, split = _synth(fmt, root)
     space = label_space_for(records)
     out = tmp_path / "pred"
-    writer = _write_gt(fmt, records, space, out, split)
+    _write_gt(fmt, records, space, out, split)
     cfg = config.Config(data=config.DataConfig(format=fmt, root=str(root), val_split=split))
-    res = _score(TASK[fmt], fmt, cfg, out, records, writer, progress=False)
+    res = SCORERS[FORMATS[fmt].scorer](cfg, out, records, False)
     key, best = {"vipseg": ("vpq_1", 100.0), "kitti-step": ("stq", 1.0), "vspw": ("miou", 1.0), "ytvis": ("AP", 1.0),
                  "davis": ("J&F-Mean", 1.0), "ytvos": ("J&F-Mean", 1.0), "burst": ("HOTA_all", 1.0)}[fmt]
     assert res[key] == pytest.approx(best), {k: v for k, v in res.items() if not isinstance(v, (dict, list))}

@@ -2,6 +2,9 @@
 
 Public API::
 
+    FORMATS[format]             -> Format: the one table of what belongs to a format (task, reader, writers,
+                                   scorer, headline, split names, label space); ``format_of``, ``default_format``
+
     read_dataset(format, root, split, *, on_error="fail", validate="header", progress=True, **options)
         -> (records: list[VideoRecord], errors: list[DataError])
     load_frame(record, t)       -> uint8 [H, W, 3] RGB
@@ -23,6 +26,7 @@ An empty split gives ``([], [])``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,63 +37,83 @@ from gvseg.data.formats import _common, burst, davis, kitti_step, video, vipseg,
 from gvseg.data.formats.vipseg_categories import VIPSEG_CATEGORIES
 from gvseg.structures import Category, Exemplar, FrameAnnotation, SyntheticVideo, VideoRecord
 
-READERS = {
-    "vipseg": vipseg.read_split,
-    "vspw": vspw.read_split,
-    "ytvis": ytvis.read_split,
-    "ovis": ytvis.read_split_ovis,
-    "ytvos": ytvos.read_split,
-    "davis": davis.read_split,
-    "burst": burst.read_split,
-    "kitti-step": kitti_step.read_split,
-}
-DECODERS = {
-    "vipseg": vipseg.load_annotation,
-    "vspw": vspw.load_annotation,
-    "ytvis": ytvis.load_annotation,
-    "ovis": ytvis.load_annotation,
-    "ytvos": ytvos.load_annotation,
-    "davis": davis.load_annotation,
-    "burst": burst.load_annotation,
-    "kitti-step": kitti_step.load_annotation,
-}
-WRITERS = {
-    "vipseg": vipseg.write,
-    "vspw": vspw.write,
-    "ytvis": ytvis.write,
-    "ovis": ytvis.write_ovis,
-    "ytvos": ytvos.write,
-    "davis": davis.write,
-    "burst": burst.write,
-    "kitti-step": kitti_step.write,
-}
-CATEGORIES: dict[str, list[Category]] = {
-    "vipseg": VIPSEG_CATEGORIES,
-    "vspw": VIPSEG_CATEGORIES,  # same 124 classes; VSPW label − 1 = VIPSeg id
-    "ytvis": ytvis.YTVIS21_CATEGORIES,
-    "ovis": ytvis.OVIS_CATEGORIES,
-    "ytvos": ytvos.OBJECT,  # class-agnostic EVS
-    "davis": ytvos.OBJECT,
-    "burst": ytvos.OBJECT,  # the release keeps LVIS ids; synthetic BURST is class-agnostic
-    "kitti-step": kitti_step.KITTI_STEP_CATEGORIES,
-}
 
-# The validation split's name in each release's own layout (datasets.md), where it is not "val": YouTube-VOS has
-# {train,valid,test}/ (DAVIS ImageSets/2017/val.txt and BURST {train,val,test}/ say "val"). The synthetic writers
-# use the same names, so a recipe's data.val_split holds for the real and the synthetic set alike.
-# (YouTube-VIS / OVIS also say "valid"; their reader accepts "val" and "valid" alike.)
-VAL_SPLITS = {"ytvos": "valid"}
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """Everything gvseg knows about one dataset format. Adding a dataset is one entry in :data:`FORMATS` (plus
+    its reader module); every layer looks its part up here: the readers and synthetic writers below, the
+    official result writer (``gvseg.writers``), the scorer and headline number (``gvseg.evaluation``), the
+    debug label space (``gvseg.recipes``), the CLI's choices. ``config.DataFormat`` names the same keys so
+    that a typo in a recipe fails at load time (a test keeps the two equal).
+
+    ``writer`` and ``scorer`` are *names*: the writer class in ``gvseg.writers`` and the key of
+    ``gvseg.evaluation.SCORERS``. They live on higher floors than this package, so the table names them
+    rather than importing them (no arrow runs back up)."""
+
+    task: str                      # the benchmark task it serves: vps | vss | vis | evs
+    read: Callable                 # (root, split, on_error, *, validate, progress, **options) -> (records, errors)
+    decode: Callable               # (record, t) -> FrameAnnotation of an annotated frame
+    write: Callable                # (out_dir, videos, split, *, progress) -> None: the synthetic GT writer
+    categories: list[Category]     # ids/isthing a synthetic set uses
+    writer: str                    # gvseg.writers class of the official result files
+    scorer: str                    # gvseg.evaluation.SCORERS key: the official metric on those files
+    headline: str                  # the metric key the benchmark's tables lead with; ranks checkpoints ("best")
+    val_split: str = "val"         # the validation split's name on disk (the synthetic writer uses the same)
+    writer_options: dict = dataclasses.field(default_factory=dict)
+    label_space: tuple[int, int] | None = None  # (num_classes, num_thing_classes) when fixed whatever the files
+    debug_classes: tuple[int, int] = (0, 0)     # (things, stuff) a debug recipe's synthetic set draws
+
+
+# The first format of each task is that task's default for predictions on plain videos (mp4, frame folders).
+# Split names follow each release (datasets.md): YouTube-VOS has {train,valid,test}/; DAVIS ImageSets/2017/
+# val.txt and BURST {train,val,test}/ say "val"; the YouTube-VIS / OVIS reader accepts "val" and "valid".
+FORMATS: dict[str, Format] = {
+    "vipseg": Format("vps", vipseg.read_split, vipseg.load_annotation, vipseg.write, VIPSEG_CATEGORIES,
+                     writer="VipsegWriter", scorer="vipseg", headline="vpq_mean_1246", debug_classes=(3, 4)),
+    "kitti-step": Format("vps", kitti_step.read_split, kitti_step.load_annotation, kitti_step.write,
+                         kitti_step.KITTI_STEP_CATEGORIES, writer="KittiStepWriter", scorer="kitti-step",
+                         headline="stq",  # KITTI-STEP defines STQ only
+                         label_space=(19, 2), debug_classes=(2, 4)),
+    "vspw": Format("vss", vspw.read_split, vspw.load_annotation, vspw.write,
+                   VIPSEG_CATEGORIES,  # same 124 classes; VSPW label − 1 = VIPSeg id
+                   writer="VspwWriter", scorer="vspw", headline="miou", label_space=(124, 0), debug_classes=(3, 4)),
+    "ytvis": Format("vis", ytvis.read_split, ytvis.load_annotation, ytvis.write, ytvis.YTVIS21_CATEGORIES,
+                    writer="YtvisWriter", scorer="ytvis", headline="AP", debug_classes=(3, 0)),
+    "ovis": Format("vis", ytvis.read_split_ovis, ytvis.load_annotation, ytvis.write_ovis, ytvis.OVIS_CATEGORIES,
+                   writer="YtvisWriter", scorer="ytvis", headline="AP", debug_classes=(3, 0)),
+    "davis": Format("evs", davis.read_split, davis.load_annotation, davis.write, ytvos.OBJECT,  # class-agnostic
+                    writer="PaletteWriter", scorer="davis", headline="J&F-Mean"),
+    "ytvos": Format("evs", ytvos.read_split, ytvos.load_annotation, ytvos.write, ytvos.OBJECT,
+                    writer="PaletteWriter", writer_options={"subdir": "Annotations"}, scorer="ytvos",
+                    headline="J&F-Mean", val_split="valid"),
+    "burst": Format("evs", burst.read_split, burst.load_annotation, burst.write,
+                    ytvos.OBJECT,  # the release keeps LVIS ids; synthetic BURST is class-agnostic
+                    writer="BurstWriter", scorer="burst", headline="HOTA_all"),
+}
+# views of the table, for the callers that want one column
+READERS = {k: f.read for k, f in FORMATS.items()}
+FIXED_LABEL_SPACE = {k: f.label_space for k, f in FORMATS.items() if f.label_space is not None}
+
+
+def format_of(format: str) -> Format:
+    """The :class:`Format` of ``format``; a clear error naming the known ones otherwise."""
+    _check_format(format)
+    return FORMATS[format]
+
+
+def default_format(task: str) -> str:
+    """The format a task's predictions take when they come from plain videos: the task's first in the table."""
+    return next(k for k, f in FORMATS.items() if f.task == task)
 
 
 def val_split(format: str) -> str:
     """Name of ``format``'s validation split on disk (what ``synth_dataset`` writes and recipes read)."""
-    _check_format(format)
-    return VAL_SPLITS.get(format, "val")
+    return format_of(format).val_split
 
 
 def _check_format(format: str) -> None:
-    if format not in READERS:
-        raise ValueError(f"unknown dataset format {format!r}; known: {sorted(READERS)}")
+    if format not in FORMATS:
+        raise ValueError(f"unknown dataset format {format!r}; known: {sorted(FORMATS)}")
 
 
 def read_dataset(format: str, root: str | Path, split: str, *, on_error: _common.OnError = "fail",
@@ -101,7 +125,7 @@ def read_dataset(format: str, root: str | Path, split: str, *, on_error: _common
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     if validate not in ("none", "header", "full"):
         raise ValueError(f"validate must be 'none', 'header' or 'full', got {validate!r}")
-    records, errors = READERS[format](root, split, on_error, validate=validate, progress=progress, **options)
+    records, errors = FORMATS[format].read(root, split, on_error, validate=validate, progress=progress, **options)
     if validate == "full":
         records, more = _common.run_videos(records, _decode_all, on_error, f"check {format} {split}", progress)
         errors += more
@@ -130,7 +154,7 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
     """Ground truth of frame t, or None where the frame is not annotated (or the format has no GT)."""
     if not record.annotations or record.annotations[t] is None:
         return None
-    return DECODERS[record.format](record, t)  # decoders see annotated frames only: the None check is here
+    return FORMATS[record.format].decode(record, t)  # decoders see annotated frames only: the None check is here
 
 
 def load_exemplars(record: VideoRecord) -> list[Exemplar]:
@@ -149,18 +173,12 @@ def write_synthetic(format: str, out_dir: str | Path, videos: list[SyntheticVide
     """Serialise ``videos`` as ``split`` of a ``format`` dataset under ``out_dir`` (real on-disk layout)."""
     _check_format(format)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    WRITERS[format](out_dir, videos, split, progress=progress)
-
-
-# Formats whose readers use a fixed category list whatever the files hold (no category table on disk):
-# (num_classes, num_thing_classes) of their label space. Every other reader takes its files' categories.
-FIXED_LABEL_SPACE = {"kitti-step": (19, 2), "vspw": (124, 0)}
+    FORMATS[format].write(out_dir, videos, split, progress=progress)
 
 
 def categories_for(format: str) -> list[Category]:
     """The category list a (synthetic) dataset of ``format`` uses: real ids and isthing flags."""
-    _check_format(format)
-    return list(CATEGORIES[format])
+    return list(format_of(format).categories)
 
 
 
@@ -168,5 +186,5 @@ def categories_for(format: str) -> list[Category]:
 read_video = video.read_video
 iter_frames = video.iter_frames
 
-__all__ = ["DataError", "READERS", "read_video", "iter_frames", "read_dataset", "load_frame", "load_annotation", "load_exemplars",
+__all__ = ["DataError", "FORMATS", "Format", "format_of", "default_format", "READERS", "read_video", "iter_frames", "read_dataset", "load_frame", "load_annotation", "load_exemplars",
            "write_synthetic", "categories_for", "val_split"]
