@@ -364,3 +364,10 @@ def test_trackmap_ignores_unmatched_when_not_exhaustive_and_no_gt_is_minus_one()
     no_gt = trackmap.match_sequence(np.zeros((1, 0)), [3], [], [0.9])
     assert (trackmap.combine_sequences([no_gt])["AP"] == -1).all()
     assert trackmap.match_sequence(np.zeros((0, 0)), [], [], []) is None
+
+
+def test_max_detections_keeps_the_highest_scores_per_frame():
+    gt = burst(seq([{1: A}], {1: 4}))
+    pred = burst(cg([{5: (B, 4, 0.9), 6: (A, 4, 0.5)}]))
+    assert run(gt, pred, task="class_guided")["DetA_all"] == pytest.approx(1 / 2)  # TP + FP
+    assert run(gt, pred, task="class_guided", max_detections=1)["DetA_all"] == 0.0  # only the FP is kept
