@@ -523,6 +523,25 @@ def _class_means(per_class: dict, names: dict[str, list[str]], fields: Iterable[
     return out
 
 
+def _open_world(seqs: Iterable[_Seq], similarity: Callable, iou: str) -> dict:
+    """run.py ``main_ow``: class-agnostic HOTA on all / common / uncommon GT tracks (one class, id 1)."""
+    subsets = {"all": lambda c: True, "com": lambda c: c in COMMON_IDS, "unc": lambda c: c not in COMMON_IDS}
+    per_subset: dict[str, list[dict]] = {k: [] for k in subsets}
+    for g in seqs:
+        for name, keep in subsets.items():
+            steps = _timesteps(g, similarity, keep)
+            per_subset[name].append(_hota_class(steps, OBJECT_CLASS, class_of=lambda d: OBJECT_CLASS,
+                                                preprocess=True, neg=OBJECT_CLASS in g.neg, nel=OBJECT_CLASS in g.nel))
+    out: dict = {}
+    for name, results in per_subset.items():
+        comb = combine_sequences(results)
+        for f in ("OWTA", "DetRe", "AssA", "HOTA", "DetA", "LocA"):
+            out[f"{f}_{name}"] = float(np.mean(comb["RHOTA" if f == "OWTA" else f]))  # OWTA = sqrt(DetRe*AssA)
+    out["definitions"] = {"OWTA_all": DEFINITIONS["OWTA"] + "; " + DEFINITIONS[iou].replace("HOTA/DetA/AssA",
+                                                                                          "OWTA/DetRe/AssA")}
+    return out
+
+
 def evaluate(gt_json, pred_json, *, task: str = "exemplar_guided", iou: str = "box", progress: bool = True,
              categories=None, max_detections: int = 300, ignore_empty_pred: bool = False,
              track_map: bool = True) -> dict:
@@ -553,30 +572,14 @@ def evaluate(gt_json, pred_json, *, task: str = "exemplar_guided", iou: str = "b
         seqs[sid].pred[fi].append(d)
     if iou == "box":
         all_dets = [d for g in seqs.values() for frame in (*g.gt, *g.pred) for d in frame]
-        for d, b in zip(  # one toBbox call for the whole set
-all_dets, boxes_from_rles([d.rle for d in all_dets])):
+        for d, b in zip(all_dets, boxes_from_rles([d.rle for d in all_dets])):  # one toBbox call for the set
             d.box = b
     similarity = _SIMILARITY[iou]
     order = sorted(seqs.values(), key=lambda g: g.name)  # run.py: sorted(seq_list)
     bar = tqdm(order, disable=not progress, desc=f"HOTA (BURST {task})")
 
     if task == "open_world":
-        subsets = {"all": lambda c: True, "com": lambda c: c in COMMON_IDS, "unc": lambda c: c not in COMMON_IDS}
-        per_subset = {k: [] for k in subsets}
-        for g in bar:
-            for name, keep in subsets.items():
-                steps = _timesteps(g, similarity, keep)
-                per_subset[name].append(_hota_class(steps, OBJECT_CLASS, class_of=lambda d: OBJECT_CLASS,
-                                                    preprocess=True, neg=OBJECT_CLASS in g.neg,
-                                                    nel=OBJECT_CLASS in g.nel))
-        out = {}
-        for name, results in per_subset.items():
-            comb = combine_sequences(results)
-            for f in ("OWTA", "DetRe", "AssA", "HOTA", "DetA", "LocA"):
-                out[f"{f}_{name}"] = float(np.mean(comb["RHOTA" if f == "OWTA" else f]))
-        out["definitions"] = {"OWTA_all": DEFINITIONS["OWTA"] + "; " + DEFINITIONS[iou].replace("HOTA/DetA/AssA",
-                                                                                              "OWTA/DetRe/AssA")}
-        return out
+        return _open_world(bar, similarity, iou)
 
     # ---- Classes (burst_base): GT track classes in the category file, minus distractors ----------------------
     seen = {c for g in seqs.values() for c in g.track_cls.values()}
