@@ -67,7 +67,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_checkpoint(args)
     if not (args.metric and args.gt and args.pred):
         raise ConfigError("gvseg eval: give --metric, --gt and --pred, or --checkpoint")
-    from gvseg.metrics.evaluate import format_table, run_metric
+    from gvseg.metrics.evaluate import describe, format_table, run_metric
 
     options = dict(_parse_option(o) for o in args.option)
     try:
@@ -77,6 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise
         raise ConfigError(f"--option: metric {args.metric!r} does not take it ({e})") from None
     print(format_table(results))
+    print(describe(results))
     if args.out:
         print(f"results written to {args.out}")
     return 0
@@ -95,6 +96,9 @@ def _eval_checkpoint(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, storage_path=args.eval_dir))
     metrics = evaluate_checkpoint(resolve_paths(cfg), args.checkpoint)
     print(_results_table(metrics))
+    from gvseg.metrics.evaluate import describe
+
+    print(describe(metrics))
     if args.out:
         Path(args.out).write_text(json.dumps(metrics, indent=2))
         print(f"results written to {args.out}")

@@ -59,3 +59,17 @@ def test_format_table_shows_scalars_and_summarises_big_nests():
     assert any(r.split() == ["deep", "|", "(1", "entries)"] for r in table.splitlines())
     assert any(r.split() == ["per_class", "|", "(30", "entries)"] for r in table.splitlines())
     assert ev.format_table({}) == "(no results)"
+
+
+def test_describe_names_the_definition_of_each_headline_number(tmp_path, monkeypatch):
+    text = ev.describe({"vpq_mean_1246": 50.0, "vpq_mean_12468": 48.0, "other": 1.0})
+    assert "k=1,2,4,6 (VIPSeg paper" in text and "k=1,2,4,6,8 (eval_vpq_vspw.py" in text
+    assert "other" not in text
+    # a metric's own (option-dependent) texts win, and go into the JSON beside the results
+    res = {"HOTA_all": 0.5, "definitions": {"HOTA_all": "HOTA on masks"}}
+    assert "HOTA_all: HOTA on masks" in ev.describe(res)
+    assert ev.describe({"x": 1.0}) == ""
+    monkeypatch.setattr(ev, "get_metric", lambda name: lambda gt, pred, progress=True: dict(res))
+    ev.run_metric("hota", "g", "p", out=tmp_path / "r.json", progress=False)
+    assert json.loads((tmp_path / "r.json").read_text())["definitions"] == {"HOTA_all": "HOTA on masks"}
+    assert "definitions" not in ev.format_table(res)

@@ -9,6 +9,7 @@ from PIL import Image
 from gvseg.metrics import semantic
 from gvseg.metrics.semantic import (
     NUM_CLASSES,
+    accuracy_from_confusion,
     confusion_update,
     evaluate,
     miou_from_confusion,
@@ -43,6 +44,26 @@ def _naive_miou(gts, preds):
         iou = np.diag(cm) / (cm.sum(1) + cm.sum(0) - np.diag(cm))
     present = cm.sum(1) > 0
     return np.nansum(iou * present) / present.sum()
+
+
+def _official_evaluator(gts, preds):
+    """VSPW_baseline utils.py Evaluator + test.py, written out literally: (Acc, Acc_class, mIoU, fwIoU)."""
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES))
+    for g, p in zip(gts, preds):
+        g = g.astype(np.int64)
+        g[g == 0] = 255
+        g = g - 1
+        m = (g >= 0) & (g < NUM_CLASSES)
+        cm += np.bincount(NUM_CLASSES * g[m] + p[m], minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.diag(cm).sum() / cm.sum()
+        acc_class = np.nanmean(np.diag(cm) / cm.sum(axis=1))
+        iu = np.diag(cm) / (cm.sum(1) + cm.sum(0) - np.diag(cm))
+        isval = cm.sum(1) > 0
+        miou = np.nansum(iu * isval) / isval.sum()
+        freq = cm.sum(1) / cm.sum()
+        fwiou = (freq[freq > 0] * iu[freq > 0]).sum()
+    return acc, acc_class, miou, fwiou
 
 
 def _save(path, arr, mode="L"):
@@ -121,6 +142,37 @@ def test_miou_matches_literal_definition_on_random_frames():
     assert miou_from_confusion(cm)[0] == pytest.approx(_naive_miou(gts, preds), abs=1e-12)
 
 
+def test_accuracies_hand_computed():
+    gt = np.array([[1, 1, 1, 2, 0, 255]], np.uint8)  # class 0 x3, class 1 x1, two ignored pixels
+    pred = np.array([[0, 0, 1, 1, 9, 9]], np.uint8)
+    acc = accuracy_from_confusion(confusion_update(np.zeros((124, 125), np.int64), gt, pred))
+    assert acc["pixel_acc"] == pytest.approx(3 / 4)
+    assert acc["class_acc"] == pytest.approx((2 / 3 + 1) / 2)  # classes absent from GT drop out (NaN)
+    # fwIoU = 3/4 * IoU0 (2/3) + 1/4 * IoU1 (1/2)
+    assert acc["fwiou"] == pytest.approx(3 / 4 * 2 / 3 + 1 / 4 * 1 / 2)
+
+
+def test_accuracies_without_valid_pixel():
+    acc = accuracy_from_confusion(np.zeros((124, 125), np.int64))
+    assert math.isnan(acc["pixel_acc"]) and math.isnan(acc["class_acc"]) and acc["fwiou"] == 0.0
+
+
+def test_accuracies_match_official_evaluator_on_random_frames():
+    rng = np.random.default_rng(3)
+    gts = [rng.choice(np.array([0, 1, 2, 3, 50, 124, 255], np.uint8), (9, 11)) for _ in range(5)]
+    preds = [np.where(rng.random(g.shape) < 0.6, np.clip(g.astype(int) - 1, 0, 123), rng.integers(0, 124, g.shape))
+             .astype(np.uint8) for g in gts]
+    cm = np.zeros((124, 125), np.int64)
+    for g, p in zip(gts, preds):
+        confusion_update(cm, g, p)
+    acc, acc_class, miou, fwiou = _official_evaluator(gts, preds)
+    got = accuracy_from_confusion(cm)
+    assert got["pixel_acc"] == pytest.approx(acc, abs=1e-12)
+    assert got["class_acc"] == pytest.approx(acc_class, abs=1e-12)
+    assert got["fwiou"] == pytest.approx(fwiou, abs=1e-12)
+    assert miou_from_confusion(cm)[0] == pytest.approx(miou, abs=1e-12)
+
+
 # ------------------------------------------------------------------------------------------ mVC
 def test_vc_video_with_exactly_n_frames_gives_no_window():
     gt = np.ones((8, 2, 2), np.uint8)
@@ -187,6 +239,12 @@ def test_evaluate_end_to_end_matches_definitions_and_workers(tmp_path):
         assert res[f"mvc{n}"] == pytest.approx(np.nanmean(pooled), abs=1e-12)  # pooled, not per video
         assert res["vc_windows"][n] == sum(max(t - n, 0) for t in vids.values())
     assert res["num_videos"] == 4 and res["num_frames"] == sum(vids.values())
+    acc, acc_class, _, fwiou = _official_evaluator([f for v in gts.values() for f in v],
+                                                   [f for v in preds.values() for f in v])
+    assert (res["pixel_acc"], res["class_acc"], res["fwiou"]) == pytest.approx((acc, acc_class, fwiou), abs=1e-12)
+    per_video = [_official_evaluator(gts[v], preds[v]) for v in vids]  # test.py: total / number of videos
+    assert res["video_miou"] == pytest.approx(np.mean([r[2] for r in per_video]), abs=1e-12)
+    assert res["video_fwiou"] == pytest.approx(np.mean([r[3] for r in per_video]), abs=1e-12)
     assert evaluate(gt_root, pred_root, progress=False, workers=2) == res
 
 

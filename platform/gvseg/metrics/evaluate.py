@@ -5,6 +5,9 @@ exposes ``evaluate(gt, pred, *, progress=True, **options) -> dict[str, float | d
 it, writes the result as JSON (numpy scalars/arrays converted, NaN written as ``NaN``) when ``out`` is given,
 and returns the dict. ``format_table`` renders the scalar entries (and one level of nested scalars) as a
 two-column text table; big or deep nested tables (per span / class / video) are summarised by their size.
+``describe`` says which official definition produced each headline number (``DEFINITIONS``; a metric may
+return its own option-dependent texts under ``results["definitions"]``, as BURST HOTA does for box/mask IoU);
+``gvseg eval`` prints it under the table and ``run_metric`` writes it into the JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +26,22 @@ METRICS = {
     "ytvis": "gvseg.metrics.ytvis",
     "jf": "gvseg.metrics.jf",
     "hota": "gvseg.metrics.hota",
+}
+
+# Which definition produced each headline number (result key -> text), printed by ``gvseg eval``.
+DEFINITIONS = {
+    "vpq_mean_1246": "VPQ mean over k=1,2,4,6 (VIPSeg paper, GvSeg tables)",
+    "vpq_mean_12468": "VPQ mean over k=1,2,4,6,8 (eval_vpq_vspw.py's final number)",
+    "stq": "STQ = sqrt(AQ*SQ), AQ over all GT tubes of the split (eval_stq_vspw.py / deeplab2 numpy STQuality)",
+    "miou": "mIoU over classes present in GT, one confusion matrix over the split (VSPW_baseline utils.py)",
+    "mvc8": "mVC_8 = nanmean over all windows pooled across videos (VSPW VC_perclip.py)",
+    "class_acc": "class accuracy = nanmean of per-class GT recall (VSPW utils.py Pixel_Accuracy_Class)",
+    "fwiou": "fwIoU = GT-frequency-weighted IoU (VSPW utils.py Frequency_Weighted_Intersection_over_Union)",
+    "video_miou": "video mIoU = per-video mIoU summed / number of videos (VSPW_baseline test.py)",
+    "AP": "AP at IoU .50:.05:.95 on video mask IoU, 101 recall points (youtubevos cocoapi ytvoseval.py)",
+    "J&F-Mean": "J&F-Mean = (mean J + mean F) / 2, first and last frames excluded (davis2017-evaluation)",
+    "HOTA_all": "HOTA/DetA/AssA on mask bounding boxes, as the official BURST code (burstapi/eval)",
+    "AP_all": "BURST AP = TrackMAP AP_all on mask track IoU, as BURST run.py prints it",
 }
 
 
@@ -80,9 +99,21 @@ def run_metric(
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w") as f:
-            json.dump({"metric": name, "gt": os.fspath(gt), "pred": os.fspath(pred), "results": results}, f,
-                      indent=2)
+            json.dump({"metric": name, "gt": os.fspath(gt), "pred": os.fspath(pred), "results": results,
+                       "definitions": definitions(results)}, f, indent=2)
     return results
+
+
+def definitions(results: dict) -> dict[str, str]:
+    """{headline key: definition} for the keys present in ``results`` (the metric's own texts first)."""
+    own = results.get("definitions") or {}
+    return {k: own.get(k, DEFINITIONS.get(k)) for k in results if k in own or k in DEFINITIONS}
+
+
+def describe(results: dict) -> str:
+    """The definitions of the headline numbers in ``results``, one line each ("" when none is known)."""
+    defs = definitions(results)
+    return "\n".join(["Definitions:", *(f"  {k}: {v}" for k, v in defs.items())]) if defs else ""
 
 
 def _fmt(v: Any) -> str:
@@ -114,7 +145,7 @@ def format_table(results: dict, max_nested: int = 12) -> str:
             else:
                 rows.append((key, _fmt(v)))
 
-    walk("", results, 0)
+    walk("", {k: v for k, v in results.items() if k != "definitions"}, 0)
     if not rows:
         return "(no results)"
     w = max(len(k) for k, _ in rows)

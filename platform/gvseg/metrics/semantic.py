@@ -1,6 +1,7 @@
 """VSPW video semantic segmentation metrics: mIoU and mVC_n, as the official VSPW code defines them.
 
-Official definitions (VSPW_baseline ``utils.py`` Evaluator, ``VC_perclip.py``; see specs/metrics.md):
+Official definitions (VSPW_baseline ``utils.py`` Evaluator, ``test.py`` (what it prints), ``VC_perclip.py``;
+see specs/metrics.md):
 
 * **mIoU.** GT raw values 1..124 are classes 0..123; raw 0 ("others") and 255 ("void") are ignored
   (``l[l==0]=255; l=l-1``). One confusion matrix accumulates over the whole split; the mean runs over the
@@ -9,6 +10,14 @@ Official definitions (VSPW_baseline ``utils.py`` Evaluator, ``VC_perclip.py``; s
   window is skipped). In a window, the consistent pixels are those whose **raw** GT value (0 and 255
   included) is identical over all n frames; acc = |pred constant over the window AND consistent| /
   |consistent| (NaN when no pixel is consistent). mVC_n = nanmean over all windows pooled across videos.
+* **The other numbers ``test.py`` prints** (``Acc, Acc_class, mIoU, fwIoU, video mIOU, video fwIOU``), all from
+  the same confusion matrix: ``pixel_acc`` = trace / valid pixels (``Pixel_Accuracy``); ``class_acc`` = nanmean
+  over classes of diag / GT row sum (``Pixel_Accuracy_Class``: classes absent from GT are 0/0 = NaN and drop
+  out); ``fwiou`` = Σ over GT-present classes of (row sum / total) · IoU (``Frequency_Weighted_...``);
+  ``video_miou`` / ``video_fwiou`` = the per-video mIoU / fwIoU (one confusion matrix per video) summed and
+  divided by the number of videos. Quirks kept: a video with no valid GT pixel has mIoU NaN, which makes
+  ``video_miou`` NaN (``np.nansum([]) / 0``), and fwIoU 0 (no class has freq > 0), which still counts in
+  the division. Unassigned (255) predictions are misses in every number (the official argmax never emits one).
 
 Inputs of :func:`evaluate`:
   gt    VSPW root with ``data/<video>/mask/<frame>.png`` (8-bit ``L`` or ``P``; frame names need not start
@@ -19,7 +28,8 @@ A prediction value outside 0..123 (other than 255) on a valid GT pixel is a ``Va
 (the official code crashes or silently miscounts). Missing prediction files, shape mismatches and
 non-8-bit single-channel PNGs are clear errors too.
 
-Output: ``{"miou", "mvc8", "mvc16", "pixel_acc", "per_class_iou": {class: iou for GT-present classes},
+Output: ``{"miou", "mvc8", "mvc16", "pixel_acc", "class_acc", "fwiou", "video_miou", "video_fwiou",
+"per_class_iou": {class: iou for GT-present classes},
 "num_videos", "num_frames", "vc_windows": {n: count}}``. An empty split raises; a split where no video is
 longer than n gives ``mvc<n> = nan`` (the official ``np.nanmean([])``).
 
@@ -148,6 +158,29 @@ def miou_from_confusion(cm: np.ndarray) -> tuple[float, np.ndarray]:
     iou = np.where(present, iou, np.nan)
     miou = float(np.nansum(iou) / present.sum()) if present.any() else float("nan")
     return miou, iou
+
+
+def accuracy_from_confusion(cm: np.ndarray) -> dict[str, float]:
+    """``utils.py`` Evaluator's other scores of one confusion matrix [124, 125] (column 124 = unassigned):
+    {"pixel_acc": Pixel_Accuracy, "class_acc": Pixel_Accuracy_Class, "fwiou": Frequency_Weighted_IoU}.
+
+    No valid GT pixel: pixel_acc and class_acc NaN, fwiou 0 (the official sum over an empty selection).
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    tp = np.diag(cm[:, :NUM_CLASSES]).astype(np.float64)
+    gt_area = cm.sum(1).astype(np.float64)  # unassigned pixels are misses
+    pred_area = cm[:, :NUM_CLASSES].sum(0)
+    total = gt_area.sum()
+    present = gt_area > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = tp / gt_area  # [124], 0/0 = NaN for classes absent from GT
+        iou = tp / (gt_area + pred_area - tp)
+        freq = gt_area / total
+    return {
+        "pixel_acc": float(tp.sum() / total) if total else float("nan"),
+        "class_acc": float(np.nanmean(recall)) if present.any() else float("nan"),
+        "fwiou": float((freq[present] * iou[present]).sum()),
+    }
 
 
 # --------------------------------------------------------------------------------------------- mVC
@@ -282,6 +315,7 @@ def evaluate(
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES + 1), np.int64)
     accs: dict[int, list[np.ndarray]] = {n: [] for n in spans}
     num_frames = 0
+    video_miou, video_fwiou = [], []  # test.py: per-video Evaluator, averaged over the split's videos
     bar = tqdm(total=len(jobs), desc="VSPW mIoU/mVC", unit="video", disable=not progress)
     if workers <= 1:
         results: Iterable = map(_evaluate_video, jobs)
@@ -293,6 +327,8 @@ def evaluate(
     try:
         for video_cm, video_accs, t in results:  # pooled in split order, like VC_perclip.py
             cm += video_cm
+            video_miou.append(miou_from_confusion(video_cm)[0])
+            video_fwiou.append(accuracy_from_confusion(video_cm)["fwiou"])
             for n in spans:
                 accs[n].append(video_accs[n])
             num_frames += t
@@ -310,8 +346,9 @@ def evaluate(
         vc_windows[n] = int(windows.size)
         valid = windows[~np.isnan(windows)]
         out[f"mvc{n}"] = float(np.nanmean(windows)) if valid.size else float("nan")  # VC_perclip.py
-    total = cm.sum()
-    out["pixel_acc"] = float(np.trace(cm[:, :NUM_CLASSES]) / total) if total else float("nan")
+    out.update(accuracy_from_confusion(cm))
+    out["video_miou"] = float(sum(video_miou) / len(videos))  # NaN if any video has no valid GT pixel
+    out["video_fwiou"] = float(sum(video_fwiou) / len(videos))
     out["per_class_iou"] = {int(c): float(iou[c]) for c in np.nonzero(~np.isnan(iou))[0]}
     out["num_videos"] = len(videos)
     out["num_frames"] = num_frames
