@@ -205,6 +205,54 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
+# ------------------------------------------------------------------------------------ raw -> converted
+
+
+def convert_raw(records: list[VideoRecord], out_dir: str | Path, split: str) -> Path:
+    """The raw form's GT in the converted form, as the official ``create_panoptic_video_labels.py`` makes it:
+    ``out_dir/panomasksRGB/<video>/<stem>.png`` (segment id = rgb2id of an IdGenerator colour, one per raw
+    value per video, so ids stay temporally consistent) and ``out_dir/panoptic_gt_VIPSeg_{split}.json``.
+    Raw 200 (issue #1) is void. Only annotated frames are listed. The JSON is written last, via a rename, so
+    a crash never leaves a GT that looks complete. Returns the JSON path."""
+    import json
+    import os
+
+    out = Path(out_dir)
+    cats = {c.id: c for c in VIPSEG_CATEGORIES}
+    videos, anns = [], []
+    for rec in records:
+        if rec.meta.get("form") != "raw":
+            raise ValueError(f"{rec.video_id}: convert_raw takes raw-form records, got {rec.meta.get('form')!r}")
+        gen = IdGenerator(VIPSEG_CATEGORIES, zlib.crc32(rec.video_id.encode()))
+        color: dict[int, tuple[int, int, int]] = {}  # raw value -> colour, for the whole video
+        images, frame_anns = [], []
+        for handle in rec.annotations:
+            if handle is None:
+                continue
+            ann = decode_raw(handle[1], rec.height, rec.width, set(cats))  # checks values, 16-bit, size
+            rgb = np.zeros((rec.height, rec.width, 3), np.uint8)
+            segs = []
+            for raw, cat, m in zip(ann.ids.tolist(), ann.category_ids.tolist(), ann.masks):
+                if raw not in color:
+                    color[raw] = gen.color(int(cat))
+                rgb[m] = color[raw]
+                segs.append({"id": int(rgb2id(np.array(color[raw]))), "category_id": int(cat), "iscrowd": 0,
+                             "area": int(m.sum())})
+            stem = Path(handle[1]).stem
+            C.save_png(out / "panomasksRGB" / rec.video_id / f"{stem}.png", rgb, "RGB")
+            images.append({"id": stem, "width": rec.width, "height": rec.height, "file_name": f"{stem}.png"})
+            frame_anns.append({"image_id": stem, "file_name": f"{stem}.png", "segments_info": segs})
+        videos.append({"video_id": rec.video_id, "images": images})
+        anns.append({"video_id": rec.video_id, "annotations": frame_anns})
+    cats_json = [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color or (0, 0, 0))}
+                 for c in VIPSEG_CATEGORIES]
+    js = out / f"panoptic_gt_VIPSeg_{split}.json"
+    tmp = js.with_suffix(".json.partial")
+    tmp.write_text(json.dumps({"videos": videos, "annotations": anns, "categories": cats_json}))
+    os.replace(tmp, js)
+    return js
+
+
 # ----------------------------------------------------------------------------------------------- write
 
 
