@@ -73,7 +73,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as im:
             w, h = im.size
     except FileNotFoundError:
-        raise DataError(path, "file is missing") from None
+        raise DataError(path, missing_reason(path) if os.path.islink(path) else "file is missing") from None
     except OSError as e:
         if e.errno == errno.ELOOP or os.path.islink(path):
             raise DataError(path, missing_reason(path)) from None
@@ -88,7 +88,11 @@ def _decode(path: str | Path) -> Image.Image:
         im = Image.open(path)
         im.load()  # forces the full decode: a truncated PNG/JPEG fails here, not later
     except FileNotFoundError:
-        raise DataError(path, "file is missing") from None
+        raise DataError(path, missing_reason(path) if os.path.islink(path) else "file is missing") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(path, missing_reason(path)) from None
+        raise DataError(path, f"corrupt or truncated image ({type(e).__name__}: {e})") from None
     except Exception as e:
         raise DataError(path, f"corrupt or truncated image ({type(e).__name__}: {e})") from None
     return im

@@ -37,7 +37,7 @@ DATASET = "synthetic"  # the TAO source-dataset folder the writer uses
 
 def _ann_dir(root: Path, split: str) -> Path:
     for d in (root / "annotations" / split, root / split):
-        if (d / "all_classes.json").is_file():
+        if (d / "all_classes.json").is_file() or (d / "all_classes.json").is_symlink():
             return d
     raise DataError(root / "annotations" / split / "all_classes.json", "file is missing")
 

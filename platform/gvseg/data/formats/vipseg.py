@@ -50,6 +50,8 @@ def read_split(root: str | Path, split: str, on_error: C.OnError = "fail", *, va
                ) -> tuple[list[VideoRecord], list[DataError]]:
     root = Path(root)
     js = root / f"panoptic_gt_VIPSeg_{split}.json"
+    if js.is_symlink() and not js.is_file():  # a broken converted form is an error, not "use the raw form"
+        raise DataError(js, C.missing_reason(js))
     if form == "rgb" or (form == "auto" and js.is_file() and (root / "panomasksRGB").is_dir()):
         return _read_rgb(root, split, js, on_error, validate, progress)
     ids = C.read_lines(root / f"{split}.txt")

@@ -68,7 +68,7 @@ def _paths(root: Path, split: str, variant: Variant) -> tuple[Path, Path]:
             cands = [root / f"{s}.json", root / s / "instances.json", root / "annotations" / f"instances_{s}.json"]
             img = root / s / "JPEGImages"
         for js in cands:
-            if js.is_file():
+            if js.is_file() or js.is_symlink():  # a dangling link / link loop: load_json names it
                 return js, img
     raise DataError(root, f"no {variant} annotation JSON for split {split!r} (looked for {cands[0].name})")
 
