@@ -265,7 +265,8 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
     from gvseg.runtime.ray_data import build_dataset
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the train bar is the one to watch
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:  # embedded: loopback only, no dashboard
@@ -295,6 +296,8 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
     except Exception as e:
         found = find_data_error(e)
         if found is not None:
+            if started:  # flush the workers' logs now, so the one-line error is the last thing printed
+                ray.shutdown()
             raise found from None  # the CLI prints it as one line (exit 2)
         raise
     if result.error is not None:
