@@ -162,10 +162,15 @@ def _score_vipseg(cfg: Config, out_dir: Path, records: list[VideoRecord], progre
     from gvseg.metrics import vpq
 
     root, split = Path(cfg.data.root), cfg.data.val_split
-    gt_json = root / f"panoptic_gt_VIPSeg_{split}.json"
-    if len(records) < _count_vipseg(gt_json):  # max_videos: score the evaluated videos only
+    gt_root, gt_json = root, root / f"panoptic_gt_VIPSeg_{split}.json"
+    if records[0].meta.get("form") == "raw":  # raw release: convert its GT as the official tooling does
+        from gvseg.data.formats.vipseg import convert_raw
+
+        gt_root = out_dir / "_gt_raw"
+        gt_json = convert_raw(records, gt_root, split)
+    elif len(records) < _count_vipseg(gt_json):  # max_videos: score the evaluated videos only
         gt_json = _filtered_vipseg_gt(gt_json, {r.video_id for r in records}, out_dir)
-    return vpq.evaluate(root, out_dir, gt_json=str(gt_json), gt_png_dir=str(root / "panomasksRGB"),
+    return vpq.evaluate(gt_root, out_dir, gt_json=str(gt_json), gt_png_dir=str(gt_root / "panomasksRGB"),
                         with_stq=True, progress=progress, workers=0)
 
 

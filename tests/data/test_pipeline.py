@@ -225,7 +225,7 @@ def test_synthetic_set_is_regenerated_when_its_settings_change_but_user_data_is_
     user = tmp_path / "mine"
     user.mkdir()
     (user / "notes.txt").write_text("my data")
-    with pytest.raises(ValueError, match="train.txt"):  # not a dataset: said so, and left as it is
+    with pytest.raises(ValueError, match="no .gvseg_synth.json stamp"):  # not a synthetic set: refused, left as it is
         build_records(DataConfig(format="vipseg", root=str(user), synthetic=True, synth=synth), "train")
     assert (user / "notes.txt").read_text() == "my data" and len(list(user.iterdir())) == 1
 

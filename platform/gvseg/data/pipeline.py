@@ -69,19 +69,29 @@ SYNTH_STAMP = ".gvseg_synth.json"  # what a generated set was generated with
 
 def _ensure_synthetic(cfg: DataConfig, root: Path, progress: bool) -> None:
     """Generate ``cfg.synth`` into ``root`` if it is missing or empty, or regenerate it when it is a set this
-    generator made with other settings (its stamp differs: e.g. a recipe's label space changed). A folder
-    without a stamp is somebody's data and is never touched."""
+    generator made with other settings (its stamp differs: e.g. a recipe's label space changed). A non-empty
+    folder without a stamp is somebody's data (or a mistyped root): it is refused, never written to or read as
+    the synthetic set. The path written to is printed, so a typo shows."""
     import json
     import shutil
+    import sys
 
     from gvseg.config import to_dict
+    from gvseg.data.errors import DataError
+    from gvseg.data.formats._common import missing_reason
     from gvseg.data.synthetic import synth_dataset
 
     want = {"format": cfg.format, **to_dict(cfg.synth)}
     stamp = root / SYNTH_STAMP
+    if root.is_symlink() and not root.exists():
+        raise DataError(root, f"data.root {missing_reason(root)}")
+    if root.exists() and not root.is_dir():
+        raise DataError(root, "data.root is a file, not a folder")
     if root.exists() and any(root.iterdir()):
         if not stamp.is_file():
-            return
+            raise DataError(root, f"data.synthetic=true but this folder is not empty and has no {SYNTH_STAMP} "
+                                  "stamp (not a set gvseg generated): refusing to write into it; point data.root "
+                                  "at a new folder, or set data.synthetic=false to read it as a dataset")
         try:
             if json.loads(stamp.read_text()) == want:
                 return
@@ -89,6 +99,7 @@ def _ensure_synthetic(cfg: DataConfig, root: Path, progress: bool) -> None:
             pass
         warnings.warn(f"{root}: a synthetic set made with other settings; regenerating it", stacklevel=3)
         shutil.rmtree(root)
+    print(f"gvseg: writing a synthetic {cfg.format} set to {root.resolve()}", file=sys.stderr)
     root.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({**want, "complete": False}))  # a crash mid-write leaves a set a rerun redoes
     s = cfg.synth

@@ -156,6 +156,8 @@ def load_json(path: str | os.PathLike) -> dict:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
+    except UnicodeDecodeError as e:  # a ValueError whose message would not name the file
+        raise ValueError(f"{path}: not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start}") from None
 
 
 def find_gt_json(root: Path) -> Path:

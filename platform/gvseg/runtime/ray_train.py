@@ -184,6 +184,42 @@ def train_worker(config: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------- driver
 
 
+def find_data_error(e: BaseException | None, _depth: int = 0) -> Any:
+    """The DataError inside a Ray error (worker failure, Ray Data task error, controller error), or None.
+
+    Bad input is deterministic: retrying the run cannot help, so training fails on it at once, with one line."""
+    from gvseg.data.errors import DataError
+
+    if e is None or _depth > 8:
+        return None
+    if isinstance(e, DataError):
+        return DataError(e.path, e.reason)  # a plain one: Ray's dual-class RayTaskError prints a traceback
+    inner = [e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None)]
+    inner += list((getattr(e, "worker_failures", None) or {}).values())
+    for x in inner:
+        if isinstance(x, BaseException):
+            found = find_data_error(x, _depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _fail_fast_callback() -> Any:
+    import ray.train
+
+    class FailFastOnDataError(ray.train.UserCallback):
+        """Runs on the controller: a worker's DataError ends the run instead of a FailureConfig retry
+        (an exception raised here is a ControllerError, which the failure policy does not retry)."""
+
+        def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+            for err in worker_exceptions.values():
+                found = find_data_error(err)
+                if found is not None:
+                    raise found
+
+    return FailFastOnDataError()
+
+
 def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at_checkpoints: bool = False,
                  progress: bool = True) -> Path:
     """The same engine in one process, no Ray. Checkpoints under <storage>/<run>/checkpoints/step_*.
@@ -229,7 +265,8 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
     from gvseg.runtime.ray_data import build_dataset
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the train bar is the one to watch
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:  # embedded: loopback only, no dashboard
@@ -251,12 +288,20 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
             name=cfg.tracking.run_name, storage_path=cfg.runtime.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=cfg.runtime.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
-            callbacks=list(callbacks)),
+            callbacks=[_fail_fast_callback(), *callbacks]),
         datasets={"train": build_dataset(records, cfg.data, seed=cfg.train.seed, epochs=epochs)},
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        found = find_data_error(e)
+        if found is not None:
+            if started:  # flush the workers' logs now, so the one-line error is the last thing printed
+                ray.shutdown()
+            raise found from None  # the CLI prints it as one line (exit 2)
+        raise
     if result.error is not None:
-        raise result.error
+        raise find_data_error(result.error) or result.error
     if result.checkpoint is None:
         raise RuntimeError(f"{run_dir(cfg)}: training reported no checkpoint")
     local = run_dir(cfg) / "final_checkpoint"

@@ -125,6 +125,7 @@ def read_dataset(format: str, root: str | Path, split: str, *, on_error: _common
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     if validate not in ("none", "header", "full"):
         raise ValueError(f"validate must be 'none', 'header' or 'full', got {validate!r}")
+    _common.check_root(root)  # a root that is a link loop / dangling link / file: named, not a traceback
     records, errors = FORMATS[format].read(root, split, on_error, validate=validate, progress=progress, **options)
     if validate == "full":
         records, more = _common.run_videos(records, _decode_all, on_error, f"check {format} {split}", progress)

@@ -6,7 +6,9 @@ Everything that can go wrong with a file raises :class:`gvseg.data.errors.DataEr
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -32,12 +34,31 @@ def list_frames(folder: str | Path, exts: tuple[str, ...] = IMAGE_EXTS) -> list[
     """Sorted image files in ``folder`` (frame names are listed, never computed). Empty -> DataError."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(folder, "frame folder is missing")
-    files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in exts and p.is_file())
+        raise DataError(folder, f"frame folder {missing_reason(folder)}")
+    files = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in exts:
+            continue
+        if not p.is_file():  # a frame that is a dangling link or a link loop is an error, never dropped
+            if p.is_symlink():
+                raise DataError(p, f"frame {missing_reason(p)}")
+            continue  # a folder named like an image
+        files.append(str(p))
     if not files:
         raise DataError(folder, "no frames (empty video)")
     check_unique(folder, [Path(f).stem for f in files], "frame names")
     return files
+
+
+def optional_dir(folder: str | Path, what: str = "mask folder") -> bool:
+    """Whether an optional folder (masks of a video) exists; a link loop or a dangling link there is a
+    DataError, never read as "no masks"."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return True
+    if folder.is_symlink() or folder.exists():
+        raise DataError(folder, f"{what} {missing_reason(folder) if not folder.exists() else 'is not a folder'}")
+    return False
 
 
 def check_unique(where: str | Path, names: Iterable[str], what: str = "frame names") -> None:
@@ -52,7 +73,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as im:
             w, h = im.size
     except FileNotFoundError:
-        raise DataError(path, "file is missing") from None
+        raise DataError(path, missing_reason(path) if os.path.islink(path) else "file is missing") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP or os.path.islink(path):
+            raise DataError(path, missing_reason(path)) from None
+        raise DataError(path, f"cannot read image header ({type(e).__name__}: {e})") from None
     except Exception as e:  # PIL raises UnidentifiedImageError / SyntaxError / OSError on garbage
         raise DataError(path, f"cannot read image header ({type(e).__name__}: {e})") from None
     return h, w
@@ -63,7 +88,11 @@ def _decode(path: str | Path) -> Image.Image:
         im = Image.open(path)
         im.load()  # forces the full decode: a truncated PNG/JPEG fails here, not later
     except FileNotFoundError:
-        raise DataError(path, "file is missing") from None
+        raise DataError(path, missing_reason(path) if os.path.islink(path) else "file is missing") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(path, missing_reason(path)) from None
+        raise DataError(path, f"corrupt or truncated image ({type(e).__name__}: {e})") from None
     except Exception as e:
         raise DataError(path, f"corrupt or truncated image ({type(e).__name__}: {e})") from None
     return im
@@ -114,29 +143,122 @@ def check_headers(where: str | Path, frame_paths: list[str], label_paths: Iterab
     return h, w
 
 
-def load_json(path: str | Path) -> Any:
+def missing_reason(path: str | Path) -> str:
+    """Why ``path`` cannot be used: "is a symlink loop", "is a broken symlink (-> target)", "is missing"."""
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python 3.11: "Symlink loop from ..."
+            return "is a symlink loop"
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return "is a symlink loop"
+            return f"is a broken symlink (-> {os.readlink(path)})"
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is under a symlink loop"
+        return "is missing"
+    return "is not a regular file" if not path.is_dir() else "is a folder, not a file"
+
+
+def check_root(root: str | Path) -> None:
+    """A dataset root that is a symlink loop, a broken link or a file: one DataError naming it."""
+    root = Path(root)
+    if root.is_dir() or not (root.is_symlink() or root.exists()):
+        return  # a plain missing root: each reader names the file it looked for
+    raise DataError(root, f"dataset root {missing_reason(root) if not root.exists() else 'is not a folder'}")
+
+
+_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number"}
+
+
+def _type_name(t: Any) -> str:
+    ts = t if isinstance(t, tuple) else (t,)
+    return " or ".join(_TYPE_NAMES.get(x, x.__name__) for x in ts)
+
+
+def _json_type(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def load_json(path: str | Path, kind: type | tuple | None = None) -> Any:
+    """The parsed JSON of ``path``; ``kind`` (e.g. ``dict``) checks the top level's type."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file is missing")
+        raise DataError(path, "file is missing" if not path.is_symlink() else missing_reason(path))
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(path, f"invalid JSON ({e})") from None
+    except UnicodeDecodeError as e:  # a ValueError that would otherwise print without the file
+        raise DataError(path, f"not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start}") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read ({e.strerror or e})") from None
+    if kind is not None:
+        expect(data, kind, path, "top level")
+    return data
 
 
-def field(obj: Any, key: str, path: str | Path, where: str) -> Any:
-    """obj[key] or a DataError naming the JSON file, the place in it and the missing field."""
-    if not isinstance(obj, dict) or key not in obj:
+def expect(value: Any, kind: type | tuple, path: str | Path, where: str) -> Any:
+    """``value`` if it is of JSON type ``kind``, else a DataError naming the file, the place and both types
+    (a bool is not an integer here, as in JSON)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if int in kinds and float not in kinds and isinstance(value, float) and value.is_integer():
+        ok = True
+    if not ok:
+        raise DataError(path, f"{where} must be {_type_name(kind)}, got {_json_type(value)} {_short(value)}")
+    return value
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def field(obj: Any, key: str, path: str | Path, where: str, kind: type | tuple | None = None) -> Any:
+    """obj[key] or a DataError naming the JSON file, the place in it and the missing field; ``kind``
+    also checks its type."""
+    if not isinstance(obj, dict):
+        raise DataError(path, f"{where} must be an object, got {_json_type(obj)} {_short(obj)}")
+    if key not in obj:
         raise DataError(path, f"{where}: missing field {key!r}")
+    if kind is not None:
+        expect(obj[key], kind, path, f"{where}: field {key!r}")
     return obj[key]
+
+
+def int_field(obj: Any, key: str, path: str | Path, where: str) -> int:
+    """obj[key] as an int (an integer, or a string of digits as some converters write): DataError otherwise."""
+    v = field(obj, key, path, where)
+    if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
+        return int(v)
+    return int(expect(v, int, path, f"{where}: field {key!r}"))
+
+
+def check_unique_ids(path: str | Path, ids: Iterable[Any], what: str) -> None:
+    """Duplicate ids in a JSON list (videos, image ids): a DataError naming the file and the first ones."""
+    dupes = sorted({str(n) for n, k in Counter(ids).items() if k > 1})
+    if dupes:
+        raise DataError(path, f"duplicate {what}: {dupes[:5]}")
 
 
 def read_lines(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "split list is missing")
-    return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+        raise DataError(path, "split list is missing" if not path.is_symlink() else f"split list {missing_reason(path)}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start}") from None
+    ids = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
+    check_unique(path, ids, "video ids")  # a repeated line would train (and score) that video twice
+    return ids
 
 
 def run_videos(items: list[Any], build: Callable[[Any], VideoRecord], on_error: OnError, desc: str,

@@ -37,7 +37,7 @@ DATASET = "synthetic"  # the TAO source-dataset folder the writer uses
 
 def _ann_dir(root: Path, split: str) -> Path:
     for d in (root / "annotations" / split, root / split):
-        if (d / "all_classes.json").is_file():
+        if (d / "all_classes.json").is_file() or (d / "all_classes.json").is_symlink():
             return d
     raise DataError(root / "annotations" / split / "all_classes.json", "file is missing")
 
@@ -45,13 +45,21 @@ def _ann_dir(root: Path, split: str) -> Path:
 def _categories(data: dict, root: Path, js: Path) -> list[Category] | None:
     cats = data.get("categories")
     if cats is None and (root / "info" / "categories.json").is_file():
-        cats = C.load_json(root / "info" / "categories.json")
+        js = root / "info" / "categories.json"
+        cats = C.load_json(js)
     if cats is None:
         return None
     if isinstance(cats, dict):  # {"<id>": "name"}
-        return [Category(int(k), str(v), True) for k, v in cats.items()]
-    return [Category(int(C.field(c, "id", js, f"categories[{i}]")), str(c.get("name", c["id"])), True)
-            for i, c in enumerate(cats)]
+        return [Category(_int_key(k, js, "categories"), str(v), True) for k, v in cats.items()]
+    return [Category(C.int_field(c, "id", js, f"categories[{i}]"), str(c.get("name", c["id"])), True)
+            for i, c in enumerate(C.expect(cats, list, js, "field 'categories'"))]
+
+
+def _int_key(key: str, js: Path, where: str) -> int:
+    """A JSON object key that must be an integer id ("<tid>" track keys, category ids)."""
+    if not key.strip().lstrip("-").isdigit():
+        raise DataError(js, f"{where}: key {key!r} is not an integer id")
+    return int(key)
 
 
 def read_split(root: str | Path, split: str, on_error: C.OnError = "fail", *, validate: C.Validate = "header",
@@ -61,30 +69,34 @@ def read_split(root: str | Path, split: str, on_error: C.OnError = "fail", *, va
     root = Path(root)
     adir = _ann_dir(root, split)
     js = adir / f"{annotations}.json"
-    data = C.load_json(js)
+    data = C.load_json(js, dict)
     cats = _categories(data, root, js)
     first_js = adir / "first_frame_annotations.json"
     first = {}
     if first_js.is_file():
-        for i, s in enumerate(C.field(C.load_json(first_js), "sequences", first_js, "top level")):
+        for i, s in enumerate(C.field(C.load_json(first_js, dict), "sequences", first_js, "top level", list)):
             key = (C.field(s, "dataset", first_js, f"sequences[{i}]"), C.field(s, "seq_name", first_js, f"sequences[{i}]"))
             first[key] = s
     froot = Path(frames_root) if frames_root is not None else root / "frames" / split
-    items = list(enumerate(C.field(data, "sequences", js, "top level")))
+    seqs = C.field(data, "sequences", js, "top level", list)
+    C.check_unique_ids(js, [f"{s.get('dataset')}/{s.get('seq_name')}" for s in seqs if isinstance(s, dict)],
+                       "sequences (dataset/seq_name)")
+    items = list(enumerate(seqs))
     build = lambda item: _build(js, first_js, froot, item, cats, first, frames, validate)
     return C.run_videos(items, build, on_error, f"burst {split}", progress)
 
 
 def _tracks(js: Path, where: str, seq: dict, paths: list[str]) -> list[dict[int, str]]:
     """Per annotated frame: {track id: rle string}."""
-    segs = C.field(seq, "segmentations", js, where)
+    segs = C.field(seq, "segmentations", js, where, list)
     if len(segs) != len(paths):
         raise DataError(js, f"{where}: {len(segs)} segmentations for {len(paths)} annotated_image_paths")
     out = []
     for j, frame in enumerate(segs):
         d = {}
-        for tid, obj in frame.items():
-            d[int(tid)] = C.field(obj, "rle", js, f"{where} segmentations[{j}][{tid!r}]")
+        for tid, obj in C.expect(frame, dict, js, f"{where} segmentations[{j}]").items():
+            fw = f"{where} segmentations[{j}][{tid!r}]"
+            d[_int_key(tid, js, fw)] = C.field(obj, "rle", js, fw, str)
         out.append(d)
     return out
 
@@ -93,12 +105,14 @@ def _build(js: Path, first_js: Path, froot: Path, item, cats, first: dict, frame
            validate: C.Validate) -> VideoRecord:
     i, seq = item
     where = f"sequences[{i}]"
-    dataset = C.field(seq, "dataset", js, where)
-    name = C.field(seq, "seq_name", js, where)
+    dataset = C.field(seq, "dataset", js, where, str)
+    name = C.field(seq, "seq_name", js, where, str)
     where = f"{where} ({dataset}/{name})"
-    h, w = int(C.field(seq, "height", js, where)), int(C.field(seq, "width", js, where))
-    ann_paths = C.field(seq, "annotated_image_paths", js, where)
+    h, w = C.int_field(seq, "height", js, where), C.int_field(seq, "width", js, where)
+    ann_paths = C.field(seq, "annotated_image_paths", js, where, list)
     all_paths = (seq.get("all_image_paths") or ann_paths) if frames_kind == "all" else ann_paths
+    for t, p in enumerate(all_paths):
+        C.expect(p, str, js, f"{where}: image path [{t}]")
     if not all_paths:
         raise DataError(js, f"{where}: no frames (empty video)")
     C.check_unique(js, all_paths, f"image paths in {where}")
@@ -106,7 +120,8 @@ def _build(js: Path, first_js: Path, froot: Path, item, cats, first: dict, frame
     missing = [p for p in ann_paths if p not in index]
     if missing:
         raise DataError(js, f"{where}: annotated frames {missing[:3]} are not in all_image_paths")
-    track_cat = {int(k): int(v) for k, v in C.field(seq, "track_category_ids", js, where).items()}
+    track_cat = {_int_key(k, js, f"{where} track_category_ids"): int(C.expect(v, int, js, f"{where} track_category_ids[{k!r}]"))
+                 for k, v in C.field(seq, "track_category_ids", js, where, dict).items()}
     known = {c.id for c in cats} if cats is not None else None
     for tid, c in track_cat.items():
         if known is not None and c not in known:

@@ -43,8 +43,9 @@ def read_split(root: str | Path, split: str, on_error: C.OnError = "fail", *, va
     root = Path(root)
     img_split = root / "images" / split
     if not img_split.is_dir():
-        raise DataError(img_split, "split folder is missing")
-    seqs = sorted(p.name for p in img_split.iterdir() if p.is_dir())
+        raise DataError(img_split, f"split folder {C.missing_reason(img_split)}")
+    # a sequence folder that is a dangling link / link loop is kept, so list_frames names it
+    seqs = sorted(p.name for p in img_split.iterdir() if p.is_dir() or p.is_symlink())
     return C.run_videos(seqs, lambda s: _build(root, split, s, validate), on_error, f"kitti-step {split}", progress)
 
 
@@ -53,7 +54,7 @@ def _build(root: Path, split: str, seq: str, validate: C.Validate) -> VideoRecor
     stems = {Path(f).stem: t for t, f in enumerate(frames)}
     annotations: list = [None] * len(frames)
     pdir = root / "panoptic_maps" / split / seq
-    if pdir.is_dir():
+    if C.optional_dir(pdir, "panoptic map folder"):
         for p in sorted(pdir.glob("*.png")):
             if p.stem not in stems:
                 raise DataError(p, f"panoptic map has no matching frame in {root / 'images' / split / seq}")

@@ -29,7 +29,7 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 def _open(path: Path) -> cv2.VideoCapture:
     if not path.is_file():
-        raise DataError(path, "file is missing")
+        raise DataError(path, "file is missing" if not path.is_symlink() else C.missing_reason(path))
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise DataError(path, "cannot open video (corrupt, truncated or unsupported container); "
@@ -92,6 +92,8 @@ def count_frames(path: Path) -> tuple[int, int, int]:
 
 def read_video(path: str | Path) -> VideoRecord:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise DataError(path, f"input {C.missing_reason(path)}")
     if path.is_dir():
         frames = C.list_frames(path)
         h, w = C.check_headers(path, frames)

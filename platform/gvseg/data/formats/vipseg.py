@@ -50,6 +50,8 @@ def read_split(root: str | Path, split: str, on_error: C.OnError = "fail", *, va
                ) -> tuple[list[VideoRecord], list[DataError]]:
     root = Path(root)
     js = root / f"panoptic_gt_VIPSeg_{split}.json"
+    if js.is_symlink() and not js.is_file():  # a broken converted form is an error, not "use the raw form"
+        raise DataError(js, C.missing_reason(js))
     if form == "rgb" or (form == "auto" and js.is_file() and (root / "panomasksRGB").is_dir()):
         return _read_rgb(root, split, js, on_error, validate, progress)
     ids = C.read_lines(root / f"{split}.txt")
@@ -62,13 +64,31 @@ def _build_raw(root: Path, vid: str, validate: C.Validate) -> VideoRecord:
     stems = {Path(f).stem: t for t, f in enumerate(frames)}
     annotations: list = [None] * len(frames)
     mask_dir = root / "panomasks" / vid
-    if mask_dir.is_dir():
+    if C.optional_dir(mask_dir):
         for p in sorted(mask_dir.glob("*.png")):
             if p.stem not in stems:
                 raise DataError(p, f"mask has no matching frame in {_image_dir(root) / vid}")
             annotations[stems[p.stem]] = ("raw", str(p))
     h, w = _sizes(vid, frames, annotations, validate)
+    first = next((a[1] for a in annotations if a), None)
+    if validate != "none" and first is not None:
+        _check_raw_mode(first)  # the header says it: one cheap open per video
     return VideoRecord(vid, "vipseg", frames, h, w, list(VIPSEG_CATEGORIES), annotations, meta={"form": "raw"})
+
+
+def _check_raw_mode(path: str, mode: str | None = None) -> None:
+    """Raw panomasks are 16-bit: thing values class*100+inst exceed 255, so an 8-bit copy has wrapped ids."""
+    if mode is None:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                mode = im.mode
+        except Exception:
+            return  # unreadable: the header/decode checks name it
+    if mode in ("L", "P", "LA", "PA", "1"):
+        raise DataError(path, f"raw panomask is 8-bit (mode {mode}); VIPSeg panomasks are 16-bit grey (thing "
+                              "values class*100+instance exceed 255), so this copy's ids have wrapped")
 
 
 def _sizes(vid: str, frames: list[str], annotations: list, validate: C.Validate) -> tuple[int, int]:
@@ -78,17 +98,24 @@ def _sizes(vid: str, frames: list[str], annotations: list, validate: C.Validate)
 
 
 def _read_rgb(root: Path, split: str, js: Path, on_error: C.OnError, validate: C.Validate, progress: bool):
-    data = C.load_json(js)
+    data = C.load_json(js, dict)
     categories = [
-        Category(int(C.field(c, "id", js, f"categories[{i}]")), str(c.get("name", c["id"])),
+        Category(C.int_field(c, "id", js, f"categories[{i}]"), str(c.get("name", c["id"])),
                  bool(C.field(c, "isthing", js, f"categories[{i}]")),
-                 tuple(c["color"]) if "color" in c else None)
-        for i, c in enumerate(data.get("categories") or [])
+                 tuple(C.field(c, "color", js, f"categories[{i}]", list)) if "color" in c else None)
+        for i, c in enumerate(C.expect(data.get("categories") or [], list, js, "field 'categories'"))
     ] or list(VIPSEG_CATEGORIES)
+    C.check_unique_ids(js, [c.id for c in categories], "category ids")
     anns_by_video = {}
-    for i, a in enumerate(data.get("annotations") or []):  # test split: no annotations at all
-        anns_by_video[str(C.field(a, "video_id", js, f"annotations[{i}]"))] = a
-    videos = C.field(data, "videos", js, "top level")
+    # test split: no annotations at all
+    for i, a in enumerate(C.expect(data.get("annotations") or [], list, js, "field 'annotations'")):
+        avid = str(C.field(a, "video_id", js, f"annotations[{i}]"))
+        if avid in anns_by_video:
+            raise DataError(js, f"annotations[{i}]: duplicate video_id {avid!r} (one annotation entry per video)")
+        anns_by_video[avid] = a
+    videos = C.field(data, "videos", js, "top level", list)
+    C.check_unique_ids(js, [str(v["video_id"]) for v in videos if isinstance(v, dict) and "video_id" in v],
+                       "video_id in 'videos'")
     items = [(i, v, anns_by_video) for i, v in enumerate(videos)]
     build = lambda item: _build_rgb(root, js, item, categories, validate)
     return C.run_videos(items, build, on_error, f"vipseg {split}", progress)
@@ -102,19 +129,25 @@ def _build_rgb(root: Path, js: Path, item, categories: list[Category], validate:
     known = {c.id for c in categories}
     annotations: list = [None] * len(frames)
     ann = anns_by_video.get(vid)
-    for j, a in enumerate(C.field(ann, "annotations", js, f"video {vid}") if ann is not None else []):
+    seen: set[str] = set()
+    for j, a in enumerate(C.field(ann, "annotations", js, f"video {vid}", list) if ann is not None else []):
         where = f"video {vid} annotations[{j}]"
-        image_id = str(C.field(a, "image_id", js, where))
+        image_id = str(C.field(a, "image_id", js, where, (str, int)))
         if image_id not in stems:
             raise DataError(js, f"{where}: frame {image_id!r} is not in {_image_dir(root) / vid}")
+        if image_id in seen:
+            raise DataError(js, f"{where}: duplicate image_id {image_id!r} in video {vid}")
+        seen.add(image_id)
         segs = []
-        for k, s in enumerate(C.field(a, "segments_info", js, where)):
-            sid = int(C.field(s, "id", js, f"{where} segments_info[{k}]"))
-            cat = int(C.field(s, "category_id", js, f"{where} segments_info[{k}]"))
+        for k, s in enumerate(C.field(a, "segments_info", js, where, list)):
+            sid = C.int_field(s, "id", js, f"{where} segments_info[{k}]")
+            cat = C.int_field(s, "category_id", js, f"{where} segments_info[{k}]")
             if cat not in known:
                 raise DataError(js, f"{where}: unknown category id {cat}")
+            if any(sid == x[0] for x in segs):
+                raise DataError(js, f"{where}: duplicate segment id {sid} in segments_info")
             segs.append((sid, cat, bool(s.get("iscrowd", 0))))
-        file_name = str(a.get("file_name", f"{image_id}.png"))
+        file_name = str(C.field(a, "file_name", js, where, str) if "file_name" in a else f"{image_id}.png")
         annotations[stems[image_id]] = ("rgb", str(root / "panomasksRGB" / vid / file_name), tuple(segs))
     h, w = _sizes(vid, frames, annotations, validate)
     return VideoRecord(vid, "vipseg", frames, h, w, categories, annotations, meta={"form": "rgb"})
@@ -134,6 +167,8 @@ def decode_raw(path: str, height: int, width: int, known: set[int] | None = None
     v = C.read_label(path)
     if v.ndim != 2:
         raise DataError(path, f"expected a single-channel 16-bit panomask, got shape {v.shape}")
+    if v.dtype == np.uint8:
+        _check_raw_mode(path, "L")
     C.check_shape(path, v, height, width)
     v = v.astype(np.int64)
     void = (v == 0) | (v == STRAY_VOID)
@@ -170,6 +205,54 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
     """[H, W, 3] uint8 -> [H, W] int64, id = R + 256 G + 65536 B (panopticapi)."""
     rgb = rgb.astype(np.int64)
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+# ------------------------------------------------------------------------------------ raw -> converted
+
+
+def convert_raw(records: list[VideoRecord], out_dir: str | Path, split: str) -> Path:
+    """The raw form's GT in the converted form, as the official ``create_panoptic_video_labels.py`` makes it:
+    ``out_dir/panomasksRGB/<video>/<stem>.png`` (segment id = rgb2id of an IdGenerator colour, one per raw
+    value per video, so ids stay temporally consistent) and ``out_dir/panoptic_gt_VIPSeg_{split}.json``.
+    Raw 200 (issue #1) is void. Only annotated frames are listed. The JSON is written last, via a rename, so
+    a crash never leaves a GT that looks complete. Returns the JSON path."""
+    import json
+    import os
+
+    out = Path(out_dir)
+    cats = {c.id: c for c in VIPSEG_CATEGORIES}
+    videos, anns = [], []
+    for rec in records:
+        if rec.meta.get("form") != "raw":
+            raise ValueError(f"{rec.video_id}: convert_raw takes raw-form records, got {rec.meta.get('form')!r}")
+        gen = IdGenerator(VIPSEG_CATEGORIES, zlib.crc32(rec.video_id.encode()))
+        color: dict[int, tuple[int, int, int]] = {}  # raw value -> colour, for the whole video
+        images, frame_anns = [], []
+        for handle in rec.annotations:
+            if handle is None:
+                continue
+            ann = decode_raw(handle[1], rec.height, rec.width, set(cats))  # checks values, 16-bit, size
+            rgb = np.zeros((rec.height, rec.width, 3), np.uint8)
+            segs = []
+            for raw, cat, m in zip(ann.ids.tolist(), ann.category_ids.tolist(), ann.masks):
+                if raw not in color:
+                    color[raw] = gen.color(int(cat))
+                rgb[m] = color[raw]
+                segs.append({"id": int(rgb2id(np.array(color[raw]))), "category_id": int(cat), "iscrowd": 0,
+                             "area": int(m.sum())})
+            stem = Path(handle[1]).stem
+            C.save_png(out / "panomasksRGB" / rec.video_id / f"{stem}.png", rgb, "RGB")
+            images.append({"id": stem, "width": rec.width, "height": rec.height, "file_name": f"{stem}.png"})
+            frame_anns.append({"image_id": stem, "file_name": f"{stem}.png", "segments_info": segs})
+        videos.append({"video_id": rec.video_id, "images": images})
+        anns.append({"video_id": rec.video_id, "annotations": frame_anns})
+    cats_json = [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color or (0, 0, 0))}
+                 for c in VIPSEG_CATEGORIES]
+    js = out / f"panoptic_gt_VIPSeg_{split}.json"
+    tmp = js.with_suffix(".json.partial")
+    tmp.write_text(json.dumps({"videos": videos, "annotations": anns, "categories": cats_json}))
+    os.replace(tmp, js)
+    return js
 
 
 # ----------------------------------------------------------------------------------------------- write

@@ -48,7 +48,7 @@ def _build(root: Path, vid: str, validate: C.Validate) -> VideoRecord:
     frames = C.list_frames(vdir / "origin")
     stems = {Path(f).stem: t for t, f in enumerate(frames)}
     annotations: list = [None] * len(frames)
-    if (vdir / "mask").is_dir():
+    if C.optional_dir(vdir / "mask"):
         masks = sorted((vdir / "mask").glob("*.png"))
         C.check_unique(vdir / "mask", [p.stem for p in masks], "mask names")
         for p in masks:

@@ -68,7 +68,7 @@ def _paths(root: Path, split: str, variant: Variant) -> tuple[Path, Path]:
             cands = [root / f"{s}.json", root / s / "instances.json", root / "annotations" / f"instances_{s}.json"]
             img = root / s / "JPEGImages"
         for js in cands:
-            if js.is_file():
+            if js.is_file() or js.is_symlink():  # a dangling link / link loop: load_json names it
                 return js, img
     raise DataError(root, f"no {variant} annotation JSON for split {split!r} (looked for {cands[0].name})")
 
@@ -77,15 +77,21 @@ def read_split(root: str | Path, split: str, on_error: C.OnError = "fail", *, va
                progress: bool = False, variant: Variant = "ytvis") -> tuple[list[VideoRecord], list[DataError]]:
     root = Path(root)
     js, img_root = _paths(root, split, variant)
-    data = C.load_json(js)
-    cats = [Category(int(C.field(c, "id", js, f"categories[{i}]")), str(c.get("name", c["id"])), True)
-            for i, c in enumerate(C.field(data, "categories", js, "top level"))]
+    data = C.load_json(js, dict)
+    cats = [Category(C.int_field(c, "id", js, f"categories[{i}]"), str(c.get("name", c["id"])), True)
+            for i, c in enumerate(C.field(data, "categories", js, "top level", list))]
+    C.check_unique_ids(js, [c.id for c in cats], "category ids")
     known = {c.id for c in cats}
     has_gt = "annotations" in data and data["annotations"] is not None
     per_video: dict[int, list] = {}
-    for i, a in enumerate(data.get("annotations") or []):
+    anns = C.expect(data.get("annotations") or [], list, js, "field 'annotations'")
+    for i, a in enumerate(anns):
         per_video.setdefault(C.field(a, "video_id", js, f"annotations[{i}]"), []).append((i, a))
-    items = list(enumerate(C.field(data, "videos", js, "top level")))
+    # a missing id is that video's own error (below), so these checks look only at the ids present
+    C.check_unique_ids(js, [a["id"] for a in anns if "id" in a], "annotation ids")
+    videos = C.field(data, "videos", js, "top level", list)
+    C.check_unique_ids(js, [v["id"] for v in videos if isinstance(v, dict) and "id" in v], "video ids in 'videos'")
+    items = list(enumerate(videos))
     build = lambda item: _build(js, img_root, item, per_video, has_gt, cats, known, variant, validate)
     return C.run_videos(items, build, on_error, f"{variant} {split}", progress)
 
@@ -100,12 +106,14 @@ def _build(js: Path, img_root: Path, item, per_video, has_gt: bool, cats, known,
     stem = Path(names[0]).parent.name if names else ""  # the frame folder: the video's name on disk
     where = f"videos[{i}] ({stem or 'no frames'})"
     vid = C.field(v, "id", js, where)
-    names = C.field(v, "file_names", js, where)
+    names = C.field(v, "file_names", js, where, list)
     if not names:
         raise DataError(js, f"{where} (video {vid}): no frames (empty video)")
+    for t, n in enumerate(names):
+        C.expect(n, str, js, f"{where}: file_names[{t}]")
     C.check_unique(js, names, f"file_names in video {vid}")
     frames = [str(img_root / n) for n in names]
-    h, w = int(C.field(v, "height", js, where)), int(C.field(v, "width", js, where))
+    h, w = C.int_field(v, "height", js, where), C.int_field(v, "width", js, where)
     if validate != "none":
         fh, fw = C.check_headers(vid, frames)
         if (fh, fw) != (h, w):
@@ -113,15 +121,16 @@ def _build(js: Path, img_root: Path, item, per_video, has_gt: bool, cats, known,
     annotations: list = [[] for _ in names] if has_gt else [None] * len(names)
     for j, a in per_video.get(vid, []):
         aw = f"annotations[{j}] (video {vid}, {stem})"
-        ann_id = int(C.field(a, "id", js, aw))
-        cat = int(C.field(a, "category_id", js, aw))
+        ann_id = C.int_field(a, "id", js, aw)
+        cat = C.int_field(a, "category_id", js, aw)
         if cat not in known:
             raise DataError(js, f"{aw}: unknown category id {cat}")
-        segs = C.field(a, "segmentations", js, aw)
+        segs = C.field(a, "segmentations", js, aw, list)
         if len(segs) != len(names):
             raise DataError(js, f"{aw}: {len(segs)} segmentations for {len(names)} frames")
         for t, s in enumerate(segs):
             if s is not None:
+                C.expect(s, (dict, list), js, f"{aw}: segmentations[{t}]")
                 annotations[t].append((ann_id, cat, bool(a.get("iscrowd", 0)), s))
     annotations = [tuple(a) if a is not None else None for a in annotations]
     return VideoRecord(stem or str(vid), variant, frames, h, w, list(cats), annotations,

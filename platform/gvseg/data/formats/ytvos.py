@@ -36,15 +36,18 @@ def read_split(root: str | Path, split: str, on_error: C.OnError = "fail", *, va
                progress: bool = False, dense: bool | None = None) -> tuple[list[VideoRecord], list[DataError]]:
     sdir = Path(root) / split
     meta_path = sdir / "meta.json"
-    meta = C.load_json(meta_path)
-    videos = C.field(meta, "videos", meta_path, "top level")
+    meta = C.load_json(meta_path, dict)
+    videos = C.field(meta, "videos", meta_path, "top level", dict)
     build = lambda vid: _build(sdir, meta_path, vid, videos[vid], split, dense, validate)
     return C.run_videos(sorted(videos), build, on_error, f"ytvos {split}", progress)
 
 
 def _build(sdir: Path, meta_path: Path, vid: str, vmeta: dict, split: str, dense: bool | None,
            validate: C.Validate) -> VideoRecord:
-    objects = C.field(vmeta, "objects", meta_path, f"video {vid}")
+    objects = C.field(vmeta, "objects", meta_path, f"video {vid}", dict)
+    for k in objects:
+        if not str(k).isdigit() or not 0 < int(k) < 256:
+            raise DataError(meta_path, f"video {vid}: object id {k!r} is not a PNG index 1..255")
     obj_ids = sorted(int(k) for k in objects)
     frames = C.list_frames(sdir / "JPEGImages" / vid)
     pngs = mask_files(sdir / "Annotations" / vid, frames)
@@ -63,7 +66,7 @@ def mask_files(mask_dir: Path, frames: list[str]) -> list[str | None]:
     """[T] PNG path or None, aligned with ``frames`` by file stem."""
     stems = {Path(f).stem: t for t, f in enumerate(frames)}
     out: list[str | None] = [None] * len(frames)
-    if mask_dir.is_dir():
+    if C.optional_dir(mask_dir):
         for p in sorted(mask_dir.glob("*.png")):
             if p.stem not in stems:
                 raise DataError(p, f"mask has no matching frame {p.stem}.jpg")
