@@ -169,16 +169,22 @@ def verify(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def step_key(path: str | Path) -> tuple[int, str]:
+    """Sort key of a ``step_<N>[-suffix]`` directory: its step, then its name (a re-written step after a
+    fallback gets a suffix, so it never shares a path with the torn one an older record points at)."""
+    name = Path(path).name
+    return int(name.split("_")[1].split("-")[0]), name
+
+
 def step_dirs(root: str | Path) -> list[Path]:
     """``root/step_*`` directories holding a checkpoint file, oldest first."""
-    dirs = [p.parent for p in Path(root).glob("step_*/" + FILENAME)]
-    return sorted(dirs, key=lambda p: int(p.name.split("_")[1]))
+    return sorted((p.parent for p in Path(root).glob("step_*/" + FILENAME)), key=step_key)
 
 
 def prune(root: str | Path, keep: int) -> None:
     """Keep the newest ``keep`` ``step_*`` checkpoint directories under ``root``, and always the newest
     one that loads (so a torn newest file never leaves the run without a valid checkpoint)."""
-    dirs = sorted(Path(root).glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    dirs = sorted(Path(root).glob("step_*"), key=step_key)
     if keep <= 0 or len(dirs) <= keep:
         return
     kept = dirs[-keep:]

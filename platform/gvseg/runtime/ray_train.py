@@ -165,7 +165,8 @@ def train_worker(config: dict[str, Any]) -> None:
         local = Path(ckpt.path)
         if ckpt.filesystem.type_name == "local" and local.is_dir():  # siblings to fall back on if it is torn
             state = _restore_newest_valid(parts, [d for d in checkpoint.step_dirs(local.parent)
-                                                  if d.name <= local.name], device, logger)
+                                                  if checkpoint.step_key(d) <= checkpoint.step_key(local)],
+                                          device, logger)
         else:
             with ckpt.as_directory() as d:
                 state = _restore_state(parts, d, device)
@@ -195,7 +196,10 @@ def train_worker(config: dict[str, Any]) -> None:
                 reported = ray.train.Checkpoint.from_directory(d)
             # rank 0's metrics are the ones Ray keeps (and forwards to Tune inside a sweep)
             metrics = checkpoint_metrics(cfg, st, d if rank == 0 else None, config.get("eval_at_checkpoints", False))
-            ray.train.report(metrics, checkpoint=reported, checkpoint_dir_name=f"step_{st.step:07d}")
+            name = f"step_{st.step:07d}"
+            if (run_dir(cfg) / name).exists():  # replayed after a fallback: never reuse a path Ray may prune
+                name += f"-{int(time.time())}"
+            ray.train.report(metrics, checkpoint=reported, checkpoint_dir_name=name)
         if logger:  # persisted: the metrics it covers are no longer lost work
             logger.commit(st.step)
 
@@ -250,6 +254,30 @@ def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at
     return found[0]
 
 
+def init_embedded(num_cpus: int, **kwargs: Any) -> None:
+    """Start a Ray instance inside this process that listens on 127.0.0.1 only, without a dashboard.
+
+    Ray 2.60 ignores ``_node_ip_address`` for a new local instance, and its GCS, raylet, workers and agents
+    then listen on every interface (``::`` / ``0.0.0.0``). What makes them bind to loopback is the node IP
+    Ray picks, and on Linux that is loopback only when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once
+    when ``ray`` is imported (``ray_constants.ENABLE_RAY_CLUSTER``). Set both for the start, then restore
+    them: a later ``ray.init(address=...)`` to a real cluster must pick the node's real IP."""
+    import ray
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **{"log_to_driver": True, **kwargs})
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved_env
+
+
 def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any = (),
                eval_at_checkpoints: bool = False, progress: bool = True) -> Path:
     import ray
@@ -265,8 +293,7 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
         if address:
             ray.init(address=address, log_to_driver=True)
         else:  # embedded: loopback only, no dashboard
-            ray.init(num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1),
-                     include_dashboard=False, log_to_driver=True)
+            init_embedded(num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1))
     records = build_records(cfg.data, cfg.data.train_split, progress=progress)
     check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)
     samples_per_epoch = len(records) * cfg.data.clips_per_video
