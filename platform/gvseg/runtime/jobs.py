@@ -376,9 +376,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if args.action == "list":
             rows = list_jobs(args.address)
             print(f"{'JOB_ID':<30}  {'STATUS':<10}  {'STARTED':<19}  ENTRYPOINT")
-            for j in rows:
+            from gvseg.checkpoint import REDACTED, URI_CREDENTIALS
+
+            for j in rows:  # entrypoints submitted before credentials moved to env_vars: shown redacted
                 print(f"{j.submission_id or j.job_id:<30}  {j.status.value:<10}  {_fmt_time(j.start_time):<19}  "
-                      f"{j.entrypoint}")
+                      f"{URI_CREDENTIALS.sub(REDACTED + '@', j.entrypoint or '')}")
             return 0
         if not args.job_id:
             raise JobError(f"gvseg jobs {args.action} needs a JOB_ID (see gvseg jobs list)")
