@@ -105,19 +105,20 @@ def _restore_state(parts: Parts, directory: str | Path, device: torch.device,
 
 
 def _restore_newest_valid(parts: Parts, candidates: list[Path], device: torch.device,
-                          logger: Any) -> LoopState:
+                          logger: Any, *, verbose: bool = True) -> LoopState:
     """Resume from the newest of ``candidates`` (oldest first) that loads; a torn newer one is skipped with
-    one line and a ``checkpoint_fallback`` tag on the run. None loading is one clear error."""
+    one line (when ``verbose``) and a ``checkpoint_fallback`` tag on the run. None loading is one clear error."""
     found = checkpoint.newest_valid(candidates, map_location=device, quiet=True)
     if found is None:
         raise ValueError(f"no readable checkpoint to resume from among {[str(c) for c in candidates]}")
     path, saved, skipped = found
     if skipped:
         note = f"resumed from {path.name}: newer checkpoint unreadable ({'; '.join(skipped)})"
-        print(f"gvseg: {note}")
+        if verbose:
+            print(f"gvseg: {note}")
         if logger is not None:
             logger.set_tag("checkpoint_fallback", note)
-    else:
+    elif verbose:
         print(f"gvseg: resuming from {path}")
     return _restore_state(parts, path, device, saved)
 
@@ -166,7 +167,7 @@ def train_worker(config: dict[str, Any]) -> None:
         if ckpt.filesystem.type_name == "local" and local.is_dir():  # siblings to fall back on if it is torn
             state = _restore_newest_valid(parts, [d for d in checkpoint.step_dirs(local.parent)
                                                   if checkpoint.step_key(d) <= checkpoint.step_key(local)],
-                                          device, logger)
+                                          device, logger, verbose=rank == 0)
         else:
             with ckpt.as_directory() as d:
                 state = _restore_state(parts, d, device)
