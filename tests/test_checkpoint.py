@@ -77,3 +77,38 @@ def test_prune_and_latest(tmp_path):
     checkpoint.prune(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_15", "step_20"]
     assert checkpoint.latest(tmp_path).name == "step_20"
+
+
+def test_saved_config_has_no_credentials(tmp_path):
+    model, opt, sched = _objects()
+    config = {"tracking": {"tracking_uri": "http://alice:SECRET@mlflow:5000", "api_token": "SECRET2"},
+              "data": {"root": "/data", "sizes": [1, 2]}}
+    state = checkpoint.build_state(model=model, criterion=None, optimizer=opt, scheduler=sched, step=1, epoch=0,
+                                   config=config)
+    path = checkpoint.save(state, tmp_path)
+    assert b"SECRET" not in path.read_bytes()
+    saved = checkpoint.load(path)["config"]
+    assert saved["tracking"] == {"tracking_uri": "http://***@mlflow:5000", "api_token": "***"}
+    assert saved["data"] == config["data"]
+
+
+def test_newest_valid_skips_a_torn_latest(tmp_path, capsys):
+    for s in (2, 4):
+        checkpoint.save({"step": s, "model": {}}, tmp_path / f"step_{s:07d}")
+    torn = tmp_path / "step_0000004" / checkpoint.FILENAME
+    torn.write_bytes(torn.read_bytes()[:40])
+    path, state, skipped = checkpoint.newest_valid(checkpoint.step_dirs(tmp_path))
+    assert path.name == "step_0000002" and state["step"] == 2
+    assert len(skipped) == 1 and "step_0000004" in skipped[0]
+    assert capsys.readouterr().out.count("\n") == 1  # one line, no traceback
+    assert checkpoint.newest_valid([tmp_path / "step_0000004"], quiet=True) is None
+
+
+def test_prune_never_deletes_the_newest_valid_checkpoint(tmp_path):
+    for s in (1, 2, 3):
+        checkpoint.save({"step": s, "model": {}}, tmp_path / f"step_{s}")
+    (tmp_path / "step_3" / checkpoint.FILENAME).write_bytes(b"torn")
+    checkpoint.prune(tmp_path, keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_2", "step_3"]
+    with pytest.raises(ValueError, match="not a gvseg training checkpoint"):
+        checkpoint.verify(checkpoint.save({"x": 1}, tmp_path / "other"))

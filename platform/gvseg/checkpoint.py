@@ -6,13 +6,19 @@ dict. Only tensors, numbers, strings and containers of them are stored, so
 ``torch.load(weights_only=True)`` reads it: no arbitrary pickle is ever executed.
 
 Writes go to a temporary file in the target directory, are fsynced, then renamed over the final name:
-a crash mid-write leaves the previous checkpoint intact, never a torn one.
+a crash mid-write leaves the previous checkpoint intact, never a torn one. A file torn afterwards (a full
+disk, a bad copy) is skipped on resume: :func:`newest_valid` falls back to the newest checkpoint that loads,
+and :func:`prune` never deletes the newest one that does.
+
+The saved config is redacted (:func:`redact_config`): a ``user:password@`` in a URI or the value of a
+secret-looking key never reaches a checkpoint file, nor any copy of it (MLflow artifacts, registered models).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,27 @@ import numpy as np
 import torch
 
 FILENAME = "checkpoint.pt"
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|access[_-]?key|credential)", re.I)
+URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")  # any userinfo: user:password@ or token@
+REDACTED = "***"
+
+
+def redact_value(key: str, value: Any) -> Any:
+    """``***`` for a non-empty value of a secret-looking key; a URI's ``user:password@`` becomes ``***@``."""
+    if SECRET_KEY.search(key):
+        return REDACTED if value not in ("", None) else value
+    if isinstance(value, str):
+        return URI_CREDENTIALS.sub(f"{REDACTED}@", value)
+    return value
+
+
+def redact_config(config: Any, key: str = "") -> Any:
+    """A copy of a nested config dict with every credential redacted (see :func:`redact_value`)."""
+    if isinstance(config, dict):
+        return {k: redact_config(v, str(k)) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return type(config)(redact_config(v, key) for v in config)
+    return redact_value(key, config)
 
 
 def rng_state() -> dict[str, Any]:
@@ -75,7 +102,7 @@ def build_state(
         "step": int(step),
         "epoch": int(epoch),
         "rng": rng_state(),
-        "config": config,
+        "config": redact_config(config),
         "extra": extra or {},
     }
 
@@ -133,15 +160,62 @@ def restore(
     return int(state["step"]), int(state["epoch"])
 
 
+def verify(path: str | Path) -> dict[str, Any]:
+    """Load ``path`` back (weights_only) and check it holds a model and a step; returns the state.
+    Raises ``ValueError`` naming the file otherwise. Call it before anything older is deleted."""
+    state = load(path)
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise ValueError(f"{path}: not a gvseg training checkpoint (no 'model' or 'step')")
+    return state
+
+
+def step_key(path: str | Path) -> tuple[int, str]:
+    """Sort key of a ``step_<N>[-suffix]`` directory: its step, then its name (a re-written step after a
+    fallback gets a suffix, so it never shares a path with the torn one an older record points at)."""
+    name = Path(path).name
+    return int(name.split("_")[1].split("-")[0]), name
+
+
+def step_dirs(root: str | Path) -> list[Path]:
+    """``root/step_*`` directories holding a checkpoint file, oldest first."""
+    return sorted((p.parent for p in Path(root).glob("step_*/" + FILENAME)), key=step_key)
+
+
 def prune(root: str | Path, keep: int) -> None:
-    """Keep the newest ``keep`` ``step_*`` checkpoint directories under ``root``."""
-    dirs = sorted(Path(root).glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-    for old in dirs[:-keep] if keep > 0 else []:
+    """Keep the newest ``keep`` ``step_*`` checkpoint directories under ``root``, and always the newest
+    one that loads (so a torn newest file never leaves the run without a valid checkpoint)."""
+    dirs = sorted(Path(root).glob("step_*"), key=step_key)
+    if keep <= 0 or len(dirs) <= keep:
+        return
+    kept = dirs[-keep:]
+    valid = newest_valid(kept, quiet=True)
+    protect = valid[0] if valid else (newest_valid(dirs[:-keep], quiet=True) or (None,))[0]
+    for old in dirs[:-keep]:
+        if old == protect:
+            continue
         for f in old.iterdir():
             f.unlink()
         old.rmdir()
 
 
 def latest(root: str | Path) -> Path | None:
-    dirs = sorted(Path(root).glob("step_*/" + FILENAME), key=lambda p: int(p.parent.name.split("_")[1]))
-    return dirs[-1].parent if dirs else None
+    dirs = step_dirs(root)
+    return dirs[-1] if dirs else None
+
+
+def newest_valid(candidates: list[Path], *, map_location: str | torch.device = "cpu",
+                 quiet: bool = False) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The newest of ``candidates`` (oldest first, as :func:`step_dirs` lists them) that loads:
+    ``(path, state, skipped)`` where ``skipped`` says, one line each, which newer ones did not load and why;
+    None when none loads. Unless ``quiet``, each skipped one is printed as one line."""
+    skipped: list[str] = []
+    for path in reversed(candidates):
+        try:
+            state = load(path, map_location=map_location)
+        except (ValueError, FileNotFoundError) as e:
+            skipped.append(str(e).splitlines()[0][:300])
+            if not quiet:
+                print(f"gvseg: skipping unreadable checkpoint: {skipped[-1]}")
+            continue
+        return path, state, skipped
+    return None

@@ -10,20 +10,15 @@ as (never `ray stop`, which would end every Ray on the machine).
 import json
 import os
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import tomllib
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+from live_services import MlflowServer, RayHead, _session_pids  # tests/runtime/live_services.py
 
 from gvseg.cli import main
 from gvseg.config import ConfigError
@@ -117,6 +112,29 @@ def test_entrypoint_quotes_overrides_and_joins_the_jobs_cluster():
     assert jobs.entrypoint("sweeps/x.py:debug", [], tune=True).startswith("python -m gvseg.cli tune sweeps/x.py")
 
 
+def test_credentials_travel_in_the_jobs_environment_never_its_entrypoint(monkeypatch, capsys):
+    sent = {}
+
+    class FakeClient:
+        def get_address(self):
+            return "http://127.0.0.1:9"
+
+        def submit_job(self, **kw):
+            sent.update(kw)
+            return "job-1"
+
+    monkeypatch.setattr(jobs, "client", lambda address: FakeClient())
+    uri = "http://alice:SECRET@mlflow:5000"
+    jobs.submit("tasks/vps_vipseg.py:debug", ["runtime.storage_path=/shared/runs", f"tracking.tracking_uri={uri}"],
+                "http://127.0.0.1:9", None, pip=False)
+    assert "SECRET" not in sent["entrypoint"] and "SECRET" not in json.dumps(sent["metadata"])
+    assert sent["runtime_env"]["env_vars"]["MLFLOW_TRACKING_URI"] == uri  # what resolve_tracking_uri falls back on
+    assert "SECRET" not in capsys.readouterr().out
+    with pytest.raises(jobs.JobError, match="env_vars"):
+        jobs.submit("tasks/vps_vipseg.py:debug", ["runtime.storage_path=s3://bob:SECRET@minio/runs"],
+                    "http://127.0.0.1:9", None, pip=False)
+
+
 def test_recipe_outside_the_checkout_is_refused(tmp_path):
     outside = tmp_path / "r.py"
     outside.write_text("")
@@ -172,120 +190,6 @@ def test_no_address_and_unreachable_head_are_one_line_errors(capsys, monkeypatch
     assert main(["jobs", "list", "--address", "http://127.0.0.1:9"]) == 1
     err = capsys.readouterr().err.strip()
     assert "http://127.0.0.1:9" in err and "Traceback" not in err and len(err.splitlines()) == 1
-
-
-# --------------------------------------------------------------------------------- real head + server
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _service_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER", "MLFLOW_TRACKING"))}
-    env.update({"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
-                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"})
-    env.update(extra)
-    return env
-
-
-def _session_pids(sid: int, marker: str) -> list[int]:
-    """Processes of the session we started (setsid) or whose command line names our temp dir."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if os.getsid(int(d.name)) == sid or marker in (d / "cmdline").read_bytes().decode(errors="replace"):
-                pids.append(int(d.name))
-        except (OSError, ProcessLookupError):
-            continue
-    return pids
-
-
-def _stop(sid: int, marker: str, grace_s: float = 10.0) -> None:
-    """SIGTERM what we started, SIGKILL what is left after the grace period. Never `ray stop`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _session_pids(sid, marker):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _session_pids(sid, marker):
-            time.sleep(0.25)
-        if not _session_pids(sid, marker):
-            return
-
-
-class RayHead:
-    """`ray start --head` on loopback in a fresh session and a short temp dir (unix socket paths are capped)."""
-
-    def __init__(self, **env: str):
-        self.temp = tempfile.mkdtemp(prefix="gvr")
-        gcs, dash, client, agent = _free_ports(4)
-        self.address = f"http://127.0.0.1:{dash}"
-        cmd = [str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-               f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={self.temp}", "--include-dashboard=true",
-               f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
-               "--disable-usage-stats"]
-        self.proc = subprocess.Popen(cmd, env=_service_env(**env), start_new_session=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        out, _ = self.proc.communicate(timeout=120)  # returns once the daemons are up
-        if self.proc.returncode != 0:
-            self.stop()
-            raise RuntimeError(f"ray start failed:\n{out[-3000:]}")
-
-    def stop(self) -> None:
-        _stop(self.proc.pid, self.temp)
-        shutil.rmtree(self.temp, ignore_errors=True)
-
-
-class MlflowServer:
-    def __init__(self, root: Path):
-        (port,) = _free_ports(1)
-        self.uri = f"http://127.0.0.1:{port}"
-        cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1"]
-        self.log = open(root / "mlflow-server.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, env=_service_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-                                     start_new_session=True, stdout=self.log, stderr=subprocess.STDOUT)
-        self.marker = str(root / "mlflow.db")
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"mlflow server did not come up: {(root / 'mlflow-server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-
-    def api(self, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.uri}/api/2.0/mlflow/{path}", data=data,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)  # the leader stops its workers
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        _stop(self.proc.pid, self.marker)
-        self.log.close()
 
 
 def _tiny_sets(vipseg_root: Path, run_name: str) -> list[str]:

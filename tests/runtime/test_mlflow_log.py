@@ -79,3 +79,67 @@ def test_sqlite_artifacts_live_beside_the_database(cfg, tmp_path):
     logger.end()
     exp = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_experiment_by_name("gvseg")
     assert exp.artifact_location == (tmp_path / "mlruns").as_uri()  # not the process's working directory
+
+
+def _history(logger, key):
+    return [(m.step, m.value) for m in sorted(logger.client.get_metric_history(logger.run_id, key),
+                                               key=lambda m: m.step)]
+
+
+def test_held_metrics_are_logged_once_across_restarts(cfg, tmp_path):
+    first = RunLogger.create(cfg, recipe="r", fallback_dir=tmp_path)
+    for step in (1, 2, 3):
+        first.hold({"loss": 10.0 + step}, step)
+    first.commit(2)  # the checkpoint at step 2 is safe; step 3 is lost work when the process dies now
+    # A restarted worker (or driver) resumes from step 2 and replays step 3 with another value; a second
+    # restart resumes from an older checkpoint than the last commit and replays step 2: logged once.
+    second = RunLogger(first.tracking_uri, first.run_id, tmp_path)
+    for step in (3, 4):
+        second.hold({"loss": 20.0 + step}, step)
+    second.commit(4)
+    third = RunLogger(first.tracking_uri, first.run_id, tmp_path)
+    third.hold({"loss": 99.0}, 2)
+    third.commit(2)
+    third.end("FINISHED")
+    assert _history(third, "loss") == [(1, 11.0), (2, 12.0), (3, 23.0), (4, 24.0)]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics_fallback.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_failed_run_keeps_no_uncommitted_steps(cfg, tmp_path, capsys):
+    logger = RunLogger.create(cfg, recipe="r", fallback_dir=tmp_path)
+    logger.hold({"loss": 1.0}, 1)
+    logger.end("FAILED")
+    assert _history(logger, "loss") == [] and "not kept" in capsys.readouterr().out
+
+
+def test_system_metrics_keep_sampling_through_an_outage(cfg, tmp_path, monkeypatch):
+    logger = RunLogger.create(cfg, recipe="r", fallback_dir=tmp_path)
+    monitor = logger.start_system_metrics(interval=0.1)
+    real = monitor.client.log_batch
+    calls = []
+
+    def down(*a, **k):
+        calls.append(1)
+        raise ConnectionError("server away")
+
+    import time
+
+    time.sleep(0.3)
+    monkeypatch.setattr(monitor.client, "log_batch", down)
+    time.sleep(1.0)
+    assert calls and monitor.pending  # samples kept while the server was away
+    monkeypatch.setattr(monitor.client, "log_batch", real)
+    time.sleep(0.5)
+    monitor.finish()
+    steps = [s for s, _ in _history(logger, "system/cpu_utilization_percentage")]
+    assert len(steps) >= len(calls) and steps == list(range(len(steps)))  # all of them, once each
+
+
+def test_images_are_logged_as_png(cfg, tmp_path):
+    import numpy as np
+
+    logger = RunLogger.create(cfg, recipe="r", fallback_dir=tmp_path)
+    logger.log_image(np.zeros((8, 8, 3), np.uint8), key="val_overlay", step=0)
+    names = [a.path for a in logger.client.list_artifacts(logger.run_id, "images/val_overlay")]
+    assert names == ["images/val_overlay/val_overlay_step_0000.png"]  # no webp: the browser previews PNG

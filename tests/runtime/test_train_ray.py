@@ -1,22 +1,27 @@
-"""Ray Train: 2 CPU workers (gloo DDP) over Ray Data shards; a killed worker resumes; a re-run resumes."""
+"""Ray Train: 2 CPU workers (gloo DDP) over Ray Data shards; a killed worker resumes; a re-run resumes, past a
+torn latest checkpoint; every metric step is logged once; embedded Ray listens on loopback only."""
 
+import ipaddress
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
 
 from gvseg import checkpoint
 from gvseg.config import apply_overrides
-from gvseg.runtime.ray_train import run_dir, run_train
+from gvseg.runtime.ray_train import init_embedded, run_dir, run_train
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+PLATFORM = Path(__file__).resolve().parents[2] / "platform"
 
 
 @pytest.fixture(scope="module")
 def ray_local():
     import ray
 
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    # workers import this checkout's gvseg, not whichever one the venv has installed (editable elsewhere)
+    init_embedded(num_cpus=3, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(PLATFORM)}})
     yield
     ray.shutdown()
 
@@ -24,6 +29,32 @@ def ray_local():
 def _loss_steps(cfg):
     lines = (run_dir(cfg) / "metrics_fallback.jsonl").read_text().splitlines()
     return [json.loads(x)["step"] for x in lines if "loss" in json.loads(x)]
+
+
+def _unique_series(client, run):
+    for key in run.data.metrics:  # losses, lr, mech/*, val metrics, system metrics, eval results
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert len(steps) == len(set(steps)), (key, steps)
+
+
+def _loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    return (getattr(addr, "ipv4_mapped", None) or addr).is_loopback
+
+
+def test_embedded_ray_listens_on_loopback_only(ray_local):
+    import psutil
+
+    me = psutil.Process()
+    listening = set()
+    for p in [me, *me.children(recursive=True)]:  # GCS, raylet, agents, workers: all started by this driver
+        try:
+            listening |= {(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections("inet")
+                          if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            continue
+    assert any(name == "raylet" for name, _, _ in listening)
+    assert not [x for x in listening if not _loopback(x[1])]
 
 
 def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path):
@@ -35,14 +66,24 @@ def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path
     assert (tmp_path / "crashed").exists()  # the last rank really died at step 4
     assert "vpq_mean_1246" in metrics
     final = checkpoint.load(run_dir(cfg) / "final_checkpoint")  # loads with weights_only: not torn
-    assert final["step"] == 6
+    assert final["step"] == 6 and final["epoch"] == 3  # 3 training clips, 2 per step: 12 samples seen
     steps = _loss_steps(cfg)
-    assert steps[-1] == 6 and steps.count(3) == 2  # steps 3-4 ran again after the restart from step 2
+    assert steps == [1, 2, 3, 4, 5, 6]  # steps 3-4 ran again after the restart from step 2: logged once
     client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("gvseg").experiment_id])
     assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == steps
+    _unique_series(client, run)
 
-    # Re-running the same command with a longer schedule resumes from the last checkpoint (step 6).
-    run_train(apply_overrides(cfg, ["train.max_iters=8"]))
+    # Re-running the same command with a longer schedule resumes from the last checkpoint (step 6); torn, so
+    # from the one before it (step 4), said in one line and a tag: no retries, no traceback.
+    torn = run_dir(cfg) / "step_0000006" / checkpoint.FILENAME
+    torn.write_bytes(torn.read_bytes()[:1000])
+    run_train(apply_overrides(cfg, ["train.max_iters=8"]))  # rank 0 prints the line (to the worker's log)
     assert checkpoint.load(run_dir(cfg) / "final_checkpoint")["step"] == 8
-    assert _loss_steps(cfg)[len(steps):] == [7, 8]
+    assert _loss_steps(cfg)[len(steps):] == [5, 6, 7, 8]  # a second MLflow run (the first one FINISHED)
+    (second, _) = client.search_runs([client.get_experiment_by_name("gvseg").experiment_id],
+                                     order_by=["attributes.start_time DESC"])
+    assert second.data.tags["checkpoint_fallback"].startswith("resumed from step_0000004")
+    assert [m.step for m in client.get_metric_history(second.info.run_id, "loss")] == [5, 6, 7, 8]
+    _unique_series(client, second)

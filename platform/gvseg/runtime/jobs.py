@@ -13,7 +13,8 @@ environment* that carries:
   ``py_modules``: Ray applies ``excludes`` to those too, and ``/data/`` would drop ``gvseg/data``.);
 - ``pip``: the exact pins of ``pyproject.toml`` (a no-op on an image that already has them);
 - ``env_vars``: telemetry off, plus whatever the runtime-env YAML sets (``MLFLOW_TRACKING_URI``,
-  ``GVSEG_STORAGE_PATH``).
+  ``GVSEG_STORAGE_PATH``). Credentials travel only here, never in the entrypoint (which ``gvseg jobs list``
+  shows): a ``--set tracking.tracking_uri=http://user:pass@host`` becomes ``MLFLOW_TRACKING_URI``.
 
 The recipe is resolved locally first, so a bad ``--set`` fails here, in a second, not on the cluster.
 A cluster job must write checkpoints to shared storage: ``submit`` refuses when neither
@@ -207,6 +208,27 @@ def entrypoint(recipe: str, sets: list[str], *, tune: bool = False, extra: list[
     return shlex.join([*args, "--address", "auto", *extra])
 
 
+def move_credentials(sets: list[str], env_vars: dict[str, str]) -> list[str]:
+    """Keep credentials out of the entrypoint, which ``ray job list`` / ``gvseg jobs list`` and the
+    dashboard show to anyone: a ``tracking.tracking_uri`` with ``user:password@`` moves to the job's
+    ``MLFLOW_TRACKING_URI`` env var (runtime_env ``env_vars``, which the config falls back on); any other
+    credential-bearing ``--set`` is refused with the fix. Returns the sets to put in the entrypoint."""
+    from gvseg.checkpoint import SECRET_KEY, URI_CREDENTIALS
+
+    kept = []
+    for s in sets:
+        key, _, value = s.partition("=")
+        key = key.strip()
+        if key == "tracking.tracking_uri" and URI_CREDENTIALS.search(value):
+            env_vars["MLFLOW_TRACKING_URI"] = value.strip()
+            continue
+        if URI_CREDENTIALS.search(value) or (SECRET_KEY.search(key) and value.strip()):
+            raise JobError(f"--set {key}=...: a credential would be visible in the job's entrypoint "
+                           f"(ray job list); set it in the runtime env's env_vars instead")
+        kept.append(s)
+    return kept
+
+
 def _recipe_in_checkout(recipe: str, root: Path) -> str:
     """The recipe path relative to the shipped working_dir (the job's cwd)."""
     file, _, fn = recipe.partition(":")
@@ -254,6 +276,8 @@ def submit(recipe: str, sets: list[str], address: str | None, runtime_env: str |
         env.pop("pip", None)
     rel = _recipe_in_checkout(recipe, root)
     check_config(recipe, sets, env, tune=tune)
+    sets = move_credentials(sets, env["env_vars"])
+    move_credentials(list(extra), {})  # extra CLI args go to the entrypoint as they are: no credentials there
     c = client(address)
     command = entrypoint(rel, sets, tune=tune, extra=extra)
     try:
@@ -352,9 +376,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if args.action == "list":
             rows = list_jobs(args.address)
             print(f"{'JOB_ID':<30}  {'STATUS':<10}  {'STARTED':<19}  ENTRYPOINT")
-            for j in rows:
+            from gvseg.checkpoint import REDACTED, URI_CREDENTIALS
+
+            for j in rows:  # entrypoints submitted before credentials moved to env_vars: shown redacted
                 print(f"{j.submission_id or j.job_id:<30}  {j.status.value:<10}  {_fmt_time(j.start_time):<19}  "
-                      f"{j.entrypoint}")
+                      f"{URI_CREDENTIALS.sub(REDACTED + '@', j.entrypoint or '')}")
             return 0
         if not args.job_id:
             raise JobError(f"gvseg jobs {args.action} needs a JOB_ID (see gvseg jobs list)")

@@ -72,8 +72,8 @@ class PeriodicEval:
         metrics, _ = evaluate_split(model.eval(), self.cfg, run_dir(self.cfg) / f"eval_step_{state.step}",
                                     device=self.device, progress=False)
         model.train(was_training)
-        if self.logger is not None:
-            self.logger.log_metrics({f"val/{k}": v for k, v in metrics.items() if v == v}, state.step)
+        if self.logger is not None:  # held, like the losses, until the checkpoint covering this step commits
+            self.logger.hold({f"val/{k}": v for k, v in metrics.items() if v == v}, state.step)
         score = metrics.get(self.key, float("nan"))
         if score != score and self.best == float("-inf"):
             print(f"gvseg: {self.key} is undefined on this val split (e.g. videos shorter than its spans); "
@@ -96,11 +96,31 @@ def _save_state(parts: Parts, state: LoopState, cfg: Config, directory: str | Pa
     )
 
 
-def _restore_state(parts: Parts, directory: str | Path, device: torch.device) -> LoopState:
-    saved = checkpoint.load(directory, map_location=device)
+def _restore_state(parts: Parts, directory: str | Path, device: torch.device,
+                   saved: dict[str, Any] | None = None) -> LoopState:
+    saved = saved if saved is not None else checkpoint.load(directory, map_location=device)
     step, epoch = checkpoint.restore(saved, model=parts.model, criterion=parts.loss_state(),
                                      optimizer=parts.optimizer, scheduler=parts.scheduler)
     return LoopState(step=step, epoch=epoch, nonfinite_total=int(saved["extra"].get("nonfinite_total", 0)))
+
+
+def _restore_newest_valid(parts: Parts, candidates: list[Path], device: torch.device,
+                          logger: Any, *, verbose: bool = True) -> LoopState:
+    """Resume from the newest of ``candidates`` (oldest first) that loads; a torn newer one is skipped with
+    one line (when ``verbose``) and a ``checkpoint_fallback`` tag on the run. None loading is one clear error."""
+    found = checkpoint.newest_valid(candidates, map_location=device, quiet=True)
+    if found is None:
+        raise ValueError(f"no readable checkpoint to resume from among {[str(c) for c in candidates]}")
+    path, saved, skipped = found
+    if skipped:
+        note = f"resumed from {path.name}: newer checkpoint unreadable ({'; '.join(skipped)})"
+        if verbose:
+            print(f"gvseg: {note}")
+        if logger is not None:
+            logger.set_tag("checkpoint_fallback", note)
+    elif verbose:
+        print(f"gvseg: resuming from {path}")
+    return _restore_state(parts, path, device, saved)
 
 
 def _maybe_crash(cfg: Config, step: int, rank: int, world: int) -> None:
@@ -140,32 +160,49 @@ def train_worker(config: dict[str, Any]) -> None:
     seed_everything(cfg.train.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
     parts = build_parts(cfg, device)
     state = LoopState()
+    logger = RunLogger(config["tracking_uri"], config["run_id"], run_dir(cfg)) if rank == 0 else None
     ckpt = ray.train.get_checkpoint()  # set after a worker failure, or when the same run name is re-run
     if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = _restore_state(parts, d, device)
+        local = Path(ckpt.path)
+        if ckpt.filesystem.type_name == "local" and local.is_dir():  # siblings to fall back on if it is torn
+            state = _restore_newest_valid(parts, [d for d in checkpoint.step_dirs(local.parent)
+                                                  if checkpoint.step_key(d) <= checkpoint.step_key(local)],
+                                          device, logger, verbose=rank == 0)
+        else:
+            with ckpt.as_directory() as d:
+                state = _restore_state(parts, d, device)
     seed_everything(cfg.train.seed + 1000 * rank + state.step)  # different augmentation per rank and resume
     parts.model = ray.train.torch.prepare_model(parts.model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
     shard = ray.train.get_dataset_shard("train")
     per_worker = max(1, cfg.train.batch_size // world)
-    logger = RunLogger(config["tracking_uri"], config["run_id"], run_dir(cfg)) if rank == 0 else None
-    monitor = logger.start_system_metrics() if logger and cfg.tracking.log_system_metrics else None
+    # the driver samples its own machine for the whole run; on a cluster rank 0's node is another one
+    worker_metrics = logger and cfg.tracking.log_system_metrics and config.get("worker_system_metrics", False)
+    monitor = logger.start_system_metrics(node_id=f"rank{rank}") if worker_metrics else None
 
     def on_metrics(metrics: dict[str, float], step: int) -> None:
         if logger:
-            logger.log_metrics(metrics, step)
+            logger.hold(metrics, step)  # logged once the checkpoint covering this step is reported
 
     def on_checkpoint(st: LoopState) -> None:
         _maybe_crash(cfg, st.step, rank, world)
+        # One pass over the shard streams every epoch, so fit never counts one: the data epoch is that of
+        # the last sample seen (as the local loop's epoch is that of the last batch).
+        if config.get("samples_per_epoch"):
+            st.epoch = max(0, st.step * per_worker * world - 1) // config["samples_per_epoch"]
         with tempfile.TemporaryDirectory() as d:
             reported = None
             if rank == 0:
-                _save_state(parts, st, cfg, d)
+                checkpoint.verify(_save_state(parts, st, cfg, d))  # never hand Ray a torn file
                 reported = ray.train.Checkpoint.from_directory(d)
             # rank 0's metrics are the ones Ray keeps (and forwards to Tune inside a sweep)
             metrics = checkpoint_metrics(cfg, st, d if rank == 0 else None, config.get("eval_at_checkpoints", False))
-            ray.train.report(metrics, checkpoint=reported, checkpoint_dir_name=f"step_{st.step:07d}")
+            name = f"step_{st.step:07d}"
+            if (run_dir(cfg) / name).exists():  # replayed after a fallback: never reuse a path Ray may prune
+                name += f"-{int(time.time())}"
+            ray.train.report(metrics, checkpoint=reported, checkpoint_dir_name=name)
+        if logger:  # persisted: the metrics it covers are no longer lost work
+            logger.commit(st.step)
 
     try:
         # One pass over the shard streams every epoch the driver planned (see _train_ray); a rare extra pass
@@ -178,7 +215,7 @@ def train_worker(config: dict[str, Any]) -> None:
         if monitor is not None:
             monitor.finish()
         if logger:
-            logger.flush(force=True)
+            logger.flush(force=True)  # committed metrics only: held ones are lost work if we got here by error
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -231,27 +268,51 @@ def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at
     parts = build_parts(cfg, device)
     ckpt_root = run_dir(cfg) / "checkpoints"
     state = LoopState()
-    last = checkpoint.latest(ckpt_root)
-    if last is not None:
-        print(f"gvseg: resuming from {last}")
-        state = _restore_state(parts, last, device)
+    if checkpoint.step_dirs(ckpt_root):
+        state = _restore_newest_valid(parts, checkpoint.step_dirs(ckpt_root), device, logger)
     records = build_records(cfg.data, cfg.data.train_split, progress=progress)
     check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)
 
     def save(st: LoopState) -> None:
         path = _save_state(parts, st, cfg, ckpt_root / f"step_{st.step:07d}")
+        checkpoint.verify(path)  # before anything older is pruned
         checkpoint.prune(ckpt_root, cfg.train.num_to_keep)
+        logger.commit(st.step)
         if on_checkpoint is not None:
             on_checkpoint(checkpoint_metrics(cfg, st, path, eval_at_checkpoints))
 
     fit(cfg, parts,
         lambda epoch: iterate_batches(records, cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                                       epoch=epoch, train=True),
-        device=device, state=state, on_metrics=logger.log_metrics, on_checkpoint=save,
+        device=device, state=state, on_metrics=logger.hold, on_checkpoint=save,
         on_eval=PeriodicEval(cfg, parts, logger, device), progress=progress)
-    final = checkpoint.latest(ckpt_root)
-    assert final is not None
-    return final
+    found = checkpoint.newest_valid(checkpoint.step_dirs(ckpt_root), quiet=True)
+    assert found is not None
+    return found[0]
+
+
+def init_embedded(num_cpus: int, **kwargs: Any) -> None:
+    """Start a Ray instance inside this process that listens on 127.0.0.1 only, without a dashboard.
+
+    Ray 2.60 ignores ``_node_ip_address`` for a new local instance, and its GCS, raylet, workers and agents
+    then listen on every interface (``::`` / ``0.0.0.0``). What makes them bind to loopback is the node IP
+    Ray picks, and on Linux that is loopback only when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once
+    when ``ray`` is imported (``ray_constants.ENABLE_RAY_CLUSTER``). Set both for the start, then restore
+    them: a later ``ray.init(address=...)`` to a real cluster must pick the node's real IP."""
+    import ray
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **{"log_to_driver": True, **kwargs})
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved_env
 
 
 def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any = (),
@@ -270,15 +331,16 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
         if address:
             ray.init(address=address, log_to_driver=True)
         else:  # embedded: loopback only, no dashboard
-            ray.init(num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1),
-                     include_dashboard=False, log_to_driver=True)
+            init_embedded(num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1))
     records = build_records(cfg.data, cfg.data.train_split, progress=progress)
     check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)
     samples_per_epoch = len(records) * cfg.data.clips_per_video
     epochs = -(-cfg.train.max_iters * cfg.train.batch_size // samples_per_epoch) + 1
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": to_dict(cfg), "run_id": logger.run_id, "tracking_uri": logger.tracking_uri,
+        train_loop_config={"cfg": checkpoint.redact_config(to_dict(cfg)), "run_id": logger.run_id,
+                           "tracking_uri": logger.tracking_uri, "samples_per_epoch": samples_per_epoch,
+                           "worker_system_metrics": bool(address),
                            "eval_at_checkpoints": eval_at_checkpoints, "progress": progress},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.runtime.num_workers, use_gpu=cfg.runtime.use_gpu,
@@ -322,11 +384,15 @@ def run_train(cfg: Config, *, recipe: str = "", address: str | None = None) -> d
     shown = redact({"uri": logger.tracking_uri})["uri"]  # job logs are readable by anyone with the dashboard
     print(f"gvseg: MLflow run {logger.run_id} ({cfg.tracking.run_name}) at {shown}")
     status = "FAILED"
+    # sampled from here to the end (training, evaluation, model logging), through server outages
+    monitor = logger.start_system_metrics() if cfg.tracking.log_system_metrics else None
     try:
         metrics = train_and_evaluate(cfg, logger, address=address)
         status = "FINISHED"
         return metrics
     finally:
+        if monitor is not None:
+            monitor.finish()
         logger.end(status)
 
 
@@ -359,12 +425,8 @@ def train_and_evaluate(cfg: Config, logger: Any, *, address: str | None = None, 
             base = evaluate_baseline(cfg, name, run_dir(cfg) / f"baseline_{name}")
             metrics.update({f"baseline/{name}/{k}": v for k, v in base.items() if not k.startswith("mech")})
         logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("baseline/")}, step=cfg.train.max_iters)
-    if log_model:
-        from gvseg.model.gvseg import build_gvseg
-
-        model = build_gvseg(cfg.model)
-        model.load_state_dict(checkpoint.load(final)["model"])
-        logger.log_model(model.eval(), cfg.tracking.registered_model)  # registered when a name is configured
+    if log_model:  # a pyfunc of weights + config (no pickle), registered when a name is configured
+        logger.log_model(final / checkpoint.FILENAME, cfg.tracking.registered_model, metrics=metrics)
     return metrics
 
 
