@@ -10,7 +10,8 @@ import pytest
 
 from gvseg import checkpoint
 from gvseg.config import apply_overrides
-from gvseg.runtime.ray_train import init_embedded, run_dir, run_train
+from gvseg.runtime.ray_init import init_embedded
+from gvseg.runtime.ray_train import run_dir, run_train
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 PLATFORM = Path(__file__).resolve().parents[2] / "platform"

@@ -62,6 +62,7 @@ def predict_ray(input: str | Path, checkpoint: str | Path, task: str, *, exempla
     import ray.data
 
     from gvseg.predict import load_model, merge_outputs, official_format, parse_split, sources_for
+    from gvseg.runtime.ray_init import init_ray
 
     out_dir = Path(out_dir).resolve()
     spec = parse_split(str(input))  # workers may run elsewhere: hand them absolute paths
@@ -69,11 +70,7 @@ def predict_ray(input: str | Path, checkpoint: str | Path, task: str, *, exempla
     _, cfg = load_model(checkpoint)  # fail fast (bad checkpoint) before starting anything
     sources, fmt, _ = sources_for(input, task, with_exemplars=exemplars is None)
     n = len(sources)
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:  # embedded: loopback only, no dashboard
-            ray.init(num_cpus=max(2, num_workers + 1), include_dashboard=False, log_to_driver=True)
+    init_ray(address, num_cpus=max(2, num_workers + 1))  # embedded: loopback only, no dashboard
     ray.data.DataContext.get_current().enable_progress_bars = progress
     workers = max(1, min(num_workers, n))
     start = time.perf_counter()

@@ -25,6 +25,7 @@ from gvseg import checkpoint
 from gvseg.config import Config, from_dict, to_dict
 from gvseg.engine import LoopState, Parts, build_parts, fit, seed_everything
 from gvseg.evaluation import headline_metric
+from gvseg.runtime.ray_init import init_ray
 
 # Ray workers chdir into a per-run directory: every path that crosses to them must be absolute.
 
@@ -291,30 +292,6 @@ def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at
     return found[0]
 
 
-def init_embedded(num_cpus: int, **kwargs: Any) -> None:
-    """Start a Ray instance inside this process that listens on 127.0.0.1 only, without a dashboard.
-
-    Ray 2.60 ignores ``_node_ip_address`` for a new local instance, and its GCS, raylet, workers and agents
-    then listen on every interface (``::`` / ``0.0.0.0``). What makes them bind to loopback is the node IP
-    Ray picks, and on Linux that is loopback only when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once
-    when ``ray`` is imported (``ray_constants.ENABLE_RAY_CLUSTER``). Set both for the start, then restore
-    them: a later ``ray.init(address=...)`` to a real cluster must pick the node's real IP."""
-    import ray
-    from ray._private import ray_constants
-
-    saved_env, saved_flag = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **{"log_to_driver": True, **kwargs})
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
-        if saved_env is None:
-            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
-        else:
-            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved_env
-
-
 def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any = (),
                eval_at_checkpoints: bool = False, progress: bool = True) -> Path:
     import ray
@@ -326,12 +303,7 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
     from gvseg.runtime.ray_data import build_dataset
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the train bar is the one to watch
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:  # embedded: loopback only, no dashboard
-            init_embedded(num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1))
+    started = init_ray(address, num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1))
     records = build_records(cfg.data, cfg.data.train_split, progress=progress)
     check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)
     samples_per_epoch = len(records) * cfg.data.clips_per_video

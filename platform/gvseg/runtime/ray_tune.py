@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from gvseg.config import Config, ConfigError, apply_overrides, flatten, from_dict, to_dict
+from gvseg.runtime.ray_init import init_ray
 from gvseg.sweep import Sweep
 
 STATE_FILE = "gvseg_sweep.json"
@@ -325,16 +326,8 @@ def _prepare_data(trials: list[dict[str, Any]]) -> None:
 
 def _init_ray(address: str | None, trial_cpus: float) -> bool:
     """Connect to ``address`` or start embedded Ray (loopback, no dashboard). True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:  # room for at least one trial, however many cores this machine has
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(trial_cpus)), include_dashboard=False,
-                 log_to_driver=True)
-    return True
+    # room for at least one trial, however many cores this machine has
+    return init_ray(address, num_cpus=max(os.cpu_count() or 1, math.ceil(trial_cpus)))
 
 
 def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int | None = None,
