@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -160,15 +161,22 @@ def _index_maps(height: int, width: int, p: AugmentParams) -> tuple[np.ndarray, 
     return rows, cols[::-1].copy() if p.flip else cols
 
 
-def augment_image(image: np.ndarray, p: AugmentParams) -> np.ndarray:
-    """[H, W, 3] uint8 -> [h', w', 3] uint8: bilinear resize, crop, flip."""
+def augment_image(image: np.ndarray, p: AugmentParams, out: np.ndarray | None = None) -> np.ndarray:
+    """[H, W, 3] uint8 -> [h', w', 3] uint8: bilinear resize, crop, flip; written into ``out`` when given.
+
+    The flip is ``cv2.flip`` straight into the destination: ``np.ascontiguousarray`` of a negative-stride
+    view cost 3.3 ms a frame at 800x1066 (7% of the clip pipeline, issue #17), cv2.flip ~0.3 ms."""
     (rh, rw), (y0, x0, ch, cw) = p.size, p.crop
     if image.shape[:2] != (rh, rw):
         image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
     image = image[y0:y0 + ch, x0:x0 + cw]
+    if out is None:
+        out = np.empty((ch, cw, 3), np.uint8)
     if p.flip:
-        image = image[:, ::-1]
-    return np.ascontiguousarray(image)
+        cv2.flip(image, 1, dst=out)  # cv2 reads the crop view (a row-strided ROI) as it is
+    else:
+        out[...] = image
+    return out
 
 
 def augment_masks(masks: np.ndarray, p: AugmentParams) -> np.ndarray:
@@ -291,28 +299,135 @@ class Sample:
 
 def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequence[FrameAnnotation | None] | None,
                 frame_index: np.ndarray, params: AugmentParams, label_space: LabelSpace) -> Sample:
-    """Augment one clip with ``params`` and build its tubes. ``annotations=None``: no targets (test data)."""
+    """Augment one clip with ``params`` and build its tubes. ``annotations=None``: no targets (test data).
+
+    Output equals the reference path ``build_tubes -> augment_masks`` (tests/data/test_pipeline_equivalence.py)
+    but is built the cheap way round (issue #17; 480x640 VIPSeg, 3+3 frames: 308 ms before, see
+    benchmarks/results/clip_pipeline_cpu*.json):
+      * label-map formats (:class:`~gvseg.data.formats._common.IndexedAnnotation`) resize **one index map per
+        frame** (nearest, the same ``_index_maps`` gather) and derive the [K, T, h, w] tubes after, by one
+        comparison per object; the old path built K full-resolution tubes and gathered each (20%);
+      * other annotations (RLE formats: objects may overlap) resize each frame's masks, not full tubes;
+      * masks and ignore are written into buffers already padded to a multiple of 32, and ``Sample.masks`` /
+        ``Sample.ignore`` are views of them, so :func:`collate` hands the buffer to torch without zero-filling
+        and copying (torch.zeros + copy were 15% of the pipeline).
+    """
     if not frames:
         raise ValueError(f"{video_id}: a clip needs at least one frame")
     h0, w0 = frames[0].shape[:2]
     for t, f in enumerate(frames):
         if f.shape[:2] != (h0, w0) or f.ndim != 3 or f.shape[2] != 3:
             raise ValueError(f"{video_id}: frame {frame_index[t]} has shape {f.shape}, expected ({h0}, {w0}, 3)")
-    image = np.stack([augment_image(f, params) for f in frames])  # [T, h, w, 3]
-    h, w = image.shape[1:3]
+    h, w = params.out_size
+    t_len = len(frames)
+    image = np.empty((t_len, h, w, 3), np.uint8)
+    for t, f in enumerate(frames):
+        augment_image(f, params, out=image[t])  # [h, w, 3] written in place
     if annotations is None:
         return Sample(video_id, image, np.asarray(frame_index, np.int64), np.zeros(0, np.int64),
-                      np.zeros(0, np.int64), np.zeros((0, len(frames), h, w), bool),
-                      np.zeros((len(frames), h, w), bool), label_space.num_thing_classes, has_targets=False)
-    tubes = build_tubes(annotations, h0, w0, where=video_id)
-    masks = augment_masks(tubes.masks, params)  # [K, T, h, w]
-    ignore = augment_masks(tubes.ignore, params)  # [T, h, w]
-    present = masks.any(axis=(1, 2, 3))  # objects cropped away disappear
-    if not present.all():  # (a copy of the masks only when something was cropped away)
+                      np.zeros(0, np.int64), np.zeros((0, t_len, h, w), bool),
+                      np.zeros((t_len, h, w), bool), label_space.num_thing_classes, has_targets=False)
+    per_id: dict[int, int] = {}  # id -> category of its first frame (as build_tubes)
+    for t, ann in enumerate(annotations):
+        if ann is None:
+            continue
+        shape = ann.index.shape if hasattr(ann, "index") else ann.masks.shape[1:]
+        if tuple(shape) != (h0, w0):
+            raise ValueError(f"{video_id}: frame {t} mask is {shape[0]}x{shape[1]} but the frame is {h0}x{w0}")
+        crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(len(ann.ids), bool)
+        for i, c in zip(ann.ids[~crowd].tolist(), ann.category_ids[~crowd].tolist()):
+            per_id.setdefault(int(i), int(c))
+    ids = np.array(sorted(per_id), np.int64)
+    rows, cols = _index_maps(h0, w0, params)
+    ph, pw = pad_size([(h, w)])
+    if all(a is None or hasattr(a, "index") for a in annotations):
+        masks, ignore, present = _tubes_from_index_maps(annotations, ids, rows, cols, t_len, (h, w), (ph, pw))
+    else:
+        masks, ignore, present = _tubes_from_masks(annotations, ids, rows, cols, t_len, (h, w), (ph, pw))
+    ids = ids[present]  # objects cropped away disappear
+    labels = label_space.to_contiguous(np.array([per_id[i] for i in ids.tolist()], np.int64), video_id)
+    return Sample(video_id, image, np.asarray(frame_index, np.int64), ids, labels, masks, ignore,
+                  label_space.num_thing_classes)
+
+
+# Buffers padded to /32 whose top-left views are Sample.masks / Sample.ignore (see collate); id -> buffer.
+_PADDED: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
+
+
+def _padded_view(buf: np.ndarray, h: int, w: int) -> np.ndarray:
+    _PADDED[id(buf)] = buf
+    return buf[..., :h, :w]
+
+
+def _padded_base(a: np.ndarray, ph: int, pw: int) -> np.ndarray | None:
+    """The padded buffer behind ``a`` (made by make_sample, padding already False / True) when it pads to
+    (ph, pw); None otherwise."""
+    base = a.base
+    if base is None or _PADDED.get(id(base)) is not base or base.shape[-2:] != (ph, pw):
+        return None
+    if base.shape[:-2] != a.shape[:-2] or a.ctypes.data != base.ctypes.data or a.strides != base.strides:
+        return None
+    return base
+
+
+def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded):
+    """Index maps -> (masks [K', T, h, w], ignore [T, h, w], present [K] bool): views of padded buffers;
+    only the K' objects with pixels in the clip get a plane."""
+    (h, w), (ph, pw) = size, padded
+    k = len(ids)
+    dtype = np.uint8 if k + 1 < 256 else np.uint16 if k + 1 < 65536 else np.uint32
+    ign = k + 1
+    code = np.full((t_len, ph, pw), ign, dtype)  # clip codes: k + 1 = ids[k], 0 = nothing, K + 1 = ignore
+    for t, ann in enumerate(annotations):
+        if ann is None:
+            continue  # unannotated: all ignore
+        k_t = len(ann.ids)
+        lut = np.zeros(k_t + 2, dtype)  # frame code -> clip code
+        crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(k_t, bool)
+        lut[1:k_t + 1] = np.where(crowd, ign, np.searchsorted(ids, ann.ids) + 1)  # crowd pixels are ignored
+        lut[k_t + 1] = ign
+        small = np.take(ann.index, rows, axis=0)  # [h, W] row gather first (memcpy rows), then columns
+        code[t, :h, :w] = np.take(lut, np.take(small, cols, axis=1))  # (flip included in cols)
+    ignore = code == ign  # [T, ph, pw], True in the padding
+    # pixels per clip code (padding counts as ignore); cv2.calcHist 2.2 ms vs np.bincount 8.4 ms
+    counts = _histogram(code, k + 2)
+    present = counts[1:k + 1] > 0
+    keep = np.flatnonzero(present) + 1
+    masks = np.empty((len(keep), t_len, ph, pw), bool)
+    for j, c in enumerate(keep.tolist()):  # one comparison pass per object, straight into its padded plane
+        np.equal(code, c, out=masks[j])
+    return _padded_view(masks, h, w), _padded_view(ignore, h, w), present
+
+
+def _histogram(code: np.ndarray, n: int) -> np.ndarray:
+    if code.dtype == np.uint8:
+        flat = code.reshape(-1, code.shape[-1])
+        return cv2.calcHist([flat], [0], None, [256], [0, 256]).reshape(-1)[:n].astype(np.int64)
+    return np.bincount(code.reshape(-1), minlength=n)
+
+
+def _tubes_from_masks(annotations, ids, rows, cols, t_len, size, padded):
+    """Per-frame (possibly overlapping) masks -> the same padded views, each frame resized on its own."""
+    (h, w), (ph, pw) = size, padded
+    masks = np.zeros((len(ids), t_len, ph, pw), bool)
+    ignore = np.ones((t_len, ph, pw), bool)
+    for t, ann in enumerate(annotations):
+        if ann is None:
+            continue
+        crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(len(ann.ids), bool)
+        ign = np.zeros(ann.masks.shape[1:], bool) if ann.ignore is None else ann.ignore
+        if crowd.any():
+            ign = ign | ann.masks[crowd].any(0)
+        ignore[t, :h, :w] = ign[rows][:, cols]
+        keep = ~crowd
+        if keep.any():
+            k = np.searchsorted(ids, ann.ids[keep])
+            m = ann.masks[keep][:, rows][:, :, cols]  # [K_t, h, w]
+            masks[k, t, :h, :w] |= m
+    present = masks.any(axis=(1, 2, 3))
+    if not present.all():
         masks = masks[present]
-    labels = label_space.to_contiguous(tubes.category_ids[present], video_id)
-    return Sample(video_id, image, np.asarray(frame_index, np.int64), tubes.ids[present], labels,
-                  masks, ignore, label_space.num_thing_classes)
+    return _padded_view(masks, h, w), _padded_view(ignore, h, w), present
 
 
 def exemplar_probabilities(kinds: Sequence[str], weights: Sequence[float] = (), where: str = "") -> np.ndarray:
@@ -440,11 +555,27 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a)
 
 
+def _pad_bool(a: np.ndarray, ph: int, pw: int, fill: bool) -> torch.Tensor:
+    """[..., h, w] bool -> [..., ph, pw] tensor padded with ``fill``: make_sample's padded buffer itself when
+    it has that size (no copy), else one allocation, the padding strips filled and the valid part copied."""
+    base = _padded_base(a, ph, pw)
+    if base is not None:
+        return _tensor(base)
+    h, w = a.shape[-2:]
+    out = torch.empty(*a.shape[:-2], ph, pw, dtype=torch.bool)
+    out[..., h:, :] = fill
+    out[..., :h, w:] = fill
+    out[..., :h, :w] = _tensor(np.ascontiguousarray(a))
+    return out
+
+
 def collate(samples: Sequence[Sample]) -> Clip:
     """B samples -> one :class:`Clip`, padded to a common H×W (multiples of 32) at the bottom/right.
 
     ``image_sizes`` holds each sample's valid (h, w); padded pixels are 0 in ``frames``, False in masks and
     True in ``ignore``. Samples with references give ``Clip.reference`` (all or none must have one).
+    Only the padding strips are filled (``torch.zeros`` of the whole batch plus the copy were 15% of the
+    clip pipeline, issue #17), and masks made by :func:`make_sample` at this padded size are used as they are.
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
@@ -455,27 +586,26 @@ def collate(samples: Sequence[Sample]) -> Clip:
     sizes = [s.frames.shape[1:3] for s in samples]
     ph, pw = pad_size(sizes)
     b = len(samples)
-    frames = torch.zeros(b, t_len, 3, ph, pw)
+    frames = torch.empty(b, t_len, 3, ph, pw)
     scale = 1.0 / torch.tensor(PIXEL_STD).view(3, 1, 1)
     shift = -torch.tensor(PIXEL_MEAN).view(3, 1, 1) * scale
     targets: list[Targets] = []
     exemplars: list[ClipExemplars] = []
     for i, s in enumerate(samples):
         h, w = s.frames.shape[1:3]
-        valid = frames[i, :, :, :h, :w]  # [T, 3, h, w] view; padding stays 0 (= the mean colour)
-        valid.copy_(_tensor(s.frames).permute(0, 3, 1, 2))  # uint8 HWC -> float CHW in one pass
+        frames[i, :, :, h:, :] = 0  # padding = 0 (= the mean colour after normalisation)
+        frames[i, :, :, :h, w:] = 0
+        valid = frames[i, :, :, :h, :w]  # [T, 3, h, w] view
+        valid.copy_(_tensor(np.ascontiguousarray(s.frames)).permute(0, 3, 1, 2))  # uint8 HWC -> float CHW
         valid.mul_(scale).add_(shift)  # ImageNet normalisation in place (the hot loop of data loading)
-        masks = torch.zeros(len(s.ids), t_len, ph, pw, dtype=torch.bool)
-        masks[:, :, :h, :w] = _tensor(s.masks)
-        ignore = torch.ones(t_len, ph, pw, dtype=torch.bool)  # padding is ignored
-        ignore[:, :h, :w] = _tensor(s.ignore)
+        masks = _pad_bool(s.masks, ph, pw, False)
+        ignore = _pad_bool(s.ignore, ph, pw, True)  # padding is ignored
         labels = torch.from_numpy(s.labels)
         targets.append(Targets(masks=masks, labels=labels, ids=torch.from_numpy(s.ids),
                                isthing=labels < s.num_thing_classes, ignore=ignore))
         if s.exemplars is not None:
             e = s.exemplars
-            em = torch.zeros(len(e.ids), ph, pw, dtype=torch.bool)
-            em[:, :h, :w] = _tensor(e.masks)
+            em = _pad_bool(e.masks, ph, pw, False)
             exemplars.append(ClipExemplars(kind=[KIND_NAMES[int(k)] for k in e.kind],
                                            frame=torch.from_numpy(e.frame), points=torch.from_numpy(e.points),
                                            boxes=torch.from_numpy(e.boxes), masks=em, ids=torch.from_numpy(e.ids)))
