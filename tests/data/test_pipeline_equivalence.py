@@ -9,6 +9,7 @@ equal (no tolerance needed: the masks use the same nearest-neighbour index maps,
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gvseg.config import DataConfig
 from gvseg.data import formats
@@ -38,11 +39,23 @@ EVS = ("ytvos", "davis", "burst")
 # ------------------------------------------------------------------------------- old decoders (reference)
 
 
+def pil_rgb(path) -> np.ndarray:
+    """The pre-#17 frame reader (PIL)."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def pil_label(path) -> np.ndarray:
+    """The pre-#17 label reader (PIL: palette indices, L, 16-bit grey, RGB as stored)."""
+    with Image.open(path) as im:
+        return np.array(im)
+
+
 def old_decode(record, t) -> FrameAnnotation:
     """The pre-#17 decoders of the label-map formats (np.unique, masks_from_ids); others are unchanged."""
     fmt, handle = record.format, record.annotations[t]
     if fmt == "vipseg" and handle[0] == "rgb":
-        rgb = C.read_label(handle[1]).astype(np.int64)
+        rgb = pil_label(handle[1]).astype(np.int64)
         idmap = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
         ids = np.unique(idmap[idmap != 0])
         info = {sid: (cat, crowd) for sid, cat, crowd in handle[2]}
@@ -50,13 +63,13 @@ def old_decode(record, t) -> FrameAnnotation:
                                C.masks_from_ids(idmap, ids), np.array([info[int(i)][1] for i in ids], bool),
                                idmap == 0)
     if fmt == "vipseg":
-        v = C.read_label(handle[1]).astype(np.int64)
+        v = pil_label(handle[1]).astype(np.int64)
         void = (v == 0) | (v == 200)
         ids = np.unique(v[~void])
         cats = np.where(ids <= 124, ids, ids // 100) - 1
         return FrameAnnotation(ids, cats, C.masks_from_ids(v, ids), np.zeros(len(ids), bool), void)
     if fmt == "kitti-step":
-        rgb = C.read_label(handle).astype(np.int64)
+        rgb = pil_label(handle).astype(np.int64)
         sem, inst = rgb[..., 0], rgb[..., 1] * 256 + rgb[..., 2]
         void = sem == 255
         key = np.where(void, -1, sem * 65536 + inst)
@@ -64,13 +77,13 @@ def old_decode(record, t) -> FrameAnnotation:
         cats, insts = ids // 65536, ids % 65536
         return FrameAnnotation(ids, cats, C.masks_from_ids(key, ids), np.isin(cats, (11, 13)) & (insts == 0), void)
     if fmt == "vspw":
-        raw = C.read_label(handle).astype(np.int64)
+        raw = pil_label(handle).astype(np.int64)
         ignore = np.isin(raw, (0, 255))
         values = np.unique(raw[~ignore])
         return FrameAnnotation(values - 1, values - 1, C.masks_from_ids(raw, values), np.zeros(len(values), bool),
                                ignore)
     if fmt in ("ytvos", "davis"):
-        lab = C.read_label(handle)
+        lab = pil_label(handle)
         ids = np.unique(lab)
         ids = ids[(ids != 0) & (ids != 255)].astype(np.int64)
         return FrameAnnotation(ids, np.ones(len(ids), np.int64), C.masks_from_ids(lab, ids), np.zeros(len(ids), bool),
@@ -108,7 +121,7 @@ def old_load_sample(record, cfg, space, rng) -> Sample:
 
     def clip(ix):
         ts = ix.tolist()
-        return old_make_sample(record.video_id, [formats.load_frame(record, t) for t in ts],
+        return old_make_sample(record.video_id, [pil_rgb(record.frame_paths[t]) for t in ts],
                                [old_decode(record, t) for t in ts], ix, params, space)
 
     key, ref = clip(idx.key), clip(idx.reference)
