@@ -467,6 +467,7 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
     h, w = sample.frames.shape[1:3]
     if sample.masks.shape[0] == 0:
         return SampleExemplars.empty(h, w)
+    base = _padded_base(sample.masks, *pad_size([(h, w)]))
     first = sample.masks[:, 0]  # [K, h, w]
     vis = first.any(axis=(1, 2))
     m, ids = first[vis], sample.ids[vis]
@@ -483,7 +484,11 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
             points[j] = (xs[pick_px] + 0.5, ys[pick_px] + 0.5)  # pixel centre
         elif kind[j] == EXEMPLAR_KINDS["box"]:
             boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    masks = np.where((kind == EXEMPLAR_KINDS["mask"])[:, None, None], m, False)
+    is_mask = (kind == EXEMPLAR_KINDS["mask"])[:, None, None]
+    if base is not None:  # the padded first-frame planes: collate then takes the hint masks without a copy
+        masks = _padded_view(np.where(is_mask, base[vis, 0], False), h, w)
+    else:
+        masks = np.where(is_mask, m, False)
     return SampleExemplars(kind, np.zeros(e, np.int64), points, boxes, masks, ids)
 
 
@@ -500,7 +505,10 @@ def keep_hinted(sample: Sample) -> Sample:
     keep = np.isin(sample.ids, sample.exemplars.ids)
     if keep.all():
         return sample
-    return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=sample.masks[keep])
+    h, w = sample.masks.shape[-2:]
+    base = _padded_base(sample.masks, *pad_size([(h, w)]))
+    masks = _padded_view(base[keep], h, w) if base is not None else sample.masks[keep]  # stays padded for collate
+    return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=masks)
 
 
 def record_exemplars(exemplars: Sequence[Exemplar], clip_frame_index: np.ndarray, height: int, width: int,
