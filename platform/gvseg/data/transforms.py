@@ -4,10 +4,16 @@ Pipeline for one training sample (all NumPy until :func:`collate`):
 
     frames [T] uint8 [H, W, 3] + annotations [T] FrameAnnotation|None
       -> sample_augment(...)                    one AugmentParams for the whole sample
-      -> augment_frames / augment_masks          the same flip, resize and crop on every frame and mask
-      -> build_tubes(...)                        [K, T, H', W'] tubes over the union of ids in the clip
+      -> make_sample(...)                        the same flip, resize and crop on every frame and mask;
+                                                 [K, T, H', W'] tubes over the union of ids in the clip
       -> Sample                                  (+ reference Sample, + EVS exemplars)
     collate([Sample]) -> Clip                    normalise, pad to a multiple of 32, torch tensors
+
+Speed (issue #17; benchmarks/clip_pipeline.py, results in benchmarks/results/clip_pipeline_cpu*.json): label-map
+annotations arrive as one index map per frame (``formats._common.IndexedAnnotation``), which is resized once
+and turned into tubes afterwards; masks are built inside buffers already padded to /32 which collate uses as
+they are. ``build_tubes`` + ``augment_masks`` remain the reference definition (and the path for callers that
+hold full-resolution masks); tests/data/test_pipeline_equivalence.py checks that both give the same arrays.
 
 Conventions:
   * The key clip and its reference clip get the **same** geometric augmentation: TCL compares
