@@ -15,8 +15,18 @@ Peak memory is the sum over the child's process tree (the driver, its DataLoader
 raylet/GCS/workers) sampled every 0.2 s: RSS (counts shared object-store pages once per process mapping them)
 and PSS (shares them out; the honest total).
 
-    python benchmarks/data_throughput.py                     # a few minutes on 2 cores
-    python benchmarks/data_throughput.py --videos 8 --repeats 1   # smoke run
+Scaling (issue #17): ``--workers-list 1 2`` runs every variant with 1 and 2 workers (DataLoader workers =
+Ray CPUs) in one run, interleaved, and draws clips/s against workers with the ideal linear line (1-worker
+median x W) on a PNG beside the JSON (``data_throughput_cpu.json`` / ``.png``).
+
+Measured (data_throughput_cpu.json, 72 clips a run, 2 repeats, shared 2-core machine): the second repeat, under
+less load: DataLoader 1.63 -> 2.00 clips/s (1 -> 2 workers, 61% of ideal), Ray 1.22 -> 1.24 clips/s (Ray Data
+start-up of 18-29 s per epoch dominates; steady 1.70 -> 1.96). The first repeat ran under load average ~10
+and got *slower* with 2 workers. Scaling stops at 2 workers: the machine has 2 cores, shared with other jobs, and
+the driver (collate of the float frames) competes with the workers for them.
+
+    python benchmarks/data_throughput.py                     # ~10 minutes on 2 shared cores
+    python benchmarks/data_throughput.py --smoke             # DataLoader only, seconds (no files written)
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -132,8 +143,11 @@ def child(variant: str) -> dict:
 
 
 def parent() -> None:
+    from common import machine
+
     from gvseg.data.synthetic import synth_dataset
 
+    workers_list = ARGS.workers_list or [ARGS.workers]
     with tempfile.TemporaryDirectory(prefix="gvseg_bench_") as tmp:
         root = os.path.join(tmp, "vipseg")
         t = time.perf_counter()
@@ -142,55 +156,95 @@ def parent() -> None:
         synth_s = time.perf_counter() - t
         runs = []
         for r in range(ARGS.repeats):
-            for variant in ("dataloader", "ray"):
-                cmd = [sys.executable, __file__, "--child", variant, "--root", root] + [
-                    f"--{k.replace('_', '-')}={getattr(ARGS, k)}" for k in
-                    ("videos", "frames", "clips_per_video", "batch_size", "workers", "ray_buffer_mb")]
-                out = subprocess.run(cmd, env={**os.environ, **ENV}, capture_output=True, text=True, check=False)
-                lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-                if out.returncode != 0 or not lines:
-                    raise SystemExit(f"{variant} run failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
-                res = json.loads(lines[-1])
-                res["repeat"] = r
-                runs.append(res)
-                print(json.dumps(res), flush=True)
+            for workers in workers_list:
+                for variant in VARIANTS:
+                    cmd = [sys.executable, __file__, "--child", variant, "--root", root, f"--workers={workers}"] + [
+                        f"--{k.replace('_', '-')}={getattr(ARGS, k)}" for k in
+                        ("videos", "frames", "clips_per_video", "batch_size", "ray_buffer_mb")]
+                    out = subprocess.run(cmd, env={**os.environ, **ENV}, capture_output=True, text=True, check=False)
+                    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+                    if out.returncode != 0 or not lines:
+                        raise SystemExit(f"{variant} run failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
+                    res = json.loads(lines[-1])
+                    res["repeat"], res["workers"] = r, workers
+                    runs.append(res)
+                    print(json.dumps(res), flush=True)
 
-    def med(variant: str, key: str) -> float:
-        return statistics.median(x[key] for x in runs if x["variant"] == variant)
+    def med(variant: str, workers: int, key: str) -> float:
+        return statistics.median(x[key] for x in runs if x["variant"] == variant and x["workers"] == workers)
 
-    summary = {v: {k: med(v, k) for k in ("clips_per_s", "steady_clips_per_s", "peak_pss_mb", "peak_rss_mb",
-                                          "baseline_pss_mb")} for v in ("dataloader", "ray")}
-    summary["ray_over_dataloader"] = round(summary["ray"]["clips_per_s"] / summary["dataloader"]["clips_per_s"], 3)
+    keys = ("clips_per_s", "steady_clips_per_s", "peak_pss_mb", "peak_rss_mb", "baseline_pss_mb")
+    summary: dict = {}
+    for v in VARIANTS:
+        summary[v] = {str(w): {k: med(v, w, k) for k in keys} for w in workers_list}
+        one = summary[v][str(workers_list[0])]["clips_per_s"] / workers_list[0]
+        for w in workers_list:
+            summary[v][str(w)]["ideal_clips_per_s"] = round(one * w, 3)
+            summary[v][str(w)]["scaling_efficiency"] = round(summary[v][str(w)]["clips_per_s"] / (one * w), 3)
+    w_top = str(workers_list[-1])
+    summary["ray_over_dataloader"] = None if "ray" not in summary else round(summary["ray"][w_top]["clips_per_s"] / summary["dataloader"][w_top]["clips_per_s"], 3)
     summary["note"] = ("clips_per_s = whole epoch from the first request (Ray: excluding ray.init, including "
                        "Ray Data start-up). steady_* excludes the first batch; Ray's producers keep working "
-                       "while its first batch is pending, so that figure flatters Ray: compare clips_per_s.")
-    summary["ray_over_dataloader_steady"] = round(
-        summary["ray"]["steady_clips_per_s"] / summary["dataloader"]["steady_clips_per_s"], 3)
+                       "while its first batch is pending, so that figure flatters Ray: compare clips_per_s. "
+                       "ideal = the 1-worker median times W; efficiency = measured / ideal.")
     import numpy
     import ray
     import torch
 
     result = {
         "benchmark": "data_throughput",
-        "machine": {"node": platform.node(), "cpu_count": os.cpu_count(),
+        "machine": {**machine(), "node": platform.node(), "cpu_count": os.cpu_count(),
                     "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-                    "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-                    "numpy": numpy.__version__,
+                    "load_average_at_end": os.getloadavg(), "ray": ray.__version__, "numpy": numpy.__version__,
+                    "torch": torch.__version__,
                     "note": "shared machine: other jobs ran concurrently; compare variants within this file"},
-        "workload": {"frame": "480x640 JPEG + 16-bit PNG (VIPSeg panomasks/RGB)", "key_frames": 3,
+        "workload": {"frame": "480x640 JPEG + RGB PNG (VIPSeg panomasksRGB + JSON)", "key_frames": 3,
                      "reference_frames": 3, "min_size": "480-800", "max_size": 1333, "flip": True,
                      "videos": ARGS.videos, "frames_per_video": ARGS.frames,
                      "clips_per_video": ARGS.clips_per_video, "batch_size": ARGS.batch_size,
-                     "workers_or_ray_cpus": ARGS.workers, "ray_buffer_mb": ARGS.ray_buffer_mb,
+                     "workers_list": workers_list, "ray_buffer_mb": ARGS.ray_buffer_mb,
                      "synth_seconds": round(synth_s, 1)},
         "summary_median": summary,
         "runs": runs,
     }
+    print(json.dumps(summary, indent=2))
+    if ARGS.smoke:
+        return
     out = Path(ARGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {out}")
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def plot(result: dict, path: Path) -> None:
+    """clips/s against workers per variant, with each variant's ideal linear line (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ws = result["workload"]["workers_list"]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for v, colour in (("dataloader", "tab:blue"), ("ray", "tab:orange")):
+        if v not in result["summary_median"]:
+            continue
+        s = result["summary_median"][v]
+        ax.plot(ws, [s[str(w)]["clips_per_s"] for w in ws], "o-", color=colour, label=f"{v} (median)")
+        ax.plot(ws, [s[str(w)]["ideal_clips_per_s"] for w in ws], "--", color=colour, alpha=0.6, label=f"{v} ideal")
+        for x in result["runs"]:
+            if x["variant"] == v:
+                ax.plot(x["workers"], x["clips_per_s"], ".", color=colour, alpha=0.4)
+    m = result["machine"]
+    ax.set_xticks(ws)
+    ax.set_xlabel("workers (DataLoader workers = Ray CPUs)")
+    ax.set_ylabel("clips / s (whole epoch)")
+    ax.set_title(f"VIPSeg clip feed, {m.get('cores')} cores (shared)", fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
@@ -202,10 +256,16 @@ if __name__ == "__main__":
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers = Ray CPUs")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--ray-buffer-mb", type=float, default=0, help="object-store cap for the Ray dataset (0 = Ray's default)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/data_throughput.json"))
+    ap.add_argument("--workers-list", type=int, nargs="*", default=[1, 2], help="scaling sweep (overrides --workers)")
+    ap.add_argument("--smoke", action="store_true", help="4 videos, 1 repeat, 1 and 2 workers; writes nothing")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/data_throughput_cpu.json"))
     ap.add_argument("--child", choices=("dataloader", "ray"), help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ARGS = ap.parse_args()
+    VARIANTS = ("dataloader", "ray")
+    if ARGS.smoke:  # Ray's start-up alone takes 15-30 s here: the smoke run checks the DataLoader sweep only
+        ARGS.videos, ARGS.frames, ARGS.repeats, ARGS.clips_per_video = 4, 4, 1, 1
+        VARIANTS = ("dataloader",)
     os.environ.update(ENV)
     if ARGS.child:
         print(json.dumps(child(ARGS.child)), flush=True)

@@ -185,11 +185,12 @@ def load_sample(record: VideoRecord, cfg: DataConfig, label_space: LabelSpace, r
     params = sample_augment(record.height, record.width, rng, min_size=cfg.min_size, max_size=cfg.max_size,
                             crop=cfg.crop, flip=cfg.flip)
     cache = _FrameCache(record)
+    memo: dict = {}  # frames in both clips are augmented once (same params; transforms.make_sample)
 
     def clip(indices: np.ndarray) -> Sample:
         ts = indices.tolist()
         return make_sample(record.video_id, [cache.frame(t) for t in ts], [cache.ann(t) for t in ts],
-                           indices, params, label_space)
+                           indices, params, label_space, memo)
 
     key = clip(idx.key)
     ref = clip(idx.reference) if len(idx.reference) else None

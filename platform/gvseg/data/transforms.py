@@ -4,10 +4,16 @@ Pipeline for one training sample (all NumPy until :func:`collate`):
 
     frames [T] uint8 [H, W, 3] + annotations [T] FrameAnnotation|None
       -> sample_augment(...)                    one AugmentParams for the whole sample
-      -> augment_frames / augment_masks          the same flip, resize and crop on every frame and mask
-      -> build_tubes(...)                        [K, T, H', W'] tubes over the union of ids in the clip
+      -> make_sample(...)                        the same flip, resize and crop on every frame and mask;
+                                                 [K, T, H', W'] tubes over the union of ids in the clip
       -> Sample                                  (+ reference Sample, + EVS exemplars)
     collate([Sample]) -> Clip                    normalise, pad to a multiple of 32, torch tensors
+
+Speed (issue #17; benchmarks/clip_pipeline.py, results in benchmarks/results/clip_pipeline_cpu*.json): label-map
+annotations arrive as one index map per frame (``formats._common.IndexedAnnotation``), which is resized once
+and turned into tubes afterwards; masks are built inside buffers already padded to /32 which collate uses as
+they are. ``build_tubes`` + ``augment_masks`` remain the reference definition (and the path for callers that
+hold full-resolution masks); tests/data/test_pipeline_equivalence.py checks that both give the same arrays.
 
 Conventions:
   * The key clip and its reference clip get the **same** geometric augmentation: TCL compares
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -160,15 +167,22 @@ def _index_maps(height: int, width: int, p: AugmentParams) -> tuple[np.ndarray, 
     return rows, cols[::-1].copy() if p.flip else cols
 
 
-def augment_image(image: np.ndarray, p: AugmentParams) -> np.ndarray:
-    """[H, W, 3] uint8 -> [h', w', 3] uint8: bilinear resize, crop, flip."""
+def augment_image(image: np.ndarray, p: AugmentParams, out: np.ndarray | None = None) -> np.ndarray:
+    """[H, W, 3] uint8 -> [h', w', 3] uint8: bilinear resize, crop, flip; written into ``out`` when given.
+
+    The flip is ``cv2.flip`` straight into the destination: ``np.ascontiguousarray`` of a negative-stride
+    view cost 3.3 ms a frame at 800x1066 (7% of the clip pipeline, issue #17), cv2.flip ~0.3 ms."""
     (rh, rw), (y0, x0, ch, cw) = p.size, p.crop
     if image.shape[:2] != (rh, rw):
         image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
     image = image[y0:y0 + ch, x0:x0 + cw]
+    if out is None:
+        out = np.empty((ch, cw, 3), np.uint8)
     if p.flip:
-        image = image[:, ::-1]
-    return np.ascontiguousarray(image)
+        cv2.flip(image, 1, dst=out)  # cv2 reads the crop view (a row-strided ROI) as it is
+    else:
+        out[...] = image
+    return out
 
 
 def augment_masks(masks: np.ndarray, p: AugmentParams) -> np.ndarray:
@@ -290,29 +304,148 @@ class Sample:
 
 
 def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequence[FrameAnnotation | None] | None,
-                frame_index: np.ndarray, params: AugmentParams, label_space: LabelSpace) -> Sample:
-    """Augment one clip with ``params`` and build its tubes. ``annotations=None``: no targets (test data)."""
+                frame_index: np.ndarray, params: AugmentParams, label_space: LabelSpace,
+                memo: dict | None = None) -> Sample:
+    """Augment one clip with ``params`` and build its tubes. ``annotations=None``: no targets (test data).
+
+    Output equals the reference path ``build_tubes -> augment_masks`` (tests/data/test_pipeline_equivalence.py)
+    but is built the cheap way round (issue #17; 480x640 VIPSeg, 3+3 frames: 308 ms before, see
+    benchmarks/results/clip_pipeline_cpu*.json):
+      * label-map formats (:class:`~gvseg.data.formats._common.IndexedAnnotation`) resize **one index map per
+        frame** (nearest, the same ``_index_maps`` gather) and derive the [K, T, h, w] tubes after, by one
+        comparison per object; the old path built K full-resolution tubes and gathered each (20%);
+      * other annotations (RLE formats: objects may overlap) resize each frame's masks, not full tubes;
+      * masks and ignore are written into buffers already padded to a multiple of 32, and ``Sample.masks`` /
+        ``Sample.ignore`` are views of them, so :func:`collate` hands the buffer to torch without zero-filling
+        and copying (torch.zeros + copy were 15% of the pipeline).
+      * ``memo`` (a dict shared by the key and the reference clip of one sample, which have the same
+        ``params``) keeps each video frame's augmented image and resized index map, so frames in both clips
+        are resized once.
+    """
     if not frames:
         raise ValueError(f"{video_id}: a clip needs at least one frame")
     h0, w0 = frames[0].shape[:2]
     for t, f in enumerate(frames):
         if f.shape[:2] != (h0, w0) or f.ndim != 3 or f.shape[2] != 3:
             raise ValueError(f"{video_id}: frame {frame_index[t]} has shape {f.shape}, expected ({h0}, {w0}, 3)")
-    image = np.stack([augment_image(f, params) for f in frames])  # [T, h, w, 3]
-    h, w = image.shape[1:3]
+    h, w = params.out_size
+    t_len = len(frames)
+    image = np.empty((t_len, h, w, 3), np.uint8)
+    memo = {} if memo is None else memo
+    for t, f in enumerate(frames):
+        done = memo.get(("image", int(frame_index[t])))
+        if done is not None:
+            image[t] = done
+        else:
+            memo[("image", int(frame_index[t]))] = augment_image(f, params, out=image[t])  # in place
     if annotations is None:
         return Sample(video_id, image, np.asarray(frame_index, np.int64), np.zeros(0, np.int64),
-                      np.zeros(0, np.int64), np.zeros((0, len(frames), h, w), bool),
-                      np.zeros((len(frames), h, w), bool), label_space.num_thing_classes, has_targets=False)
-    tubes = build_tubes(annotations, h0, w0, where=video_id)
-    masks = augment_masks(tubes.masks, params)  # [K, T, h, w]
-    ignore = augment_masks(tubes.ignore, params)  # [T, h, w]
-    present = masks.any(axis=(1, 2, 3))  # objects cropped away disappear
-    if not present.all():  # (a copy of the masks only when something was cropped away)
+                      np.zeros(0, np.int64), np.zeros((0, t_len, h, w), bool),
+                      np.zeros((t_len, h, w), bool), label_space.num_thing_classes, has_targets=False)
+    per_id: dict[int, int] = {}  # id -> category of its first frame (as build_tubes)
+    for t, ann in enumerate(annotations):
+        if ann is None:
+            continue
+        shape = ann.index.shape if hasattr(ann, "index") else ann.masks.shape[1:]
+        if tuple(shape) != (h0, w0):
+            raise ValueError(f"{video_id}: frame {t} mask is {shape[0]}x{shape[1]} but the frame is {h0}x{w0}")
+        crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(len(ann.ids), bool)
+        for i, c in zip(ann.ids[~crowd].tolist(), ann.category_ids[~crowd].tolist()):
+            per_id.setdefault(int(i), int(c))
+    ids = np.array(sorted(per_id), np.int64)
+    rows, cols = _index_maps(h0, w0, params)
+    ph, pw = pad_size([(h, w)])
+    if all(a is None or hasattr(a, "index") for a in annotations):
+        masks, ignore, present = _tubes_from_index_maps(annotations, ids, rows, cols, t_len, (h, w), (ph, pw),
+                                                        [("index", int(i)) for i in frame_index], memo)
+    else:
+        masks, ignore, present = _tubes_from_masks(annotations, ids, rows, cols, t_len, (h, w), (ph, pw))
+    ids = ids[present]  # objects cropped away disappear
+    labels = label_space.to_contiguous(np.array([per_id[i] for i in ids.tolist()], np.int64), video_id)
+    return Sample(video_id, image, np.asarray(frame_index, np.int64), ids, labels, masks, ignore,
+                  label_space.num_thing_classes)
+
+
+# Buffers padded to /32 whose top-left views are Sample.masks / Sample.ignore (see collate); id -> buffer.
+_PADDED: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
+
+
+def _padded_view(buf: np.ndarray, h: int, w: int) -> np.ndarray:
+    _PADDED[id(buf)] = buf
+    return buf[..., :h, :w]
+
+
+def _padded_base(a: np.ndarray, ph: int, pw: int) -> np.ndarray | None:
+    """The padded buffer behind ``a`` (made by make_sample, padding already False / True) when it pads to
+    (ph, pw); None otherwise."""
+    base = a.base
+    if base is None or _PADDED.get(id(base)) is not base or base.shape[-2:] != (ph, pw):
+        return None
+    if base.shape[:-2] != a.shape[:-2] or a.ctypes.data != base.ctypes.data or a.strides != base.strides:
+        return None
+    return base
+
+
+def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, keys, memo):
+    """Index maps -> (masks [K', T, h, w], ignore [T, h, w], present [K] bool): views of padded buffers;
+    only the K' objects with pixels in the clip get a plane."""
+    (h, w), (ph, pw) = size, padded
+    k = len(ids)
+    dtype = np.uint8 if k + 1 < 256 else np.uint16 if k + 1 < 65536 else np.uint32
+    ign = k + 1
+    code = np.full((t_len, ph, pw), ign, dtype)  # clip codes: k + 1 = ids[k], 0 = nothing, K + 1 = ignore
+    for t, ann in enumerate(annotations):
+        if ann is None:
+            continue  # unannotated: all ignore
+        k_t = len(ann.ids)
+        lut = np.zeros(k_t + 2, dtype)  # frame code -> clip code
+        crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(k_t, bool)
+        lut[1:k_t + 1] = np.where(crowd, ign, np.searchsorted(ids, ann.ids) + 1)  # crowd pixels are ignored
+        lut[k_t + 1] = ign
+        resized = memo.get(keys[t])
+        if resized is None:  # columns first, at the input height (the element gather, flip included), then
+            resized = memo[keys[t]] = np.take(np.take(ann.index, cols, axis=1), rows, axis=0)  # rows (memcpy)
+        np.take(lut, resized, out=code[t, :h, :w])  # frame codes -> clip codes
+    ignore = code == ign  # [T, ph, pw], True in the padding
+    # pixels per clip code (padding counts as ignore); cv2.calcHist 2.2 ms vs np.bincount 8.4 ms
+    counts = _histogram(code, k + 2)
+    present = counts[1:k + 1] > 0
+    keep = np.flatnonzero(present) + 1
+    masks = np.empty((len(keep), t_len, ph, pw), bool)
+    for j, c in enumerate(keep.tolist()):  # one comparison pass per object, straight into its padded plane
+        np.equal(code, c, out=masks[j])
+    return _padded_view(masks, h, w), _padded_view(ignore, h, w), present
+
+
+def _histogram(code: np.ndarray, n: int) -> np.ndarray:
+    if code.dtype == np.uint8:
+        flat = code.reshape(-1, code.shape[-1])
+        return cv2.calcHist([flat], [0], None, [256], [0, 256]).reshape(-1)[:n].astype(np.int64)
+    return np.bincount(code.reshape(-1), minlength=n)
+
+
+def _tubes_from_masks(annotations, ids, rows, cols, t_len, size, padded):
+    """Per-frame (possibly overlapping) masks -> the same padded views, each frame resized on its own."""
+    (h, w), (ph, pw) = size, padded
+    masks = np.zeros((len(ids), t_len, ph, pw), bool)
+    ignore = np.ones((t_len, ph, pw), bool)
+    for t, ann in enumerate(annotations):
+        if ann is None:
+            continue
+        crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(len(ann.ids), bool)
+        ign = np.zeros(ann.masks.shape[1:], bool) if ann.ignore is None else ann.ignore
+        if crowd.any():
+            ign = ign | ann.masks[crowd].any(0)
+        ignore[t, :h, :w] = ign[rows][:, cols]
+        keep = ~crowd
+        if keep.any():
+            k = np.searchsorted(ids, ann.ids[keep])
+            m = ann.masks[keep][:, rows][:, :, cols]  # [K_t, h, w]
+            masks[k, t, :h, :w] |= m
+    present = masks.any(axis=(1, 2, 3))
+    if not present.all():
         masks = masks[present]
-    labels = label_space.to_contiguous(tubes.category_ids[present], video_id)
-    return Sample(video_id, image, np.asarray(frame_index, np.int64), tubes.ids[present], labels,
-                  masks, ignore, label_space.num_thing_classes)
+    return _padded_view(masks, h, w), _padded_view(ignore, h, w), present
 
 
 def exemplar_probabilities(kinds: Sequence[str], weights: Sequence[float] = (), where: str = "") -> np.ndarray:
@@ -340,6 +473,7 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
     h, w = sample.frames.shape[1:3]
     if sample.masks.shape[0] == 0:
         return SampleExemplars.empty(h, w)
+    base = _padded_base(sample.masks, *pad_size([(h, w)]))
     first = sample.masks[:, 0]  # [K, h, w]
     vis = first.any(axis=(1, 2))
     m, ids = first[vis], sample.ids[vis]
@@ -356,7 +490,11 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
             points[j] = (xs[pick_px] + 0.5, ys[pick_px] + 0.5)  # pixel centre
         elif kind[j] == EXEMPLAR_KINDS["box"]:
             boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    masks = np.where((kind == EXEMPLAR_KINDS["mask"])[:, None, None], m, False)
+    is_mask = (kind == EXEMPLAR_KINDS["mask"])[:, None, None]
+    if base is not None:  # the padded first-frame planes: collate then takes the hint masks without a copy
+        masks = _padded_view(np.where(is_mask, base[vis, 0], False), h, w)
+    else:
+        masks = np.where(is_mask, m, False)
     return SampleExemplars(kind, np.zeros(e, np.int64), points, boxes, masks, ids)
 
 
@@ -373,7 +511,10 @@ def keep_hinted(sample: Sample) -> Sample:
     keep = np.isin(sample.ids, sample.exemplars.ids)
     if keep.all():
         return sample
-    return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=sample.masks[keep])
+    h, w = sample.masks.shape[-2:]
+    base = _padded_base(sample.masks, *pad_size([(h, w)]))
+    masks = _padded_view(base[keep], h, w) if base is not None else sample.masks[keep]  # stays padded for collate
+    return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=masks)
 
 
 def record_exemplars(exemplars: Sequence[Exemplar], clip_frame_index: np.ndarray, height: int, width: int,
@@ -440,11 +581,27 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a)
 
 
+def _pad_bool(a: np.ndarray, ph: int, pw: int, fill: bool) -> torch.Tensor:
+    """[..., h, w] bool -> [..., ph, pw] tensor padded with ``fill``: make_sample's padded buffer itself when
+    it has that size (no copy), else one allocation, the padding strips filled and the valid part copied."""
+    base = _padded_base(a, ph, pw)
+    if base is not None:
+        return _tensor(base)
+    h, w = a.shape[-2:]
+    out = torch.empty(*a.shape[:-2], ph, pw, dtype=torch.bool)
+    out[..., h:, :] = fill
+    out[..., :h, w:] = fill
+    out[..., :h, :w] = _tensor(np.ascontiguousarray(a))
+    return out
+
+
 def collate(samples: Sequence[Sample]) -> Clip:
     """B samples -> one :class:`Clip`, padded to a common H×W (multiples of 32) at the bottom/right.
 
     ``image_sizes`` holds each sample's valid (h, w); padded pixels are 0 in ``frames``, False in masks and
     True in ``ignore``. Samples with references give ``Clip.reference`` (all or none must have one).
+    Only the padding strips are filled (``torch.zeros`` of the whole batch plus the copy were 15% of the
+    clip pipeline, issue #17), and masks made by :func:`make_sample` at this padded size are used as they are.
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
@@ -455,27 +612,28 @@ def collate(samples: Sequence[Sample]) -> Clip:
     sizes = [s.frames.shape[1:3] for s in samples]
     ph, pw = pad_size(sizes)
     b = len(samples)
-    frames = torch.zeros(b, t_len, 3, ph, pw)
+    frames = torch.empty(b, t_len, 3, ph, pw)
     scale = 1.0 / torch.tensor(PIXEL_STD).view(3, 1, 1)
     shift = -torch.tensor(PIXEL_MEAN).view(3, 1, 1) * scale
     targets: list[Targets] = []
     exemplars: list[ClipExemplars] = []
     for i, s in enumerate(samples):
         h, w = s.frames.shape[1:3]
-        valid = frames[i, :, :, :h, :w]  # [T, 3, h, w] view; padding stays 0 (= the mean colour)
-        valid.copy_(_tensor(s.frames).permute(0, 3, 1, 2))  # uint8 HWC -> float CHW in one pass
-        valid.mul_(scale).add_(shift)  # ImageNet normalisation in place (the hot loop of data loading)
-        masks = torch.zeros(len(s.ids), t_len, ph, pw, dtype=torch.bool)
-        masks[:, :, :h, :w] = _tensor(s.masks)
-        ignore = torch.ones(t_len, ph, pw, dtype=torch.bool)  # padding is ignored
-        ignore[:, :h, :w] = _tensor(s.ignore)
+        frames[i, :, :, h:, :] = 0  # padding = 0 (= the mean colour after normalisation)
+        frames[i, :, :, :h, w:] = 0
+        for t in range(t_len):  # uint8 HWC -> float CHW, ImageNet-normalised (the hot loop of data loading):
+            for c, plane in enumerate(cv2.split(s.frames[t])):  # contiguous planes: 8 ms vs 28 ms for a permuted
+                valid = frames[i, t, c, :h, :w]  # copy_ of 3x736x981 (same values: the same float ops)
+                valid.copy_(torch.from_numpy(plane))
+                valid.mul_(scale[c]).add_(shift[c])
+        masks = _pad_bool(s.masks, ph, pw, False)
+        ignore = _pad_bool(s.ignore, ph, pw, True)  # padding is ignored
         labels = torch.from_numpy(s.labels)
         targets.append(Targets(masks=masks, labels=labels, ids=torch.from_numpy(s.ids),
                                isthing=labels < s.num_thing_classes, ignore=ignore))
         if s.exemplars is not None:
             e = s.exemplars
-            em = torch.zeros(len(e.ids), ph, pw, dtype=torch.bool)
-            em[:, :h, :w] = _tensor(e.masks)
+            em = _pad_bool(e.masks, ph, pw, False)
             exemplars.append(ClipExemplars(kind=[KIND_NAMES[int(k)] for k in e.kind],
                                            frame=torch.from_numpy(e.frame), points=torch.from_numpy(e.points),
                                            boxes=torch.from_numpy(e.boxes), masks=em, ids=torch.from_numpy(e.ids)))

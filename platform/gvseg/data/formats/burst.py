@@ -199,9 +199,8 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     where = f"{record.meta.get('json')}: {record.video_id} frame {t}"
     masks = (np.stack([C.decode_rle({"size": [h, w], "counts": r}, h, w, where) for *_, r in objs])
              if objs else np.zeros((0, h, w), bool))
-    return FrameAnnotation(ids=np.array([o[0] for o in objs], np.int64),
-                           category_ids=np.array([o[1] for o in objs], np.int64), masks=masks,
-                           iscrowd=np.zeros(len(objs), bool))
+    return C.indexed_if_disjoint(np.array([o[0] for o in objs], np.int64), np.array([o[1] for o in objs], np.int64),
+                                 masks, np.zeros(len(objs), bool))
 
 
 # ----------------------------------------------------------------------------------------------- write

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from gvseg.data.errors import DataError
 from gvseg.data.formats import _common as C
-from gvseg.data.formats.ytvos import OBJECT, decode_palette, first_appearances, mask_files, object_index_maps
+from gvseg.data.formats.ytvos import (
+    OBJECT,
+    decode_palette,
+    first_appearances,
+    indexed_palette,
+    mask_files,
+    object_index_maps,
+)
 from gvseg.structures import Exemplar, FrameAnnotation, SyntheticVideo, VideoRecord
 
 
@@ -47,8 +53,7 @@ def _build(root: Path, seq: str, resolution: str, validate: C.Validate) -> Video
 def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     path = record.annotations[t]
     ids, lab = decode_palette(path, record.height, record.width)
-    return FrameAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64), masks=C.masks_from_ids(lab, ids),
-                           iscrowd=np.zeros(len(ids), bool), ignore=lab == 255)
+    return indexed_palette(ids, lab)  # 255 = ignore, as before
 
 
 def write(out_dir: str | Path, videos: list[SyntheticVideo], split: str, *, progress: bool = False,

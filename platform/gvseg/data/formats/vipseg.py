@@ -29,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -164,45 +165,64 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
 
 
 def decode_raw(path: str, height: int, width: int, known: set[int] | None = None) -> FrameAnnotation:
+    """Raw panomask -> :class:`IndexedAnnotation` (ids = raw values). The distinct values come from a
+    65536-bin bincount of the uint16 map, not ``np.unique`` (hash): same ids, ~10x less time."""
     v = C.read_label(path)
     if v.ndim != 2:
         raise DataError(path, f"expected a single-channel 16-bit panomask, got shape {v.shape}")
     if v.dtype == np.uint8:
         _check_raw_mode(path, "L")
     C.check_shape(path, v, height, width)
-    v = v.astype(np.int64)
-    void = (v == 0) | (v == STRAY_VOID)
-    ids = np.unique(v[~void])  # [K]
+    if v.dtype != np.uint16:
+        v = v.astype(np.int64)
+        if v.min() < 0 or v.max() >= 65536:
+            raise DataError(path, f"panomask values outside 0..65535 (min {v.min()}, max {v.max()})")
+        v = v.astype(np.uint16)
+    values = C.present_values(v, 65536)
+    ids = values[(values != 0) & (values != STRAY_VOID)]  # [K]
     raw_cat = np.where(ids <= NUM_RAW, ids, ids // 100)  # create_panoptic_video_labels.py: el < 125 is stuff
     cats = raw_cat - 1
     bad = (raw_cat < 1) | (raw_cat > NUM_RAW) if known is None else ~np.isin(cats, list(known))
     if bad.any():
         raise DataError(path, f"stray label values {ids[bad][:8].tolist()} (allowed: 0, {STRAY_VOID}, "
                               f"stuff 1..{NUM_RAW}, thing class*100+instance)")
-    return FrameAnnotation(ids=ids, category_ids=cats, masks=C.masks_from_ids(v, ids),
-                           iscrowd=np.zeros(len(ids), bool), ignore=void)
+    index = C.index_lut(65536, ids, (0, STRAY_VOID))[v]  # [H, W] codes
+    return C.IndexedAnnotation(ids=ids, category_ids=cats, index=index, iscrowd=np.zeros(len(ids), bool))
 
 
 def decode_rgb(path: str, segments: tuple, height: int, width: int) -> FrameAnnotation:
+    """Converted (RGB) panomask -> :class:`IndexedAnnotation`. The segment ids come from the JSON's
+    ``segments_info``, not from ``np.unique`` over the full-resolution id map (17% of the clip pipeline,
+    issue #17; a 2**24-entry lookup table maps rgb2id values to codes, absent ids are dropped by a bincount
+    of the codes). A PNG id missing from ``segments_info`` is still a DataError naming the ids."""
     rgb = C.read_label(path)
     if rgb.ndim != 3:
         raise DataError(path, f"expected an RGB panomask, got shape {rgb.shape}")
     C.check_shape(path, rgb, height, width)
-    idmap = rgb2id(rgb)  # [H, W]
-    ids = np.unique(idmap[idmap != 0])
     info = {sid: (cat, crowd) for sid, cat, crowd in segments}
-    missing = [int(i) for i in ids if int(i) not in info]
-    if missing:
-        raise DataError(path, f"segment ids {missing[:8]} are in the PNG but not in segments_info of the JSON")
-    return FrameAnnotation(ids=ids.astype(np.int64),
-                           category_ids=np.array([info[int(i)][0] for i in ids], np.int64),
-                           masks=C.masks_from_ids(idmap, ids),
-                           iscrowd=np.array([info[int(i)][1] for i in ids], bool),
-                           ignore=idmap == 0)
+    listed = np.array(sorted(i for i in info if 0 < i < 1 << 24), np.int64)  # [K'] ascending
+    idmap = rgb2id(rgb)  # [H, W]
+    code = C.map_codes(idmap, listed, (0,))  # [H, W]: k + 1, K' + 1 = void, 0 = not in the JSON
+    if (code == 0).any():
+        missing = np.unique(idmap[code == 0])
+        raise DataError(path, f"segment ids {missing[:8].tolist()} are in the PNG but not in segments_info of the JSON")
+    counts = C.present_u8(code) if code.dtype == np.uint8 else np.bincount(code.reshape(-1), minlength=len(listed) + 2)
+    present = counts[1:len(listed) + 1] > 0
+    ids = listed[present]
+    if not present.all():  # listed but absent in this frame: renumber (rare)
+        remap = np.zeros(len(listed) + 2, code.dtype)
+        remap[1:len(listed) + 1][present] = np.arange(1, len(ids) + 1)
+        remap[len(listed) + 1] = len(ids) + 1
+        code = remap[code]
+    return C.IndexedAnnotation(ids=ids, category_ids=np.array([info[int(i)][0] for i in ids], np.int64),
+                               index=code, iscrowd=np.array([info[int(i)][1] for i in ids], bool))
 
 
 def rgb2id(rgb: np.ndarray) -> np.ndarray:
-    """[H, W, 3] uint8 -> [H, W] int64, id = R + 256 G + 65536 B (panopticapi)."""
+    """[H, W, 3] uint8 -> [H, W] int64 (uint32 for uint8 input), id = R + 256 G + 65536 B (panopticapi)."""
+    if rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[-1] == 3:  # 0.15 ms vs 2.4 ms (3 int64 passes)
+        out = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2RGBA).view("<u4")[..., 0]  # alpha in the top byte
+        return np.bitwise_and(out, 0xFFFFFF, out=out)
     rgb = rgb.astype(np.int64)
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 

@@ -67,19 +67,25 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
 
 
 def decode(path: str, height: int, width: int) -> FrameAnnotation:
+    """Label PNG -> :class:`IndexedAnnotation` (a 256-bin bincount finds the classes, not ``np.unique``)."""
     raw = C.read_label(path)
     if raw.ndim != 2:
         raise DataError(path, f"expected a single-channel (L or P) mask, got shape {raw.shape}")
     C.check_shape(path, raw, height, width)
-    raw = raw.astype(np.int64)
-    ignore = np.isin(raw, VOID_RAW)
-    values = np.unique(raw[~ignore])
+    if raw.dtype != np.uint8:
+        raw = raw.astype(np.int64)
+        if raw.min() < 0 or raw.max() > 255:
+            raise DataError(path, f"stray label values {np.unique(raw[(raw < 0) | (raw > 255)])[:8].tolist()} "
+                                  f"(allowed: 0, 255, 1..{NUM_CLASSES})")
+        raw = raw.astype(np.uint8)
+    values = C.present_values(raw, 256)
+    values = values[~np.isin(values, VOID_RAW)]
     bad = values > NUM_CLASSES
     if bad.any():
         raise DataError(path, f"stray label values {values[bad][:8].tolist()} (allowed: 0, 255, 1..{NUM_CLASSES})")
     cats = values - 1  # [K]
-    return FrameAnnotation(ids=cats.copy(), category_ids=cats, masks=C.masks_from_ids(raw, values),
-                           iscrowd=np.zeros(len(cats), bool), ignore=ignore)
+    return C.IndexedAnnotation(ids=cats.copy(), category_ids=cats, index=C.index_lut(256, values, VOID_RAW)[raw],
+                               iscrowd=np.zeros(len(cats), bool))
 
 
 def write(out_dir: str | Path, videos: list[SyntheticVideo], split: str, *, progress: bool = False) -> None:

@@ -142,9 +142,8 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     h, w = record.height, record.width
     where = f"{record.meta.get('json', record.video_id)}: video {record.meta.get('json_video_id')} frame {t}"
     masks = np.stack([decode_segmentation(s, h, w, where) for *_, s in objs]) if objs else np.zeros((0, h, w), bool)
-    return FrameAnnotation(ids=np.array([o[0] for o in objs], np.int64),
-                           category_ids=np.array([o[1] for o in objs], np.int64),
-                           masks=masks, iscrowd=np.array([o[2] for o in objs], bool))
+    return C.indexed_if_disjoint(np.array([o[0] for o in objs], np.int64), np.array([o[1] for o in objs], np.int64),
+                                 masks, np.array([o[2] for o in objs], bool))
 
 
 def decode_segmentation(segm, height: int, width: int, where: str) -> np.ndarray:

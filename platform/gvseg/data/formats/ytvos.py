@@ -96,8 +96,8 @@ def decode_palette(path: str, height: int, width: int, allowed: set[int] | None 
     if lab.ndim != 2:
         raise DataError(path, f"expected a palette (P) PNG of object indices, got shape {lab.shape}")
     C.check_shape(path, lab, height, width)
-    ids = np.unique(lab)
-    ids = ids[(ids != 0) & (ids != IGNORE_INDEX)].astype(np.int64)
+    ids = C.present_values(lab, 256) if lab.dtype == np.uint8 else np.unique(lab).astype(np.int64)
+    ids = ids[(ids != 0) & (ids != IGNORE_INDEX)]
     if allowed is not None:
         bad = ids[~np.isin(ids, list(allowed))]
         if len(bad):
@@ -110,8 +110,16 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     path = record.annotations[t]
     allowed = set(record.meta["objects"]) if "objects" in record.meta else None
     ids, lab = decode_palette(path, record.height, record.width, allowed)
-    return FrameAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64), masks=C.masks_from_ids(lab, ids),
-                           iscrowd=np.zeros(len(ids), bool), ignore=lab == IGNORE_INDEX)
+    return indexed_palette(ids, lab)
+
+
+def indexed_palette(ids: np.ndarray, lab: np.ndarray) -> FrameAnnotation:
+    """Object ids [K] + palette index map -> :class:`IndexedAnnotation` (255 = ignore), one LUT pass."""
+    if lab.dtype != np.uint8:
+        return FrameAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64), masks=C.masks_from_ids(lab, ids),
+                               iscrowd=np.zeros(len(ids), bool), ignore=lab == IGNORE_INDEX)
+    return C.IndexedAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64),
+                               index=C.index_lut(256, ids, (IGNORE_INDEX,))[lab], iscrowd=np.zeros(len(ids), bool))
 
 
 # ----------------------------------------------------------------------------------------------- write

@@ -1,0 +1,221 @@
+"""The fast clip pipeline (issue #17) gives exactly the old pipeline's samples and batches.
+
+The old path is kept here as the reference: the ``np.unique`` decoders, full-resolution tubes
+(``build_tubes``), per-tube gathers (``augment_masks``), ``np.ascontiguousarray`` flips and a zero-filled
+``collate``. Both run on the same synthetic clips of every format with the same seeds; every array must be
+equal (no tolerance needed: the masks use the same nearest-neighbour index maps, the frames the same cv2 calls).
+"""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gvseg.config import DataConfig
+from gvseg.data import formats
+from gvseg.data.clips import sample_clip
+from gvseg.data.formats import _common as C
+from gvseg.data.pipeline import _annotated, label_space_for, load_sample, sample_rng
+from gvseg.data.synthetic import synth_dataset
+from gvseg.data.transforms import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    Sample,
+    _index_maps,
+    augment_image,
+    build_tubes,
+    collate,
+    draw_exemplars,
+    keep_hinted,
+    pad_size,
+    sample_augment,
+)
+from gvseg.structures import FrameAnnotation
+
+FORMATS = ["vipseg", "kitti-step", "vspw", "ytvis", "ovis", "ytvos", "davis", "burst"]
+EVS = ("ytvos", "davis", "burst")
+
+
+# ------------------------------------------------------------------------------- old decoders (reference)
+
+
+def pil_rgb(path) -> np.ndarray:
+    """The pre-#17 frame reader (PIL)."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def pil_label(path) -> np.ndarray:
+    """The pre-#17 label reader (PIL: palette indices, L, 16-bit grey, RGB as stored)."""
+    with Image.open(path) as im:
+        return np.array(im)
+
+
+def old_decode(record, t) -> FrameAnnotation:
+    """The pre-#17 decoders of the label-map formats (np.unique, masks_from_ids); others are unchanged."""
+    fmt, handle = record.format, record.annotations[t]
+    if fmt == "vipseg" and handle[0] == "rgb":
+        rgb = pil_label(handle[1]).astype(np.int64)
+        idmap = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+        ids = np.unique(idmap[idmap != 0])
+        info = {sid: (cat, crowd) for sid, cat, crowd in handle[2]}
+        return FrameAnnotation(ids.astype(np.int64), np.array([info[int(i)][0] for i in ids], np.int64),
+                               C.masks_from_ids(idmap, ids), np.array([info[int(i)][1] for i in ids], bool),
+                               idmap == 0)
+    if fmt == "vipseg":
+        v = pil_label(handle[1]).astype(np.int64)
+        void = (v == 0) | (v == 200)
+        ids = np.unique(v[~void])
+        cats = np.where(ids <= 124, ids, ids // 100) - 1
+        return FrameAnnotation(ids, cats, C.masks_from_ids(v, ids), np.zeros(len(ids), bool), void)
+    if fmt == "kitti-step":
+        rgb = pil_label(handle).astype(np.int64)
+        sem, inst = rgb[..., 0], rgb[..., 1] * 256 + rgb[..., 2]
+        void = sem == 255
+        key = np.where(void, -1, sem * 65536 + inst)
+        ids = np.unique(key[~void])
+        cats, insts = ids // 65536, ids % 65536
+        return FrameAnnotation(ids, cats, C.masks_from_ids(key, ids), np.isin(cats, (11, 13)) & (insts == 0), void)
+    if fmt == "vspw":
+        raw = pil_label(handle).astype(np.int64)
+        ignore = np.isin(raw, (0, 255))
+        values = np.unique(raw[~ignore])
+        return FrameAnnotation(values - 1, values - 1, C.masks_from_ids(raw, values), np.zeros(len(values), bool),
+                               ignore)
+    if fmt in ("ytvos", "davis"):
+        lab = pil_label(handle)
+        ids = np.unique(lab)
+        ids = ids[(ids != 0) & (ids != 255)].astype(np.int64)
+        return FrameAnnotation(ids, np.ones(len(ids), np.int64), C.masks_from_ids(lab, ids), np.zeros(len(ids), bool),
+                               lab == 255)
+    return formats.load_annotation(record, t)
+
+
+# ------------------------------------------------------------------------------ old transforms (reference)
+
+
+def old_augment_masks(masks, p):
+    rows, cols = _index_maps(masks.shape[-2], masks.shape[-1], p)
+    return np.take(np.take(masks, rows, axis=-2), cols, axis=-1)
+
+
+def old_make_sample(video_id, frames, annotations, frame_index, params, space) -> Sample:
+    image = np.stack([np.ascontiguousarray(augment_image(f, params)) for f in frames])
+    h0, w0 = frames[0].shape[:2]
+    tubes = build_tubes(annotations, h0, w0, where=video_id)
+    masks = old_augment_masks(tubes.masks, params)
+    ignore = old_augment_masks(tubes.ignore, params)
+    present = masks.any(axis=(1, 2, 3))
+    masks = masks[present]
+    labels = space.to_contiguous(tubes.category_ids[present], video_id)
+    return Sample(video_id, image, np.asarray(frame_index, np.int64), tubes.ids[present], labels, masks, ignore,
+                  space.num_thing_classes)
+
+
+def old_load_sample(record, cfg, space, rng) -> Sample:
+    idx = sample_clip(len(record), cfg.clip_frames, rng, annotated=_annotated(record),
+                      reference_frames=cfg.reference_frames, reference_range=cfg.reference_range,
+                      video_id=record.video_id)
+    params = sample_augment(record.height, record.width, rng, min_size=cfg.min_size, max_size=cfg.max_size,
+                            crop=cfg.crop, flip=cfg.flip)
+
+    def clip(ix):
+        ts = ix.tolist()
+        return old_make_sample(record.video_id, [pil_rgb(record.frame_paths[t]) for t in ts],
+                               [old_decode(record, t) for t in ts], ix, params, space)
+
+    key, ref = clip(idx.key), clip(idx.reference)
+    if cfg.exemplar_kinds:
+        key = keep_hinted(_with(key, draw_exemplars(key, rng, cfg.exemplar_kinds)))
+        ref = keep_hinted(_with(ref, draw_exemplars(ref, rng, cfg.exemplar_kinds)))
+    key.reference = ref
+    return key
+
+
+def _with(s, ex):
+    s.exemplars = ex
+    return s
+
+
+def old_collate_frames(samples) -> torch.Tensor:
+    ph, pw = pad_size([s.frames.shape[1:3] for s in samples])
+    out = torch.zeros(len(samples), samples[0].frames.shape[0], 3, ph, pw)
+    scale = 1.0 / torch.tensor(PIXEL_STD).view(3, 1, 1)
+    shift = -torch.tensor(PIXEL_MEAN).view(3, 1, 1) * scale
+    for i, s in enumerate(samples):
+        h, w = s.frames.shape[1:3]
+        v = out[i, :, :, :h, :w]
+        v.copy_(torch.from_numpy(s.frames).permute(0, 3, 1, 2))
+        v.mul_(scale).add_(shift)
+    return out
+
+
+def old_pad(a: np.ndarray, ph: int, pw: int, fill: bool) -> torch.Tensor:
+    out = torch.full((*a.shape[:-2], ph, pw), fill, dtype=torch.bool)
+    out[..., :a.shape[-2], :a.shape[-1]] = torch.from_numpy(np.ascontiguousarray(a))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- tests
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    out = {}
+    for fmt in FORMATS:
+        root = tmp_path_factory.mktemp(fmt.replace("-", "_"))
+        synth_dataset(fmt, root, videos=2, frames=5, height=48, width=64, seed=3, val_fraction=0.0,
+                      thing_classes=4, stuff_classes=3, progress=False)
+        out[fmt] = formats.read_dataset(fmt, root, "train", progress=False)[0]
+    return out
+
+
+def assert_same_sample(new: Sample, old: Sample) -> None:
+    assert np.array_equal(new.frames, old.frames)
+    assert new.ids.tolist() == old.ids.tolist() and new.labels.tolist() == old.labels.tolist()
+    assert np.array_equal(new.masks, old.masks) and np.array_equal(new.ignore, old.ignore)
+    assert (new.exemplars is None) == (old.exemplars is None)
+    if new.exemplars is not None:
+        for f in ("kind", "frame", "points", "boxes", "masks", "ids"):
+            assert np.array_equal(getattr(new.exemplars, f), getattr(old.exemplars, f)), f
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_decoders_match_the_unique_based_ones(datasets, fmt):
+    for rec in datasets[fmt]:
+        for t in range(len(rec)):
+            new, old = formats.load_annotation(rec, t), old_decode(rec, t)
+            assert new.ids.tolist() == old.ids.tolist()
+            assert new.category_ids.tolist() == old.category_ids.tolist()
+            assert np.array_equal(new.masks, old.masks)
+            assert np.array_equal(np.asarray(new.iscrowd, bool), np.asarray(old.iscrowd, bool))
+            assert (new.ignore is None) == (old.ignore is None)
+            if old.ignore is not None:
+                assert np.array_equal(new.ignore, old.ignore)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_samples_and_batches_match_the_old_pipeline(datasets, fmt):
+    recs = datasets[fmt]
+    space = label_space_for(recs)
+    for crop in ((0, 0), (40, 50)):  # crops: objects cropped away must disappear the same way
+        cfg = DataConfig(format=fmt, clip_frames=3, reference_frames=2, min_size=(40, 56, 72), max_size=120,
+                         crop=crop, exemplar_kinds=("mask", "point") if fmt in EVS else ())
+        for v, rec in enumerate(recs):
+            for k in range(3):  # draws cover flip / no flip and several sizes
+                new = load_sample(rec, cfg, space, sample_rng(0, 0, v, k))
+                old = old_load_sample(rec, cfg, space, sample_rng(0, 0, v, k))
+                assert_same_sample(new, old)
+                assert_same_sample(new.reference, old.reference)
+                batch = collate([new, load_sample(recs[1 - v], cfg, space, sample_rng(0, 0, 1 - v, k))])
+                olds = [old, old_load_sample(recs[1 - v], cfg, space, sample_rng(0, 0, 1 - v, k))]
+                assert torch.equal(batch.frames, old_collate_frames(olds))
+                ph, pw = batch.frames.shape[-2:]
+                for tg, o in zip(batch.targets, olds):
+                    assert torch.equal(tg.masks, old_pad(o.masks, ph, pw, False))
+                    assert torch.equal(tg.ignore, old_pad(o.ignore, ph, pw, True))
+                single = collate([new])  # B = 1: make_sample's padded buffers are used as they are
+                ph, pw = single.frames.shape[-2:]
+                assert torch.equal(single.frames, old_collate_frames([old]))
+                assert torch.equal(single.targets[0].masks, old_pad(old.masks, ph, pw, False))
+                assert torch.equal(single.targets[0].ignore, old_pad(old.ignore, ph, pw, True))
