@@ -137,7 +137,7 @@ class AssociationConfig:
     # Frames shared by consecutive clips (TarViS T_ov). Kept at 0 by measurement: on three saved VPS checkpoints
     # of the learning benchmark (16 val videos of 12 frames, plain and look-alike val), overlap 1 moved thing
     # VPQ_6 by +1.1 / +1.4 / -0.0 / -0.5 / -1.2 points, no consistent gain for 1.5x the frames; the same study
-    # found match_threshold 0 vs 0.2 within +-0.8 and spa_weight 2 vs 1 within -1.0..+0.4.
+    # found match_threshold 0 vs 0.2 within +-0.8 and spa_weight 2 vs 1 within -1.2..+0.4.
     clip_overlap: int = 0
     max_missing_clips: int = 5  # a track unseen this long is retired
     match_threshold: float = 0.2  # min affinity S_ij (cosine) to continue a track; below it a new track starts
