@@ -60,7 +60,6 @@ classes, score ties, id 0).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -73,6 +72,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from gvseg.metrics import trackmap
+from gvseg.metrics.panoptic_io import load_json
 
 __all__ = [
     "ALPHAS",
@@ -293,11 +293,7 @@ class _Seq:
 def _load(obj, what: str) -> tuple[dict, str]:
     if isinstance(obj, Mapping):
         return dict(obj), f"<{what} dict>"
-    path = Path(obj)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} JSON not found")
-    with open(path) as f:
-        return json.load(f), str(path)
+    return load_json(obj), str(obj)  # a missing, non-JSON or non-UTF-8 file: one line naming it
 
 
 def _load_categories(categories, gt: dict, gt_name: str) -> list[dict]:
@@ -308,8 +304,7 @@ def _load_categories(categories, gt: dict, gt_name: str) -> list[dict]:
                       "evaluation uses the TAO category file shipped with BURST)", stacklevel=3)
         return list(gt["categories"])
     if isinstance(categories, (str, Path)):
-        with open(categories) as f:
-            categories = json.load(f)
+        categories = load_json(categories)
     if isinstance(categories, Mapping):
         categories = categories["categories"]
     return list(categories)

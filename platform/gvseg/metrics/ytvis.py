@@ -34,7 +34,6 @@ Output: ``{"AP": ..., ..., "ARl": ..., "stats": [12 floats], "per_category_AP": 
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
+
+from gvseg.metrics.panoptic_io import load_json
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 # ytvoseval.py Params.setDetParams: linspace, not arange (arange drifts and breaks the t == .75 lookup).
@@ -69,9 +70,8 @@ class Track:
 
 # --------------------------------------------------------------------------------------------- loading
 def _load(obj, what: str):
-    if isinstance(obj, (str, os.PathLike)):
-        with open(obj) as f:
-            return json.load(f), str(obj)
+    if isinstance(obj, (str, os.PathLike)):  # a missing, non-JSON or non-UTF-8 file: one line naming it
+        return load_json(obj), str(obj)
     return obj, what
 
 
