@@ -286,3 +286,23 @@ def test_token_auth_head_accepts_the_token_and_rejects_a_wrong_one(tmp_path, cap
         assert "JOB_ID" in capsys.readouterr().out
     finally:
         head.stop()
+
+
+def test_wait_is_bounded_by_timeout():
+    """A job stuck waiting for resources never hangs the submitting shell: --timeout ends the wait in one line."""
+    import asyncio
+    import types
+
+    from gvseg.runtime.jobs import JobError, wait_for
+
+    class Stuck:
+        def get_job_status(self, job_id):
+            return types.SimpleNamespace(value="RUNNING")
+
+        async def tail_job_logs(self, job_id):
+            while True:  # a job whose log never ends
+                await asyncio.sleep(0.05)
+                yield ""
+
+    with pytest.raises(JobError, match=r"job j1 still RUNNING after 0 s \(--timeout\); it keeps running"):
+        wait_for(Stuck(), "j1", stream=True, poll_s=0.01, timeout_s=0.3)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from gvseg import checkpoint
-from gvseg.config import Config, from_dict, to_dict
+from gvseg.config import Config, ConfigError, RuntimeConfig, from_dict, to_dict
 from gvseg.engine import LoopState, Parts, build_parts, fit, seed_everything
 from gvseg.evaluation import headline_metric
 from gvseg.runtime.ray_init import init_ray
@@ -292,6 +292,34 @@ def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at
     return found[0]
 
 
+DATA_CPUS = 1.0  # Ray Data's read/decode/augment task (flat_map) takes one CPU beside the train workers
+
+
+def check_cluster_fits(rt: RuntimeConfig, have: dict) -> None:
+    """One line naming what is missing and the ``--set`` that fixes it, when the cluster cannot hold the run:
+    ``num_workers`` train workers of ``cpus_per_worker`` CPUs (and ``gpus_per_worker`` GPUs) plus Ray Data's
+    task. Without this check Ray Train and Ray Data wait for resources that never come ("The job may hang
+    forever unless the cluster scales up"). An autoscaling cluster that will grow can skip it with
+    ``RAY_GVSEG_SKIP_FIT_CHECK=1``."""
+    if os.environ.get("RAY_GVSEG_SKIP_FIT_CHECK") == "1":
+        return
+    cpus, gpus = float(have.get("CPU", 0.0)), float(have.get("GPU", 0.0))
+    need_cpu = rt.num_workers * rt.cpus_per_worker + DATA_CPUS
+    fit_workers = int((cpus - DATA_CPUS) // rt.cpus_per_worker) if rt.cpus_per_worker > 0 else rt.num_workers
+    if rt.use_gpu and rt.gpus_per_worker > 0:
+        fit_workers = min(fit_workers, int(gpus // rt.gpus_per_worker))
+    if cpus < need_cpu:
+        raise ConfigError(f"the Ray cluster has {cpus:g} CPUs but the run needs {need_cpu:g} ({rt.num_workers} "
+                          f"train workers x {rt.cpus_per_worker:g} CPUs + {DATA_CPUS:g} for Ray Data): "
+                          f"--set runtime.num_workers={max(fit_workers, 0)} or a smaller runtime.cpus_per_worker"
+                          + (" (or add nodes)" if fit_workers < 1 else ""))
+    if rt.use_gpu and gpus < rt.num_workers * rt.gpus_per_worker:
+        raise ConfigError(f"the Ray cluster has {gpus:g} GPUs but the run needs "
+                          f"{rt.num_workers * rt.gpus_per_worker:g} ({rt.num_workers} workers x "
+                          f"{rt.gpus_per_worker:g}): --set runtime.num_workers={max(fit_workers, 0)}, "
+                          f"runtime.gpus_per_worker or runtime.use_gpu=false")
+
+
 def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any = (),
                eval_at_checkpoints: bool = False, progress: bool = True) -> Path:
     import ray
@@ -304,6 +332,7 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the train bar is the one to watch
     started = init_ray(address, num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1))
+    check_cluster_fits(cfg.runtime, ray.cluster_resources())  # a run that cannot start must not wait forever
     records = build_records(cfg.data, cfg.data.train_split, progress=progress)
     check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)
     samples_per_epoch = len(records) * cfg.data.clips_per_video
