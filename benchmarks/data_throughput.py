@@ -17,6 +17,9 @@ and PSS (shares them out; the honest total).
 
     python benchmarks/data_throughput.py                     # a few minutes on 2 cores
     python benchmarks/data_throughput.py --videos 8 --repeats 1   # smoke run
+
+Performance on a GPU: not measured yet. ``benchmarks/gpu_suite.py`` measures this and every other issue-#16 GPU
+target in one prepared device run (its docstring has the command); quote only numbers from its JSONs.
 """
 
 from __future__ import annotations
