@@ -96,8 +96,16 @@ def _driver() -> str | None:
         return None
 
 
+def has_module(mod: str) -> bool:
+    """Importable? (False also where an import hook refuses it.)"""
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _version(mod: str) -> str | None:
-    if importlib.util.find_spec(mod) is None:
+    if not has_module(mod):
         return None
     try:
         return getattr(__import__(mod), "__version__", "?")
@@ -119,7 +127,7 @@ def machine(dev: torch.device) -> dict:
            "numpy": np.__version__, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "loadavg_1m": round(os.getloadavg()[0], 2)}
     for mod in ("timm", "transformers", "cv2", "ray"):
-        out[mod] = _version(mod) if mod != "ray" else (importlib.util.find_spec("ray") is not None)
+        out[mod] = _version(mod) if mod != "ray" else (has_module("ray"))
     if dev.type == "cuda":
         p = torch.cuda.get_device_properties(dev)
         out.update(gpu=torch.cuda.get_device_name(dev), driver=_driver(), capability=f"{p.major}.{p.minor}",
@@ -300,7 +308,7 @@ def peer_available(args) -> str | None:
     """None if the HF peer can run, else the reason it is skipped."""
     if args.no_peer:
         return "--no-peer / GVSEG_NO_PEER=1 was given"
-    if importlib.util.find_spec("transformers") is None:
+    if not has_module("transformers"):
         return "transformers is not installed"
     return None
 
@@ -364,26 +372,33 @@ def m_train_step(ctx: dict) -> dict:
                       "frames_per_step": b * t * (2 if c.reference is not None else 1)}
     peer = peer_available(args)
     if peer is None:
-        mem = StepMemory(dev)
-        model, desc = hf_model(args.smoke, mc.num_classes)
-        model = model.to(dev).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        pixel_values = key_only.frames.flatten(0, 1)
-        mask_labels = [tg.masks[:, f].float() for tg in key_only.targets for f in range(t)]
-        class_labels = [tg.labels for tg in key_only.targets for _ in range(t)]
-        losses["hf"] = []
+        try:  # a peer failure loses the peer rows only
+            mem = StepMemory(dev)
+            model, desc = hf_model(args.smoke, mc.num_classes)
+            model = model.to(dev).train()
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+            pixel_values = key_only.frames.flatten(0, 1)
+            mask_labels = [tg.masks[:, f].float() for tg in key_only.targets for f in range(t)]
+            class_labels = [tg.labels for tg in key_only.targets for _ in range(t)]
+            losses["hf"] = []
 
-        def hf_step():
-            with autocast(dev, args.amp):
-                loss = model(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses["hf"].append(float(loss.detach()))
+            def hf_step():
+                with autocast(dev, args.amp):
+                    loss = model(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses["hf"].append(float(loss.detach()))
 
-        hf_step()
-        mem.built()
-        fns["hf"], mems["hf"], info["hf"] = mem.wrap(hf_step), mem, {**desc, "frames_per_step": b * t}
+            hf_step()
+            mem.built()
+            fns["hf"], mems["hf"], info["hf"] = mem.wrap(hf_step), mem, {**desc, "frames_per_step": b * t}
+        except Exception as e:
+            peer = f"HF peer failed: {type(e).__name__}: {e}"
+            info["hf"] = {"error": peer, "traceback": traceback.format_exc()[-3000:]}
+            losses.pop("hf", None)
+            free_gpu(dev)
+
     raw = interleaved(fns, dev, s["warmup"], args.repeats, deadline=ctx["deadline"])
     result: dict = {}
     for k, xs in raw.items():
@@ -454,6 +469,8 @@ def m_inference(ctx: dict) -> dict:
     h, w = s["infer_hw"]
     t = cfg.model.association.clip_frames
     seed_everything(0)
+    free_gpu(dev)
+    mem_gvseg = StepMemory(dev)  # baseline before the weights: its peak includes them
     model = build_gvseg(cfg.model).to(dev).eval()
     g = torch.Generator().manual_seed(1)
     frames = torch.randn(1, t, 3, h, w, generator=g).to(dev)
@@ -465,24 +482,33 @@ def m_inference(ctx: dict) -> dict:
         with autocast(dev, args.amp):
             model(clip)
 
-    mems["gvseg"] = StepMemory(dev)
+    mems["gvseg"] = mem_gvseg
     mems["gvseg"].built()
     fns["gvseg"] = mems["gvseg"].wrap(ours)
     peer = peer_available(args)
     desc = {"skipped": peer}
     if peer is None:
-        mems["hf"] = StepMemory(dev)
-        hf, desc = hf_model(args.smoke, cfg.model.num_classes)
-        hf = hf.to(dev).eval()
-        mems["hf"].built()
-        x = frames[0]
+        try:  # a peer failure loses the peer rows only
+            mems["hf"] = StepMemory(dev)
+            hf, desc = hf_model(args.smoke, cfg.model.num_classes)
+            hf = hf.to(dev).eval()
+            mems["hf"].built()
+            x = frames[0]
 
-        @torch.no_grad()
-        def theirs():
-            with autocast(dev, args.amp):
-                hf(pixel_values=x)
+            @torch.no_grad()
+            def theirs():
+                with autocast(dev, args.amp):
+                    hf(pixel_values=x)
 
-        fns["hf"] = mems["hf"].wrap(theirs)
+            theirs()  # fails here, not in the timed rounds
+            fns["hf"] = mems["hf"].wrap(theirs)
+        except Exception as e:
+            peer = f"HF peer failed: {type(e).__name__}: {e}"
+            desc = {"error": peer, "traceback": traceback.format_exc()[-3000:]}
+            fns.pop("hf", None)
+            mems.pop("hf", None)
+            free_gpu(dev)
+
     raw_fwd = interleaved(fns, dev, s["warmup"], args.repeats, deadline=ctx["deadline"])
     result: dict = {"forward": {k: {"sec_per_clip": med(v), "frames_per_s": t / med(v), **mems[k].report()}
                                 for k, v in raw_fwd.items()}}
@@ -490,9 +516,9 @@ def m_inference(ctx: dict) -> dict:
         result["forward"]["speedup_vs_hf"] = med(raw_fwd["hf"]) / med(raw_fwd["gvseg"])
         result["forward"]["target_speedup"] = 1.5
         result["forward"]["meets_target"] = result["forward"]["speedup_vs_hf"] >= 1.5
-    del fns, mems
-    if peer is None:
-        del hf
+    fns.clear()
+    mems.clear()
+    hf = None  # noqa: F841 (frees the peer's weights before the end-to-end runs)
     free_gpu(dev)
 
     # end to end: frames decoded in memory (no video codec), association, official VIPSeg writer
@@ -774,7 +800,7 @@ def m_compile(ctx: dict) -> dict:
 
 
 def m_data_feed(ctx: dict) -> dict:
-    if importlib.util.find_spec("ray") is None:
+    if not has_module("ray"):
         return {"status": "skipped", "reason": "ray is not importable on this machine (the GPU image has none; "
                                                "carry the wheels of shared/tools/gpu-wheels.sh to run it)"}
     args, s = ctx["args"], ctx["s"]

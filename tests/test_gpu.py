@@ -1,4 +1,5 @@
 """GPU checks (``-m gpu``; skipped without CUDA by conftest): bf16 autocast against fp32, and the descriptor on CUDA.
+One unmarked test runs ``benchmarks/gpu_suite.py --smoke`` on CPU (one measurement) to guard its plumbing in CI.
 
 Every part of the paper model (ResNet-50, msdeform pixel decoder, 9-layer masked-attention decoder, 100 queries;
 random weights) runs forward and backward once in fp32 (TF32 off: the reference) and once under bf16 autocast,
@@ -46,7 +47,7 @@ from gvseg.config import (
     TrainConfig,
 )
 
-pytestmark = pytest.mark.gpu
+gpu = pytest.mark.gpu
 
 FWD_TOL = 3e-2
 GRAD_COS = 0.98
@@ -262,24 +263,53 @@ def check_descriptor(device: torch.device) -> None:
 # ------------------------------------------------------------------------------------------------ tests
 
 
+@gpu
 def test_backbone_bf16_matches_fp32(dev):
     check_backbone(dev)
 
 
+@gpu
 def test_pixel_decoder_bf16_matches_fp32(dev):
     check_pixel_decoder(dev)
 
 
+@gpu
 def test_decoder_bf16_matches_fp32(dev):
     check_decoder(dev)
 
 
+@gpu
 def test_train_step_bf16_matches_fp32(dev):
     check_train_step(dev)
 
 
+@gpu
 def test_descriptor_cuda_equals_cpu(dev):
     check_descriptor(dev)
+
+
+@pytest.mark.slow
+def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
+    """The device suite's plumbing on CPU (no GPU needed): one cheap measurement, the rest skipped with a reason;
+    at most 8 files, each naming the machine."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "platform"), "GVSEG_NO_PEER": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_suite.py"), "--smoke", "--only", "descriptor",
+                          "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) <= 8 and "summary.json" in files and "descriptor.json" in files, files
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["measurements"]["descriptor"]["status"] == "ok", summary
+    assert {m["status"] for k, m in summary["measurements"].items() if k != "descriptor"} == {"skipped"}
+    rec = json.loads((tmp_path / "descriptor.json").read_text())
+    assert {"gpu", "driver", "torch", "cuda"} <= set(rec["machine"]), rec["machine"]
+    assert len(rec["raw"]["sec_per_call"]["gt_100_masks"]) == rec["settings"]["repeats"]
 
 
 if __name__ == "__main__":  # CPU dry run of the check code (not of the tolerances: CPU autocast covers fewer ops)
