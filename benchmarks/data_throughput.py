@@ -27,6 +27,9 @@ the driver (collate of the float frames) competes with the workers for them.
 
     python benchmarks/data_throughput.py                     # ~10 minutes on 2 shared cores
     python benchmarks/data_throughput.py --smoke             # DataLoader only, seconds (no files written)
+
+Performance on a GPU: not measured yet. ``benchmarks/gpu_suite.py`` measures this and every other issue-#16 GPU
+target in one prepared device run (its docstring has the command); quote only numbers from its JSONs.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ medians of wall time (``perf_counter``) and of CPU time (``process_time``). Writ
 ``benchmarks/results/descriptor_speed_<device>.json`` naming the machine.
 
     PYTHONPATH=platform python benchmarks/descriptor_speed.py [--device cuda|cpu] [--runs 30] [--threads 1]
+
+Performance on a GPU: not measured yet. ``benchmarks/gpu_suite.py`` measures this and every other issue-#16 GPU
+target in one prepared device run (its docstring has the command); quote only numbers from its JSONs.
 """
 
 from __future__ import annotations

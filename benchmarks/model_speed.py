@@ -1,8 +1,8 @@
 """GvSeg model speed, compared in the same run with Hugging Face Mask2Former (random weights, offline).
 
   (a) train step (forward + loss + backward + AdamW step), clips of 3 x 640 x 640, batch 4 clips, bf16
-      autocast: frames/s and peak GPU memory. HF Mask2Former (R50, 100 queries, 10 decoder layers) trains
-      on the same 12 frames as a batch of images.
+      autocast: frames/s and peak GPU memory. HF Mask2Former (R50, 100 queries, ``decoder_layers=10``, which
+      HF counts with the initial prediction: 9 masked-attention layers) trains on the same 12 frames as images.
   (b) inference at 720p (720 x 1280): frames/s of the bare forward, and of ``predict_video`` end to end
       (post-processing + tracking + CPU hand-off) on a short video. HF: forward on the same frames.
   (c) shape-position descriptor of 100 masks at 720 x 1280 (GT resolution, the training-time call): ms,
@@ -12,6 +12,9 @@ Usage (GPU machine): ``python benchmarks/model_speed.py`` ; CPU check: ``python 
 (toy sizes, debug model). Writes JSON to ``$OUT/model_speed.json`` when ``$OUT`` is set, else
 ``benchmarks/results/model_speed.json``, naming the device. Without ``transformers`` the HF rows are skipped
 with a reason; nothing is ever downloaded (``HF_HUB_OFFLINE=1``).
+
+Performance on a GPU: not measured yet. ``benchmarks/gpu_suite.py`` measures this and every other issue-#16 GPU
+target in one prepared device run (its docstring has the command); quote only numbers from its JSONs.
 """
 
 from __future__ import annotations

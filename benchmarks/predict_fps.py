@@ -18,6 +18,9 @@ overlay only shows real tracking with a trained checkpoint). Nothing is download
     python benchmarks/predict_fps.py --smoke            # CPU check: debug model, 64x112, 6 frames
 
 Writes ``$OUT/predict_fps[_smoke].json`` when ``$OUT`` is set, else ``benchmarks/results/``, naming the machine.
+
+Performance on a GPU: not measured yet. ``benchmarks/gpu_suite.py`` measures this and every other issue-#16 GPU
+target in one prepared device run (its docstring has the command); quote only numbers from its JSONs.
 """
 
 from __future__ import annotations
