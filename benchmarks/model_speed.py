@@ -30,6 +30,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_suite
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -157,20 +158,10 @@ def descriptor_bench(cfg: ModelConfig, h: int, w: int, n: int, dev: torch.device
 
 
 def hf_model(smoke: bool, num_classes: int):
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
+    """The peer, built as the GPU suite builds it (one definition: ``gpu_suite.hf_model``)."""
+    from gpu_suite import hf_model as build
 
-    if smoke:
-        bb = ResNetConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128], embedding_size=16,
-                          layer_type="basic", out_features=["stage1", "stage2", "stage3", "stage4"])
-        cfg = Mask2FormerConfig(backbone_config=bb, use_pretrained_backbone=False, num_queries=10, decoder_layers=3,
-                                hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1,
-                                dim_feedforward=64, num_labels=num_classes, train_num_points=256)
-    else:
-        bb = ResNetConfig(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck",
-                          out_features=["stage1", "stage2", "stage3", "stage4"])
-        cfg = Mask2FormerConfig(backbone_config=bb, use_pretrained_backbone=False, num_queries=100,
-                                decoder_layers=10, num_labels=num_classes)
-    return Mask2FormerForUniversalSegmentation(cfg)
+    return build(smoke, num_classes)[0]
 
 
 def hf_train(smoke: bool, clip: Clip, num_classes: int, dev: torch.device, amp: bool, warmup: int, iters: int) -> dict:

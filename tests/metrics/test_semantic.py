@@ -31,8 +31,8 @@ def _naive_vc(gt, pred, n):
     return np.array(accs)
 
 
-def _naive_miou(gts, preds):
-    """The utils.py Evaluator definition: remap, one confusion matrix, mean over GT-present classes."""
+def _confusion(gts, preds):
+    """The Evaluator's confusion matrix: label 0 -> 255, then - 1 (VSPW's remap), rows GT, columns prediction."""
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES))
     for g, p in zip(gts, preds):
         g = g.astype(np.int64)
@@ -40,6 +40,12 @@ def _naive_miou(gts, preds):
         g = g - 1
         m = (g >= 0) & (g < NUM_CLASSES)
         cm += np.bincount(NUM_CLASSES * g[m] + p[m], minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, -1)
+    return cm
+
+
+def _naive_miou(gts, preds):
+    """The utils.py Evaluator definition: remap, one confusion matrix, mean over GT-present classes."""
+    cm = _confusion(gts, preds)
     with np.errstate(invalid="ignore"):
         iou = np.diag(cm) / (cm.sum(1) + cm.sum(0) - np.diag(cm))
     present = cm.sum(1) > 0
@@ -48,13 +54,7 @@ def _naive_miou(gts, preds):
 
 def _official_evaluator(gts, preds):
     """VSPW_baseline utils.py Evaluator + test.py, written out literally: (Acc, Acc_class, mIoU, fwIoU)."""
-    cm = np.zeros((NUM_CLASSES, NUM_CLASSES))
-    for g, p in zip(gts, preds):
-        g = g.astype(np.int64)
-        g[g == 0] = 255
-        g = g - 1
-        m = (g >= 0) & (g < NUM_CLASSES)
-        cm += np.bincount(NUM_CLASSES * g[m] + p[m], minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, -1)
+    cm = _confusion(gts, preds)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.diag(cm).sum() / cm.sum()
         acc_class = np.nanmean(np.diag(cm) / cm.sum(axis=1))
