@@ -360,11 +360,12 @@ def select_categories(categories: list[Category], thing_classes: int = 0, stuff_
 def synthetic_label_space(format: str, thing_classes: int = 0, stuff_classes: int = 0) -> tuple[int, int]:
     """(num_classes, num_thing_classes) that the reader gives a synthetic set of ``format`` drawn from the first
     ``thing_classes`` / ``stuff_classes`` classes (0 = all): what the model must be sized to. The writers list
-    the categories they draw from, except where the format fixes its label space (``FIXED_LABEL_SPACE``)."""
+    the categories they draw from, except where the format fixes its label space (``Format.label_space``)."""
     from gvseg.data import formats
 
-    if format in formats.FIXED_LABEL_SPACE:
-        return formats.FIXED_LABEL_SPACE[format]
+    fixed = formats.format_of(format).label_space
+    if fixed is not None:
+        return fixed
     cats = select_categories(formats.categories_for(format), thing_classes, stuff_classes)
     return len(cats), sum(c.isthing for c in cats)
 

@@ -90,9 +90,6 @@ FORMATS: dict[str, Format] = {
                     ytvos.OBJECT,  # the release keeps LVIS ids; synthetic BURST is class-agnostic
                     writer="BurstWriter", scorer="burst", headline="HOTA_all"),
 }
-# views of the table, for the callers that want one column
-READERS = {k: f.read for k, f in FORMATS.items()}
-FIXED_LABEL_SPACE = {k: f.label_space for k, f in FORMATS.items() if f.label_space is not None}
 
 
 def format_of(format: str) -> Format:
@@ -187,5 +184,5 @@ def categories_for(format: str) -> list[Category]:
 read_video = video.read_video
 iter_frames = video.iter_frames
 
-__all__ = ["DataError", "FORMATS", "Format", "format_of", "default_format", "READERS", "read_video", "iter_frames", "read_dataset", "load_frame", "load_annotation", "load_exemplars",
+__all__ = ["DataError", "FORMATS", "Format", "format_of", "default_format", "read_video", "iter_frames", "read_dataset", "load_frame", "load_annotation", "load_exemplars",
            "write_synthetic", "categories_for", "val_split"]
