@@ -1,4 +1,7 @@
-"""Time ``compute_descriptor``: the first implementation (baseline, copied below) vs the current one.
+"""Time ``compute_descriptor``: the first implementation, the previous one and the current one, interleaved.
+
+The first implementation (baseline, ``old``) is copied below; the previous one (``prev``, git 67a969e, before
+issue #17 item 2) is frozen in ``tests/model/descriptor_frozen.py``.
 
 Cases (100 masks each, default DescriptorConfig unless noted; the baseline runs its own fixed recipe):
   * ``pred_quarter_bool``: 100 bool masks at 180x320 (1/4 of 720p), ``downsample=1``: what the model does for
@@ -8,8 +11,8 @@ Cases (100 masks each, default DescriptorConfig unless noted; the baseline runs 
   * ``gt_train``: 100 bool GT masks at 480x832, the training path (``GvSeg._injector`` / ``target_descriptors``
     call it at the input resolution with ``contour_stride``): the current default stride, and stride 4.
 
-Old and new run interleaved (old, new, old, new, ...) so that load changes on a shared machine hit both;
-medians of wall time (``perf_counter``) and of CPU time (``process_time``). Writes
+Old, previous and new run interleaved (old, prev, new, old, prev, new, ...) so that load changes on a shared
+machine hit all of them; medians of wall time (``perf_counter``) and of CPU time (``process_time``). Writes
 ``benchmarks/results/descriptor_speed_<device>.json`` naming the machine.
 
     PYTHONPATH=platform python benchmarks/descriptor_speed.py [--device cuda|cpu] [--runs 30] [--threads 1]
@@ -39,6 +42,9 @@ sys.path.insert(0, str(ROOT / "platform"))
 
 from gvseg.config import DescriptorConfig  # noqa: E402
 from gvseg.model.descriptor import compute_descriptor  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests" / "model"))
+from descriptor_frozen import compute_descriptor as previous_descriptor  # noqa: E402  (git 67a969e, verbatim)
 
 # ------------------------------------------------------------------------------------------------ baseline
 
@@ -185,24 +191,35 @@ def main() -> None:
 
     groups = {
         "pred_quarter_bool": {"old": lambda: baseline_descriptor(pred, canvas_q, stride4, d_model, downsample=1),
+                              "prev": lambda: previous_descriptor(pred, canvas_q, cfg, d_model, downsample=1),
                               "new": lambda: compute_descriptor(pred, canvas_q, cfg, d_model, downsample=1)},
         "pred_quarter_prob": {"old": lambda: baseline_descriptor(prob, canvas_q, stride4, d_model, downsample=1),
+                              "prev": lambda: previous_descriptor(prob, canvas_q, cfg, d_model, downsample=1),
                               "new": lambda: compute_descriptor(prob, canvas_q, cfg, d_model, downsample=1)},
         "gt_train": {"old_stride4": lambda: baseline_descriptor(gt, canvas_gt, stride4, d_model),
+                     f"prev_stride{cfg.contour_stride}": lambda: previous_descriptor(gt, canvas_gt, cfg, d_model),
                      f"new_stride{cfg.contour_stride}": lambda: compute_descriptor(gt, canvas_gt, cfg, d_model),
+                     "prev_stride4": lambda: previous_descriptor(gt, canvas_gt, stride4, d_model),
                      "new_stride4": lambda: compute_descriptor(gt, canvas_gt, stride4, d_model)},
     }
     result = {"benchmark": "descriptor_speed", "machine": machine(device, args.threads), "num_masks": n,
               "config": {k: getattr(cfg, k) for k in ("angle_bins", "radius_bins", "num_points", "contour_stride",
                                                       "sampling", "binning", "angle_smooth", "outside_edge")},
-              "baseline": "first implementation (git 95a0e25), copied into this script", "warmup": warmup,
+              "baseline": "first implementation (git 95a0e25), copied into this script",
+              "previous": "the implementation before issue #17 item 2 (git 67a969e), tests/model/descriptor_frozen.py",
+              "warmup": warmup,
               "runs": runs, "target_ms": {"pred_quarter_bool": 10.0},
-              "host_syncs": {"new": "one: the nonzero that lists the contour pixels (data-dependent size)",
+              "host_syncs": {"new": "CUDA: one, the nonzero that lists the contour pixels (data-dependent size); "
+                                    "CPU also lists the rows near foreground first (no device to sync with)",
+                             "prev": "one: the nonzero that lists the contour pixels",
                              "old": "none (cumsum + searchsorted over every pixel instead)"},
               "cases": {}}
     for case, fns in groups.items():
         times = time_interleaved(fns, device, warmup, runs)
         result["cases"][case] = {k: summary(t) for k, t in times.items()}
+        prev, new = (next(k for k in times if k.startswith(p)) for p in ("prev", "new"))
+        result["cases"][case]["new_over_prev_cpu"] = round(
+            statistics.median(times[new]["cpu_ms"]) / statistics.median(times[prev]["cpu_ms"]), 3)
         line = "  ".join(f"{k} {summary(t)['median_wall_ms']:8.2f} ms (cpu {summary(t)['median_cpu_ms']:.2f})"
                          for k, t in times.items())
         print(f"{case:18s} {line}")

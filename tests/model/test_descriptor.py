@@ -1,8 +1,10 @@
 """Shape-position descriptor H (Eq. 3-4): shape/position properties, ΔH (Eq. 10) properties, edge cases,
-and the fast path against a slow reference of the same definition."""
+the fast path against a slow reference of the same definition, and against a frozen copy of the previous
+implementation (``descriptor_frozen.py``, git 67a969e) on a fixed synthetic set, on both CPU paths."""
 
 import math
 
+import descriptor_frozen
 import pytest
 import torch
 import torch.nn.functional as F
@@ -367,22 +369,162 @@ def test_fast_path_equals_slow_reference(cfg):
     assert torch.allclose(fast, reference(masks, sizes, cfg, D), atol=1e-5)
 
 
-def test_contour_pixels_chunked_equal_one_pass(monkeypatch):
-    masks = random_masks(5, 29, 31, seed=2).contiguous()
-    whole = descriptor._contour_pixels(masks)
+# ------------------------------------- the optimised module against a frozen copy of the one it replaced
+
+PATHS = {"rows": 1.0, "whole": -1.0}  # descriptor._ROWS_MAX_SHARE: CPU row gather always / never (the CUDA path)
+
+
+def synthetic_masks(h, w, seed):
+    """A fixed set [N, h, w] of the cases that matter: empty, one pixel (inside, corner), lines, border-touching,
+    full, a ring, two components, ellipses (some over the border) and blobby noise."""
+    g = torch.Generator().manual_seed(seed)
+    m = torch.zeros(20, h, w, dtype=torch.bool)  # m[0] stays empty
+    m[1, h // 2, w // 3] = True  # one pixel inside
+    m[2, 0, w - 1] = True  # one pixel in the corner
+    m[3, h // 3, 2:-2] = True  # horizontal line, 1 px
+    m[4, 1:-1, w // 2] = True  # vertical line, 1 px
+    m[5, : h // 2] = True  # band on the top border
+    m[6] = True  # the whole canvas
+    m[7, 2:-2, 2:-2], m[7, 5:-5, 5:-5] = True, False  # ring
+    m[8, 1:4, 1:4], m[8, -6:-1, -8:-2] = True, True  # two components
+    m[9] = torch.eye(h, w, dtype=torch.bool)  # diagonal, 8-connected only
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    for i in range(10, 16):  # ellipses, centres anywhere (some cut by the border)
+        cy, cx = float(torch.rand(1, generator=g)) * h, float(torch.rand(1, generator=g)) * w
+        ry, rx = 2 + float(torch.rand(1, generator=g)) * h / 3, 2 + float(torch.rand(1, generator=g)) * w / 3
+        m[i] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    m[16:] = random_masks(4, h, w, seed)
+    m[16] = m[17] & (xx > w / 2)  # blobs on one side only (rows without foreground on the other)
+    return m
+
+
+def sizes_for(n, h, w):
+    """Canvas (h, w) per mask: the full canvas, some smaller ones (padding) and one tiny one."""
+    sizes = torch.tensor([[h, w]] * n)
+    sizes[3], sizes[7], sizes[11] = torch.tensor([h - 5, w]), torch.tensor([h, w - 9]), torch.tensor([4, 4])
+    return sizes
+
+
+FROZEN_CFGS = {
+    "default": DescriptorConfig(),
+    "along": DescriptorConfig(sampling="along"),
+    "raster": DescriptorConfig(sampling="raster"),
+    "first": DescriptorConfig(**POINTS, contour_stride=4),
+    "stride3_ragged": DescriptorConfig(contour_stride=3),
+    "hard_bins_smooth2": DescriptorConfig(binning="hard", angle_smooth=2),
+    "lin_abs_hard_edge": DescriptorConfig(radius="lin_abs", outside_edge="hard", angle_smooth=0),
+    "objscale_12x6": DescriptorConfig(radius="log_objscale", angle_bins=12, radius_bins=6),
+    "two_angle_bins": DescriptorConfig(angle_bins=2, radius_bins=3),  # the [1, 2, 1] pass's roll fallback (u < 3)
+    "own_mask": DescriptorConfig(outside_ref="own_mask"),
+    "fg_union": DescriptorConfig(outside_ref="fg_union"),
+}
+
+
+def assert_same(new, old):
+    assert new.shape == old.shape and new.dtype == old.dtype
+    assert torch.isfinite(new).all()
+    assert (new - old).abs().max() <= 1e-6  # in practice bit-for-bit: the same float operations in the same order
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape", [(45, 80), (37, 53)], ids=["w8", "ragged"])  # 64-bit word rows, and not
+@pytest.mark.parametrize("name", FROZEN_CFGS)
+def test_fast_path_equals_frozen_previous_implementation(name, shape, path, monkeypatch):
+    monkeypatch.setattr(descriptor, "_ROWS_MAX_SHARE", PATHS[path])
+    cfg, (h, w) = FROZEN_CFGS[name], shape
+    masks = synthetic_masks(h, w, seed=h)
+    sizes = sizes_for(len(masks), h, w)
+    assert_same(compute_descriptor(masks, sizes, cfg, D), descriptor_frozen.compute_descriptor(masks, sizes, cfg, D))
+    prob = masks.float() * 0.8 + 0.1  # probabilities, thresholded inside, at the model's 1/4 (no pooling)
+    assert_same(compute_descriptor(prob, sizes, cfg, D, downsample=1),
+                descriptor_frozen.compute_descriptor(prob, sizes, cfg, D, downsample=1))
+    union = masks[16] | masks[1]  # an explicit union (fg_union reads it; the others ignore it)
+    assert_same(compute_descriptor(masks, sizes, cfg, D, union=union),
+                descriptor_frozen.compute_descriptor(masks, sizes, cfg, D, union=union))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 16), (7, 1), (2, 2), (3, 3), (4, 24), (0, 8)])
+def test_fast_path_equals_frozen_on_tiny_canvases(shape, path, monkeypatch):
+    monkeypatch.setattr(descriptor, "_ROWS_MAX_SHARE", PATHS[path])
+    h, w = shape
+    g = torch.Generator().manual_seed(h * 31 + w)
+    masks = torch.rand(6, h, w, generator=g) < torch.tensor([0.0, 0.2, 0.5, 0.8, 1.0, 0.5]).view(6, 1, 1)
+    sizes = torch.tensor([[max(h, 1), max(w, 1)]] * 6)
+    for cfg in (DescriptorConfig(), DescriptorConfig(sampling="along"), DescriptorConfig(**POINTS, contour_stride=4)):
+        assert_same(compute_descriptor(masks, sizes, cfg, D), descriptor_frozen.compute_descriptor(masks, sizes, cfg, D))
+
+
+@pytest.mark.parametrize("frames", [1, 3], ids=["T1", "T3"])
+@pytest.mark.parametrize("name", ["default", "first", "fg_union"])
+def test_target_descriptors_equal_frozen(frames, name):
+    cfg, (h, w) = FROZEN_CFGS[name], (45, 80)
+    pool = synthetic_masks(h, w, seed=5)
+    m_a = torch.stack([pool[(i + 3 * t) % 20] for i in range(12) for t in range(frames)]).view(12, frames, h, w)
+    m_b = torch.stack([pool[(7 * i + t) % 20] for i in range(5) for t in range(frames)]).view(5, frames, h, w)
+    tgs = [Targets(masks=m, labels=torch.zeros(len(m), dtype=torch.int64), ids=torch.arange(len(m)),
+                   isthing=torch.ones(len(m), dtype=torch.bool)) for m in (m_a, m_b)]
+    sizes = torch.tensor([[h, w], [h - 6, w - 16]])
+    new = target_descriptors(tgs, sizes, cfg, D)
+    old = descriptor_frozen.target_descriptors(tgs, sizes, cfg, D)
+    assert len(new) == len(old) == 2
+    for a, b in zip(new, old):
+        assert_same(a, b)
+
+
+def test_fast_path_equals_frozen_with_int64_moments_and_offset_views():
+    """A 64 x 4104 canvas needs int64 centroid sums (2 h w^2 >= 2^31); masks sliced out of a bigger stack start
+    at a storage offset that is not a whole 64-bit word (the occupancy falls back to bytes)."""
+    cfg = DescriptorConfig()
+    wide = torch.zeros(2, 64, 4104, dtype=torch.bool)
+    wide[0, 10:50, 100:4000] = True
+    wide[1, 0, :] = True
+    sizes = torch.tensor([[64, 4104]] * 2)
+    assert_same(compute_descriptor(wide, sizes, cfg, D), descriptor_frozen.compute_descriptor(wide, sizes, cfg, D))
+    stack = synthetic_masks(9, 16, seed=2)  # 144 pixels a mask: stack[1:] starts at byte 144, stack[3:] at 432
+    for part in (stack[1:], stack[3:], stack[5:12]):
+        sizes = torch.tensor([[9, 16]] * len(part))
+        assert_same(compute_descriptor(part, sizes, cfg, D), descriptor_frozen.compute_descriptor(part, sizes, cfg, D))
+
+
+def test_floor_div_in_float32_is_exact_up_to_its_bound():
+    for d in (1, 3, 7, 320, 4097, 65521):
+        bound = 2 ** 24 - d
+        top = torch.arange(max(bound - 300_000, 0), bound, dtype=torch.int32)
+        ends = (torch.arange(1, bound // d + 1, dtype=torch.int64) * d - 1).to(torch.int32)  # q = a*d + d - 1
+        for q in (top, ends, torch.arange(0, min(bound, 100_000), dtype=torch.int32)):
+            assert torch.equal(descriptor._floor_div(q, d, bound), torch.div(q, d, rounding_mode="floor"))
+    for d in (1, 3, 7):  # beyond float32's exact range the integer division must take over
+        q = torch.arange(2 ** 25 - 20_000, 2 ** 25, dtype=torch.int32)
+        assert torch.equal(descriptor._floor_div(q, d, 2 ** 25), torch.div(q, d, rounding_mode="floor"))
+    q = torch.tensor([2 ** 24, 2 ** 30 + 5])
+    assert torch.equal(descriptor._floor_div(q, 3, 2 ** 31), q // 3)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_contour_list_chunked_equals_one_pass_and_the_definition(path, monkeypatch):
+    monkeypatch.setattr(descriptor, "_ROWS_MAX_SHARE", PATHS[path])
+    masks = torch.cat([random_masks(5, 29, 32, seed=2), synthetic_masks(29, 32, seed=4)]).contiguous()
+    n, h, w = masks.shape
+    whole = descriptor._contour_list(masks)
     monkeypatch.setattr(descriptor, "_CPU_CHUNK", 40)  # many chunks, cut mid-row
-    chunked = descriptor._contour_pixels(masks)
+    chunked = descriptor._contour_list(masks)
     bg = F.max_pool2d(F.pad((~masks).float()[:, None], (1, 1, 1, 1), value=1.0), 3, stride=1)[:, 0] > 0
-    expected = (masks & bg).view(-1).nonzero().squeeze(1)
-    assert torch.equal(whole, expected) and torch.equal(chunked, expected)
+    obj, y, x = (masks & bg).nonzero().unbind(1)  # raster order
+    padded = F.pad(masks, (1, 1))
+    left, right = padded[obj, y, x], padded[obj, y, x + 2]
+    for got in (whole, chunked):
+        for a, b in zip(got, (obj, y, x)):
+            assert torch.equal(a.long(), b)
+        assert torch.equal(got[3] | (x == 0), left | (x == 0))  # left / right are read only inside the row
+        assert torch.equal(got[4] | (x == w - 1), right | (x == w - 1))
 
 
 def test_centroid_from_run_ends_is_exact():
     masks = random_masks(6, 23, 41, seed=3).contiguous()
-    idx = descriptor._contour_pixels(masks)
     n, h, w = masks.shape
-    obj, y, x = idx // (h * w), idx % (h * w) // w, idx % w
-    area, cx, cy = descriptor._centroids(masks, idx, obj, y, x)
+    obj, y, x, left, right = descriptor._contour_list(masks)
+    area, cx, cy = descriptor._centroids(obj, y, x, left, right, n, h, w)
     assert torch.equal(area, masks.flatten(1).sum(1).double())
     for i in range(n):
         if area[i] > 0:
