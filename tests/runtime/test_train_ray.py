@@ -1,8 +1,10 @@
 """Ray Train: 2 CPU workers (gloo DDP) over Ray Data shards; a killed worker resumes; a re-run resumes, past a
-torn latest checkpoint; every metric step is logged once; embedded Ray listens on loopback only."""
+torn latest checkpoint; every metric step is logged once; embedded Ray listens on loopback only and refuses
+requests without its token."""
 
 import ipaddress
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -56,6 +58,38 @@ def test_embedded_ray_listens_on_loopback_only(ray_local):
             continue
     assert any(name == "raylet" for name, _, _ in listening)
     assert not [x for x in listening if not _loopback(x[1])]
+
+
+def test_embedded_ray_refuses_requests_without_the_token(ray_local):
+    """Token auth is on in the embedded Ray: its GCS answers only a request that carries the token, and the
+    token is in none of its logs or process environments (Ray got the file's path)."""
+    import grpc
+    import psutil
+    import ray
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    assert get_authentication_mode() == AuthenticationMode.TOKEN
+    token = Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text().strip()  # tests/conftest.py's
+    stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(grpc.insecure_channel(ray.get_runtime_context().gcs_address))
+    for metadata in (None, (("authorization", "Bearer wrong-" + token),)):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.GetAllNodeInfo(gcs_service_pb2.GetAllNodeInfoRequest(), metadata=metadata, timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    reply = stub.GetAllNodeInfo(gcs_service_pb2.GetAllNodeInfoRequest(),
+                                metadata=(("authorization", "Bearer " + token),), timeout=10)
+    assert len(reply.node_info_list) == 1
+
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    assert not [p for p in session.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    environs = []
+    for p in psutil.Process().children(recursive=True):  # GCS, raylet, workers (agents' setproctitle blanks theirs)
+        try:
+            environs += [p.environ()] if p.environ() else []
+        except psutil.Error:
+            continue
+    assert len(environs) >= 2 and all(env.get("RAY_AUTH_MODE") == "token" for env in environs)
+    assert not [env for env in environs if token in json.dumps(env)]
 
 
 def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path):
