@@ -1,5 +1,8 @@
 """The one way gvseg starts or joins Ray: a cluster at ``address``, or an embedded instance on loopback only,
-with token authentication on."""
+with token authentication on, that ends with its driver even when the driver is SIGKILLed.
+
+``python -m gvseg.runtime.ray_init DRIVER_PID DRIVER_SID SINCE SESSION_DIR [TOKEN_DIR]`` is that watchdog
+(:func:`watch`)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ import atexit
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +43,7 @@ def init_embedded(num_cpus: int, **kwargs: Any) -> None:
     when ``ray`` is imported (``ray_constants.ENABLE_RAY_CLUSTER``). Set both for the start, then restore
     them and the auth variables: a later ``ray.init(address=...)`` to a real cluster must pick the node's
     real IP and token. Ray's daemons keep the environment they started with, and this process keeps the
-    token Ray cached."""
+    token Ray cached. A watchdog (:func:`watch`) stops what is left of the instance when this process dies."""
     import ray
     from ray._private import ray_constants
 
@@ -47,7 +53,7 @@ def init_embedded(num_cpus: int, **kwargs: Any) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         _reload_auth()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **{"log_to_driver": True, **kwargs})
+        context = ray.init(num_cpus=num_cpus, include_dashboard=False, **{"log_to_driver": True, **kwargs})
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
         for key, value in saved_env.items():
@@ -55,6 +61,8 @@ def init_embedded(num_cpus: int, **kwargs: Any) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    token = env.get("RAY_AUTH_TOKEN_PATH")
+    _start_watchdog(context.address_info["session_dir"], os.path.dirname(token) if token else None)
 
 
 def _auth_env() -> dict[str, str]:
@@ -98,3 +106,96 @@ def _reload_auth() -> None:
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+# ----------------------------------------------------------------------------------------------- watchdog
+
+_WATCHDOGS: list[subprocess.Popen] = []  # held so that no ResourceWarning fires while they wait
+
+
+def _start_watchdog(session_dir: str, token_dir: str | None) -> None:
+    """Start :func:`watch` for this process and the Ray session it just started, in a session of its own
+    (a Ctrl-C or a kill of the driver's process group does not reach it). Its log: the session's logs/."""
+    import psutil
+
+    src = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    me = os.getpid()
+    args = [sys.executable, "-m", "gvseg.runtime.ray_init", str(me), str(os.getsid(me)),
+            repr(psutil.Process(me).create_time()), session_dir, *filter(None, [token_dir])]
+    with open(os.path.join(session_dir, "logs", "gvseg_watchdog.log"), "ab") as log:
+        _WATCHDOGS.append(subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                           start_new_session=True, close_fds=True))
+
+
+def watch(driver_pid: int, sid: int, since: float, session_dir: str, token_dir: str | None = None) -> list[str]:
+    """Wait for the driver ``driver_pid`` (this process's parent; in session ``sid``, started at ``since``)
+    to exit, then stop every process left of its embedded Ray session and remove its token dir. Returns
+    what it stopped.
+
+    Why: on Linux Ray ties the GCS, raylet, log monitor and dashboard to the driver with
+    ``PR_SET_PDEATHSIG`` (they are its children), but the raylet's own children, the DashboardAgent and
+    RuntimeEnvAgent, only poll for the raylet; when it is gone they report that through the GCS, which died
+    too, and hang there for good (seen with Ray 2.60 after a SIGKILLed ``gvseg train``). A death signal set
+    by the driver cannot reach grandchildren, and the agents blank their command lines and environments
+    (setproctitle), so they are found by what they still carry: a process of this user, started after the
+    driver, in the driver's session (``getsid``: Ray's processes inherit it; this watchdog has its own)
+    that names the session dir in its command line or has a file under it open (its logs). The driver is
+    awaited with a pidfd, without polling; the parent check makes a driver that exited before the pidfd
+    was opened count as gone."""
+    import contextlib
+    import select
+    import signal
+
+    import psutil
+
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        fd = os.pidfd_open(driver_pid)
+        if os.getppid() == driver_pid:
+            select.select([fd], [], [])
+        os.close(fd)
+    except (AttributeError, OSError):  # no pidfd (old kernel) or already gone: poll for reparenting
+        while os.getppid() == driver_pid:
+            time.sleep(0.5)
+
+    stopped: list[str] = []
+    for _ in range(3):  # a raylet dying just now may still have started a worker
+        left = _session_processes(session_dir, sid, since)
+        if not left:
+            break
+        stopped += [f"{p.pid} {p.info['name']}" for p in left]
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(left, timeout=3)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=3)
+    if token_dir:
+        shutil.rmtree(token_dir, ignore_errors=True)
+    if stopped:
+        print(f"gvseg watchdog: driver {driver_pid} exited; stopped {', '.join(stopped)}", flush=True)
+    return stopped
+
+
+def _session_processes(session_dir: str, sid: int, since: float) -> list:
+    import psutil
+
+    prefix, uid = session_dir.rstrip("/") + "/", os.getuid()
+    found = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            if os.getsid(p.pid) != sid or p.uids().real != uid or p.create_time() < since:
+                continue
+            if session_dir in " ".join(p.cmdline()) or any(f.path.startswith(prefix) for f in p.open_files()):
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], *sys.argv[5:6])
