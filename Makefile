@@ -23,11 +23,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The main job: synthetic VIPSeg-format data -> 2-worker Ray Train (gloo, CPU) -> VPQ/STQ -> MLflow (./mlflow.db).
+# Its embedded Ray runs with token auth, on a fresh token of its own (gvseg/runtime/ray_init.py).
 demo: install
-	RAY_AUTH_MODE=disabled $(VENV)/bin/gvseg train tasks/vps_vipseg.py:debug --workers 2
+	$(VENV)/bin/gvseg train tasks/vps_vipseg.py:debug --workers 2
 
 test: install
-	RAY_AUTH_MODE=disabled $(PY) -m pytest -q
+	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check platform tests tasks sweeps benchmarks

@@ -3,7 +3,7 @@
 No Ray instance: the `ray up` YAML is checked against the JSON schema shipped inside the installed ray
 package (and by the same prepare/validate functions `ray up` runs); the KubeRay and MLflow manifests are
 checked for one image, one set of pins, one entrypoint, token auth, shared checkpoint storage and no
-literal secrets.
+literal secrets; the NetworkPolicy by evaluating its rules for the pods the specs create.
 """
 
 import importlib.util
@@ -182,6 +182,67 @@ def test_checkpoints_go_to_the_shared_volume_on_every_node(raycluster):
         assert any(storage.startswith(m.rstrip("/") + "/") for m in mounts), (storage, mounts)
 
 
+# -------------------------------------------------------------------------------------- NetworkPolicy
+
+CLIENT = {"gvseg/ray-client": "true"}
+OPERATOR = {"app.kubernetes.io/name": "kuberay-operator"}
+
+
+def _matches(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, selector  # matchExpressions would need more than this check
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _admits(policies: list[dict], pod: dict, source: dict, port: int) -> bool:
+    """Whether NetworkPolicy semantics let a pod of this namespace labelled ``source`` open ``port`` on ``pod``:
+    the union of the ingress rules of every policy that selects the pod (open if none does)."""
+    chosen = [p["spec"] for p in policies if _matches(p["spec"]["podSelector"], pod)]
+    if not chosen:
+        return True
+    for spec in chosen:
+        assert spec["policyTypes"] == ["Ingress"]
+        for rule in spec.get("ingress", []):
+            for peer in rule.get("from", []):
+                assert set(peer) == {"podSelector"}, peer  # same namespace only: no namespace or IP blocks
+            peers = rule.get("from")
+            if peers is not None and not any(_matches(peer["podSelector"], source) for peer in peers):
+                continue
+            if "ports" not in rule or any(q["port"] == port and q["protocol"] == "TCP" for q in rule["ports"]):
+                return True
+    return False
+
+
+def test_networkpolicy_opens_the_head_to_clients_only_and_denies_the_rest(raycluster, rayjob):
+    docs = _docs("networkpolicy.yaml")
+    assert {d["kind"] for d in docs} == {"NetworkPolicy"} and all("namespace" not in d["metadata"] for d in docs)
+    spec = raycluster["spec"]
+    # the pods as KubeRay labels them: the templates' labels plus ray.io/cluster and ray.io/node-type
+    head = {**spec["headGroupSpec"]["template"]["metadata"]["labels"], "ray.io/cluster": "gvseg",
+            "ray.io/node-type": "head"}
+    (group,) = spec["workerGroupSpecs"]
+    worker = {**group["template"]["metadata"]["labels"], "ray.io/cluster": "gvseg", "ray.io/node-type": "worker"}
+    submitter = rayjob["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    # A default deny: a policy selecting every Ray pod with no ingress rule at all.
+    assert [d for d in docs if not d["spec"].get("ingress") and _matches(d["spec"]["podSelector"], head)
+            and _matches(d["spec"]["podSelector"], worker)]
+    for d in docs:  # every policy selects Ray pods, by the label both specs' pod templates carry
+        assert _matches(d["spec"]["podSelector"], head) and not _matches(d["spec"]["podSelector"], CLIENT)
+
+    stranger = {"app": "something-else"}
+    ray_ports = [6379, 8265, 10001, 52365, 8080, 8076, 10002, 19999, 45678]
+    for pod in (head, worker):  # the Ray pods reach each other on every port
+        for source in (head, worker):
+            assert all(_admits(docs, pod, source, port) for port in ray_ports)
+    for port in ray_ports:  # strangers get nowhere; a worker is reachable from Ray pods only
+        assert not _admits(docs, head, stranger, port) and not _admits(docs, worker, stranger, port)
+        assert not _admits(docs, worker, CLIENT, port) and not _admits(docs, worker, OPERATOR, port)
+    # 8265 and 10001 from the client label only (plus the operator's status polls on 8265), nothing else
+    for client in (CLIENT, submitter, {**CLIENT, "app": "laptop-proxy"}):
+        assert [p for p in ray_ports if _admits(docs, head, client, p)] == [8265, 10001]
+    assert [p for p in ray_ports if _admits(docs, head, OPERATOR, p)] == [8265]
+    assert not _admits(docs, head, {"gvseg/ray-client": "false"}, 8265)
+
+
 # ------------------------------------------------------------------------------------------- MLflow
 
 
@@ -199,7 +260,7 @@ def test_mlflow_server_manifest_serves_the_uri_the_runs_use():
 
 
 def test_no_literal_secrets_in_any_manifest():
-    for name in ["raycluster.yaml", "rayjob.yaml", "mlflow-server.yaml"]:
+    for name in ["raycluster.yaml", "rayjob.yaml", "mlflow-server.yaml", "networkpolicy.yaml"]:
         for doc in _docs(name):
             text = json.dumps(doc)
             for env in re.findall(r'\{"name": "([A-Z_]*(?:PASSWORD|SECRET|TOKEN|KEY)[A-Z_]*)", "value"', text):

@@ -13,6 +13,8 @@ import secrets
 import sys
 import time
 import tomllib
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -206,12 +208,16 @@ def _set_args(sets: list[str]) -> list[str]:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_submit_a_training_job_to_a_real_head_and_find_its_run_in_mlflow(vipseg_root, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+def test_submit_a_training_job_to_a_real_head_and_find_its_run_in_mlflow(vipseg_root, tmp_path, capsys):
     server = MlflowServer(tmp_path)
     head = None
     try:
-        head = RayHead(RAY_AUTH_MODE="disabled")
+        # Token auth as on a cluster, on tests/conftest.py's token: this client, the head and the job's driver
+        # all find it through RAY_AUTH_TOKEN_PATH.
+        head = RayHead()
+        with pytest.raises(urllib.error.HTTPError) as refused:  # without the token: 401
+            urllib.request.urlopen(f"{head.address}/api/jobs/", timeout=10)
+        assert refused.value.code == 401
         port = server.uri.rsplit(":", 1)[1]
         storage = tmp_path / "shared" / "runs"
         # Tracking URI and storage come from the runtime env (the cluster's environment), not the config;

@@ -1,12 +1,22 @@
 """Ray Train: 2 CPU workers (gloo DDP) over Ray Data shards; a killed worker resumes; a re-run resumes, past a
-torn latest checkpoint; every metric step is logged once; embedded Ray listens on loopback only."""
+torn latest checkpoint; every metric step is logged once; embedded Ray listens on loopback only, refuses
+requests without its token, and leaves no process behind when its driver is SIGKILLed."""
 
 import ipaddress
 import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
+from live_services import _session_pids, _stop
 
 from gvseg import checkpoint
 from gvseg.config import apply_overrides
@@ -14,7 +24,8 @@ from gvseg.runtime.ray_init import init_embedded
 from gvseg.runtime.ray_train import run_dir, run_train
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-PLATFORM = Path(__file__).resolve().parents[2] / "platform"
+ROOT = Path(__file__).resolve().parents[2]
+PLATFORM = ROOT / "platform"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +69,38 @@ def test_embedded_ray_listens_on_loopback_only(ray_local):
     assert not [x for x in listening if not _loopback(x[1])]
 
 
+def test_embedded_ray_refuses_requests_without_the_token(ray_local):
+    """Token auth is on in the embedded Ray: its GCS answers only a request that carries the token, and the
+    token is in none of its logs or process environments (Ray got the file's path)."""
+    import grpc
+    import psutil
+    import ray
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    assert get_authentication_mode() == AuthenticationMode.TOKEN
+    token = Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text().strip()  # tests/conftest.py's
+    stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(grpc.insecure_channel(ray.get_runtime_context().gcs_address))
+    for metadata in (None, (("authorization", "Bearer wrong-" + token),)):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.GetAllNodeInfo(gcs_service_pb2.GetAllNodeInfoRequest(), metadata=metadata, timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    reply = stub.GetAllNodeInfo(gcs_service_pb2.GetAllNodeInfoRequest(),
+                                metadata=(("authorization", "Bearer " + token),), timeout=10)
+    assert len(reply.node_info_list) == 1
+
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    assert not [p for p in session.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    environs = []
+    for p in psutil.Process().children(recursive=True):  # GCS, raylet, workers (agents' setproctitle blanks theirs)
+        try:
+            environs += [p.environ()] if p.environ() else []
+        except psutil.Error:
+            continue
+    assert len(environs) >= 2 and all(env.get("RAY_AUTH_MODE") == "token" for env in environs)
+    assert not [env for env in environs if token in json.dumps(env)]
+
+
 def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path):
     cfg = apply_overrides(tiny_cfg, [
         "runtime.num_workers=2", "runtime.max_failures=1", "train.max_iters=6",
@@ -88,3 +131,65 @@ def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path
     assert second.data.tags["checkpoint_fallback"].startswith("resumed from step_0000004")
     assert [m.step for m in client.get_metric_history(second.info.run_id, "loss")] == [5, 6, 7, 8]
     _unique_series(client, second)
+
+
+def _wait_for(predicate, timeout_s: float, what: str, proc=None) -> float:
+    """Seconds until ``predicate()`` held; fails after ``timeout_s`` or when ``proc`` ended first."""
+    t0 = time.monotonic()
+    while not predicate():
+        assert proc is None or proc.poll() is None, f"the driver exited ({proc.returncode}) before {what}"
+        assert time.monotonic() - t0 < timeout_s, f"no {what} after {timeout_s:.0f} s"
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+def test_sigkilled_driver_leaves_no_ray_process_and_the_rerun_finishes(vipseg_root, tmp_path):
+    """`gvseg train` (embedded Ray, no token configured) is SIGKILLed after its first checkpoint: its Ray
+    session's processes (found by session id, or by its temp dir in their command line: the watchdog) and
+    its token dir are gone within 20 s. The same command then resumes and ends FINISHED, each step once."""
+    short = tempfile.mkdtemp(prefix="gvk")  # Ray's temp dir (TMPDIR): unix socket paths are capped
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS", "MLFLOW_TRACKING"))}
+    env.update(TMPDIR=short, HOME=str(tmp_path / "home"), PYTHONPATH=str(PLATFORM))
+    sets = [f"data.root={vipseg_root}", "data.synthetic=false", "data.min_size=(48,)", "data.test_size=48",
+            "train.max_iters=4", "train.batch_size=2", "train.checkpoint_every=2", "train.log_every=1",
+            "train.lr_steps=(100,)", "loss.num_points=64", "model.decoder.num_layers=2", "runtime.num_workers=1",
+            f"runtime.storage_path={tmp_path}/runs", f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+            "tracking.run_name=killed", "tracking.log_system_metrics=false", "tracking.registered_model="]
+    cmd = [sys.executable, "-m", "gvseg.cli", "train", f"{ROOT}/tasks/vps_vipseg.py:debug",
+           *[a for x in sets for a in ("--set", x)]]
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - closed in finally
+    drivers = []
+    try:
+        driver = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        drivers.append(driver)
+        first = tmp_path / "runs" / "killed" / "step_0000002"
+        trained = _wait_for(first.exists, 150, "first checkpoint", driver)
+        (token,) = Path(short).glob("gvseg-ray-auth-*/token")  # generated: none was configured
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600 and not (tmp_path / "home" / ".ray").exists()
+        assert _session_pids(driver.pid, short)  # GCS, raylet, agents, workers, the watchdog
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as the OOM killer or `kill -9 PID` would
+        driver.wait()
+        gone = _wait_for(lambda: not _session_pids(driver.pid, short), 20, "clean-up")
+        assert not list(Path(short).glob("gvseg-ray-auth-*"))
+
+        rerun = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        drivers.append(rerun)
+        t0 = time.monotonic()
+        assert rerun.wait(timeout=240) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+        _wait_for(lambda: not _session_pids(rerun.pid, short), 20, "clean-up after a normal exit")
+        print(f"first checkpoint after {trained:.0f} s, Ray gone {gone:.1f} s after the SIGKILL, "
+              f"re-run {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    finally:
+        log.close()
+        for d in drivers:
+            _stop(d.pid, short)
+        shutil.rmtree(short, ignore_errors=True)
+    text = (tmp_path / "driver.log").read_text()
+    assert "resum" in text.lower(), text[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("gvseg").experiment_id])  # the same run, continued
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
+    _unique_series(client, run)

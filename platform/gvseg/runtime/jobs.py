@@ -25,7 +25,7 @@ every node explicitly. The token is read from ``RAY_AUTH_TOKEN``,
 else the file ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token`` (Ray's own order, see
 ``ray/_private/authentication``) and sent as ``Authorization: Bearer <token>`` on every request, the
 header the dashboard's token middleware checks (``http_token_authentication.py``). With no token the
-request goes without it, which an auth-disabled head (tests) accepts and an auth-enabled one rejects with
+request goes without it, which an auth-disabled head accepts and an auth-enabled one rejects with
 a message naming the fix.
 
 Errors (unreachable head, unknown job id, bad runtime-env file) raise ``JobError`` naming the address,
