@@ -20,8 +20,10 @@ Runs, each its own process on one thread (``--jobs`` at a time), each a shipped 
                                     the default).
   * vis, vss, evs (seed 0)          the task recipes.
 The vps/gvseg checkpoints are also scored with ``association.thing_cues`` = appearance and position (Table 4d,
-inference only, same weights), on the plain val set and on the look-alike one. Ground-truth baselines (``gvseg.baselines``: ids re-drawn every clip; copy
-the first frame) go through the same writers and metrics.
+inference only, same weights), on the plain val set and on the look-alike one, with the identity switches
+counted directly (:func:`identity_switches`: inside a clip vs across clip boundaries). Ground-truth
+baselines (``gvseg.baselines``: ids re-drawn every clip; copy the first frame) go through the same writers and
+metrics.
 
 Output: ``benchmarks/results/learning_<tag>.json`` (machine, settings, every metric, per-seed numbers, the
 mechanism counters of training and inference, and each target met or missed) and ``learning_<tag>.png``
@@ -134,7 +136,50 @@ def score(cfg, model, spec: dict) -> dict:
             c = apply_overrides(cfg, [f"model.association.thing_cues={cue}"] + ([f"data.root={root}",
                                 "data.synth.lookalike=true"] if root else []))
             results[prefix + cue], _ = evaluate_split(model, c, out / f"eval_{prefix}{cue}", progress=False)
+            if cfg.model.task == "vps":  # where identities are lost: inside a clip or at the tracker
+                results[prefix + cue]["idsw"] = identity_switches(Path(root or cfg.data.root), out / f"eval_{prefix}{cue}",
+                                                                  cfg.model.association.clip_frames)
     return results
+
+
+def identity_switches(gt_root: Path, pred_dir: Path, clip_frames: int) -> dict:
+    """Association errors counted directly (MOT's IDSW on the VPQ TP rule): per frame, a GT thing and a
+    predicted segment of its class with IoU > 0.5 are a match; along each GT thing's matched frames, a change
+    of predicted id between consecutive matches is a switch. Split by where it happens: between two frames
+    of one clip (the queries lost the object: segmentation) or across a clip boundary (the tracker's Eq. 6
+    matching, Table 4d)."""
+    import numpy as np
+
+    from gvseg.metrics import panoptic_io as pio
+
+    gt_json = gt_root / "panoptic_gt_VIPSeg_val.json"
+    split = pio.load_vipseg(gt_root, pred_dir, gt_json=str(gt_json), gt_png_dir=str(gt_root / "panomasksRGB"))
+    thing = {c["id"] for c in split.categories if c["isthing"]}
+    n = {"transitions_within_clip": 0, "switches_within_clip": 0, "transitions_across_clips": 0,
+         "switches_across_clips": 0, "gt_thing_frames": 0, "matched_thing_frames": 0}
+    for v in split.videos:
+        last: dict[int, tuple[int, int]] = {}  # GT id -> (frame, predicted id) of its last match
+        for t, (gt_png, pred_png) in enumerate(zip(v.gt_paths, v.pred_paths)):
+            g, p = pio.read_id_png(gt_png), pio.read_id_png(pred_png)
+            gi, pi, inter = pio.pair_counts(g, p)  # [K] joint histogram
+            gcat = {s["id"]: s["category_id"] for s in v.gt_segments[t] if s["category_id"] in thing}
+            pcat = {s["id"]: s["category_id"] for s in v.pred_segments[t]}
+            ids_g, area_g = np.unique(g, return_counts=True)
+            ids_p, area_p = np.unique(p, return_counts=True)
+            union = area_g[np.searchsorted(ids_g, gi)] + area_p[np.searchsorted(ids_p, pi)] - inter
+            same = np.array([gcat.get(a, -1) == pcat.get(b, -2) for a, b in zip(gi, pi)], bool)
+            match = {int(a): int(b) for a, b in zip(gi[same & (inter > 0.5 * union)], pi[same & (inter > 0.5 * union)])}
+            n["gt_thing_frames"] += sum(int(k in ids_g) for k in gcat)
+            n["matched_thing_frames"] += len(match)
+            for gid, pid in match.items():
+                if gid in last:
+                    where = "within_clip" if last[gid][0] // clip_frames == t // clip_frames else "across_clips"
+                    n[f"transitions_{where}"] += 1
+                    n[f"switches_{where}"] += int(last[gid][1] != pid)
+                last[gid] = (t, pid)
+    for where in ("within_clip", "across_clips"):
+        n[f"switch_rate_{where}"] = n[f"switches_{where}"] / n[f"transitions_{where}"] if n[f"transitions_{where}"] else float("nan")
+    return n
 
 
 def rescore_one(spec: dict) -> dict:
@@ -198,6 +243,12 @@ def summarise(runs: list[dict], baselines: dict, s: dict) -> dict:
         for prefix, key in ((look, "association_ablation_vpq6_thing"), ("", "association_ablation_plain_vpq6_thing")):
             out[key] = {c: mean_sd([m[prefix + c].get("vpq_6_thing", float("nan")) for m in g.values()])
                         for c in CUES}
+            out[key]["switch_rate_across_clips"] = {c: mean_sd([m[prefix + c]["idsw"]["switch_rate_across_clips"]
+                                                                for m in g.values() if "idsw" in m[prefix + c]])
+                                                    for c in CUES}
+            out[key]["switches_across_clips_of_transitions"] = {  # summed over seeds: how many events there were
+                c: [sum(m[prefix + c]["idsw"][f"{k}_across_clips"] for m in g.values() if "idsw" in m[prefix + c])
+                    for k in ("switches", "transitions")] for c in CUES}
             out[key]["spa_minus_appearance"] = mean_sd([m[prefix + "spa"]["vpq_6_thing"]
                                                         - m[prefix + "appearance"]["vpq_6_thing"] for m in g.values()])
             out[key]["val_set"] = "lookalike" if prefix else "plain"

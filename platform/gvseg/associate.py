@@ -19,6 +19,7 @@ Call it once per clip, in order; track ids start at 1 and are never reused.
   descriptor = the last frame of the last matched clip.
 * Stuff (and every VSS query): identity = class, one track per class for the whole video, no SPA.
   ``spa_stuff=True`` (Table 4d row 3) matches stuff like things instead, but only within the same class.
+* ``thing_class_gate=True``: a thing track continues only as a query of the class it last had.
 * ``state_dict()`` / ``load_state_dict()`` hold everything needed to resume a stream (CPU tensors + ints).
 * Q = 0 or nothing kept: returns an empty / all -1 tensor and only ages the live tracks.
 """
@@ -104,7 +105,8 @@ class Tracker:
         for query_mask, stuff_pool, cues in pools:
             qi = torch.nonzero(query_mask).flatten()  # this pool's queries
             ti = torch.nonzero(self.stuff == stuff_pool).flatten() if self.num_live else torch.zeros(0, dtype=torch.int64)
-            pairs = self._match(emb[qi], d_first[qi], labels[qi], ti, cues, gate_class=stuff_pool)
+            pairs = self._match(emb[qi], d_first[qi], labels[qi], ti, cues,
+                                gate_class=stuff_pool or self.cfg.thing_class_gate)
             taken = torch.zeros(qi.numel(), dtype=torch.bool)
             for a, b in pairs:  # track ti[a] continues as query qi[b]
                 t, i = int(ti[a]), int(qi[b])

@@ -142,6 +142,11 @@ class AssociationConfig:
     max_missing_clips: int = 5  # a track unseen this long is retired
     match_threshold: float = 0.2  # min affinity S_ij (cosine) to continue a track; below it a new track starts
     memory_momentum: float = 0.0  # track embedding memory: m <- mom*m + (1-mom)*q_hat; 0 = last embedding
+    # Things continue a track only within their predicted class (as stuff does with spa_stuff). Off by
+    # measurement (Eq. 6 has no class term): on a learning-benchmark checkpoint thing VPQ_6 went 31.3 -> 31.0
+    # (plain val) and 13.4 -> 12.7 (look-alike val) with the gate; a class flicker between clips then splits
+    # a track, which costs more than the cross-class swaps it prevents.
+    thing_class_gate: bool = False
 
 
 @dataclass

@@ -93,6 +93,18 @@ def test_spa_stuff_matches_within_class_by_embedding():
     assert ids2.tolist() == ids1[[1, 0]].tolist()
 
 
+def test_thing_class_gate_keeps_a_track_within_its_class():
+    # one thing, same embedding and place in both clips, but its class changes: Eq. 6 alone continues the
+    # track, the class gate starts a new one
+    e = torch.eye(D)[:1] * 5
+    d = desc(rect(8, 8, 12, 12))
+    for gate, same in ((False, True), (True, False)):
+        tr = Tracker(AssociationConfig(thing_class_gate=gate))
+        ids1 = call(tr, e, d, d, labels=[1])
+        ids2 = call(tr, e, d, d, labels=[2])
+        assert (ids1.tolist() == ids2.tolist()) is same
+
+
 def test_new_objects_start_tracks_and_dropped_queries_get_minus_one():
     tr = Tracker(AssociationConfig())
     e = torch.eye(D)[:3] * 4
