@@ -289,11 +289,19 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
         if r["task"] == "vps":  # thing queries and thing TCL anchors are VPS's (VIS: every query is a thing)
             ax[0, 1].plot(steps, [x.get("mech/tcl/thing_anchor_pos_frac", math.nan) for x in h], label=r["name"],
                           lw=1, marker=".", ms=3)
-            ax[1, 0].plot(steps, [x.get("mech/match/thing_on_thing_frac", math.nan) for x in h], label=r["name"],
-                          lw=1, marker=".", ms=3)
+    gated = [x.get("mech/match/thing_on_thing_frac", math.nan) for r in runs if r["task"] == "vps" for x in r["history"]]
     ax[0, 0].set(title="training loss", xlabel="step", yscale="log")
     ax[0, 1].set(title="TCL: thing anchors with >= 1 positive (Eq. 10)", xlabel="step", ylim=(0, 1.05))
-    ax[1, 0].set(title="gated matching: thing GT on thing queries", xlabel="step", ylim=(0, 1.05))
+    # association (Table 4d): identity switches at clip boundaries, per cue, on both val sets
+    for i, key in enumerate(("association_ablation_plain_vpq6_thing", "association_ablation_vpq6_thing")):
+        counts = summary.get(key, {}).get("switches_across_clips_of_transitions", {})
+        rates = [100 * counts[c][0] / counts[c][1] if counts.get(c, [0, 0])[1] else math.nan for c in CUES]
+        ax[1, 0].bar([k + 0.4 * i for k in range(len(CUES))], rates, 0.4,
+                     label=f"{summary[key]['val_set']} val" if key in summary else key)
+    ax[1, 0].set(title="identity switches across clip boundaries (Eq. 6 cues; gated matching: thing GT on "
+                       f"thing queries {min(gated, default=math.nan):.2f})",
+                 xticks=[k + 0.2 for k in range(len(CUES))], xticklabels=CUES, ylabel="per 100 matched transitions")
+    ax[1, 0].title.set_fontsize(9)
     ks = (1, 2, 4, 6)
     bars = {name: [summary["runs"][name][f"vpq_{k}_thing"]["mean"] if f"vpq_{k}_thing" in summary["runs"][name]
                    else math.nan for k in ks] for name in summary["runs"] if name.startswith("vps/")}
