@@ -254,8 +254,13 @@ class ContrastiveConfig:
     # out. The measurements disagree, so the paper's reading stays: one seed each on the VPS debug data gave
     # thing VPQ_1 / VPQ_6 34.5 / 20.9 for "ignore" against 29.0 / 13.9; the learning benchmark (lookalike
     # data, benchmarks/results/learning_cpu.json) gave 27.6 / 20.1 for "negative" (1 seed) against 25.1 / 13.9
-    # for "ignore" (2 seeds, VPQ_6 8.7 and 19.0: the seed spread is larger than either difference).
+    # for "ignore" (2 seeds, VPQ_6 8.7 and 19.0: the seed spread is larger than either difference). The
+    # re-run on the fixed design (plain VPS data, seed 0, 2026-12-02) favours "negative" again: thing VPQ_6
+    # 31.3 against 25.9 (+5.3; VPQ_1 41.1 vs 34.4).
     far_same_id: Literal["negative", "ignore"] = "negative"
+    # Table 4e, learning benchmark 2026-12-02 (2 seeds, gvseg minus arm, thing VPQ_6): "video" vs "frame"
+    # -0.4 +- 3.6 (no direction); the stuff queue ("dataset") vs in-batch "frame" +2.1 +- 1.8 (Table 4e's
+    # direction), stuff VPQ_6 -0.0 +- 0.2.
     thing_reference: Literal["frame", "video"] = "video"  # Table 4e
     stuff_reference: Literal["frame", "dataset"] = "dataset"  # Table 4e: FIFO queue across the dataset
     frame_window: int = 5  # thing_reference="frame": references at most this many frames from the key

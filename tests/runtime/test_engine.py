@@ -53,11 +53,13 @@ def test_step_schedule_and_warmup():
     assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.1, 0.1, 0.01])
 
 
-def test_backbone_trains_at_a_tenth_of_the_lr(tiny_cfg):
-    parts = build_parts(tiny_cfg)
+@pytest.mark.parametrize("multiplier", [0.1, 1.0])  # a pretrained backbone (peers) / the debug recipes' random one
+def test_backbone_trains_at_its_lr_multiplier(tiny_cfg, multiplier):
+    cfg = apply_overrides(tiny_cfg, [f"model.backbone.lr_multiplier={multiplier}"])
+    parts = build_parts(cfg)
     groups = {len(g["params"]): g["lr"] for g in parts.optimizer.param_groups}
     backbone = sum(1 for n, _ in parts.model.named_parameters() if n.startswith("backbone."))
-    assert groups[backbone] == pytest.approx(tiny_cfg.train.lr * 0.1)
+    assert len(groups) == 2 and groups[backbone] == pytest.approx(cfg.train.lr * multiplier)
 
 
 def test_train_step_updates_the_bank_once(tiny_cfg):
