@@ -1,5 +1,8 @@
 """Frozen reference for the descriptor tests: ``gvseg.model.descriptor`` as of git 67a969e, verbatim below its
-module docstring (the implementation before the issue #17 item 2 speed-up, 12.3 ms for 100 masks at 180x320).
+module docstring (the implementation before the issue #17 item 2 speed-up, 12.3 ms for 100 masks at 180x320),
+except the helpers the speed-up left unchanged (``_pool``, ``_at``, ``_lookup``), imported from the live module
+rather than kept twice. ``target_descriptors`` did not change either: the test runs the live one on this
+``compute_descriptor``.
 
 ``test_descriptor.py::test_fast_path_equals_frozen_*`` require the optimised module to give the same output
 (max abs diff <= 1e-6) on every config switch; ``benchmarks/descriptor_speed.py`` times it as ``prev``.
@@ -11,9 +14,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from gvseg.config import DescriptorConfig
+from gvseg.model.descriptor import _at, _lookup, _pool  # unchanged by the speed-up
 
 _CPU_CHUNK = 1 << 20  # pixels eroded per step on CPU: 1 MB, cache-sized (measured ~1.5x faster than one pass)
 
@@ -142,41 +145,7 @@ def compute_descriptor(
     return desc * (area > 0)[:, None].to(desc.dtype)  # empty mask -> all zeros
 
 
-def descriptor_to_embedding(desc: torch.Tensor, dim: int) -> torch.Tensor:
-    """[N, u*v] angle-major descriptor -> [N, dim] by 1-D linear interpolation (Eq. 5 text: "flattened and
-    interpolated to size d_model"). N = 0 gives [0, dim]."""
-    if desc.dim() != 2:
-        raise ValueError(f"descriptor_to_embedding: expected [N, u*v], got {tuple(desc.shape)}")
-    if desc.shape[0] == 0:
-        return desc.new_zeros(0, dim)
-    if desc.shape[1] == dim:
-        return desc
-    return F.interpolate(desc[:, None, :], size=dim, mode="linear", align_corners=False)[:, 0]
-
-
 # ------------------------------------------------------------------------------------------- helpers
-
-
-def _pool(fg: torch.Tensor, s: int) -> torch.Tensor:
-    """[N, H, W] bool -> [N, ceil(H/s), ceil(W/s)] bool by area >= 0.5; objects that would vanish keep every
-    touched cell, so a non-empty mask stays non-empty (one-pixel masks are defined)."""
-    if s == 1:
-        return fg
-    n, hh, ww = fg.shape
-    h, w = -(-hh // s), -(-ww // s)
-    if s * s <= 255:  # count in uint8 on a reshaped view: 4x less memory traffic than a float avg-pool
-        ragged = (h * s, w * s) != (hh, ww)
-        padded = F.pad(fg, (0, w * s - ww, 0, h * s - hh), value=False) if ragged else fg.contiguous()  # [N, h*s, w*s]
-        count = padded.view(torch.uint8).view(n, h, s, w, s).sum(4, dtype=torch.uint8).sum(2, dtype=torch.uint8)
-        ch = (hh - torch.arange(h, device=fg.device) * s).clamp_max(s)  # in-image rows per cell row
-        cw = (ww - torch.arange(w, device=fg.device) * s).clamp_max(s)
-        big = 2 * count.to(torch.int16) >= (ch[:, None] * cw[None]).to(torch.int16)  # [N, h, w]
-        touched = count > 0
-    else:
-        frac = F.avg_pool2d(fg.to(torch.float32)[:, None], s, stride=s, ceil_mode=True)[:, 0]  # [N, h, w]
-        big, touched = frac >= 0.5, frac > 0
-    vanished = ~big.flatten(1).any(1)  # [N]
-    return big | (vanished[:, None, None] & touched)
 
 
 def _contour_pixels(fg: torch.Tensor) -> torch.Tensor:
@@ -246,11 +215,6 @@ def _centroids(
     return area, (0.5 * sums[1] / safe).to(torch.float32), (sums[2] / safe).to(torch.float32)
 
 
-def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """values[index] along dim 0; ``index_select`` is 3-4x faster than advanced indexing on CPU."""
-    return values.index_select(0, index)
-
-
 def _radius_coords(
     r: torch.Tensor, obj: torch.Tensor, weight: torch.Tensor, diag: torch.Tensor, kind: str, v: int, s: int,
     n_obj: int, m_pts: int,
@@ -297,47 +261,3 @@ def _histogram(
         raise ValueError(f"compute_descriptor: unknown binning {binning!r}")
     count = torch.zeros(n_obj * u * v, device=weight.device, dtype=torch.float32)
     return count.index_add_(0, index, value).view(n_obj, u, v)
-
-
-def _lookup(ref: torch.Tensor, x: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
-    """ref [N, h, w] bool sampled (nearest) at input-unit points x, y [N, ...]; False beyond the array."""
-    n, h, w = ref.shape
-    ix = torch.floor(x / scale).long()
-    iy = torch.floor(y / scale).long()
-    inside = (ix >= 0) & (iy >= 0) & (ix < w) & (iy < h)
-    obj = torch.arange(n, device=ref.device).view(n, *([1] * (x.dim() - 1))).expand_as(ix)
-    hit = ref[obj, iy.clamp(0, h - 1), ix.clamp(0, w - 1)]
-    return hit & inside
-
-
-def target_descriptors(
-    targets: list,
-    image_sizes: torch.Tensor,
-    cfg: DescriptorConfig,
-    d_model: int,
-    frame: int | None = None,
-) -> list[torch.Tensor]:
-    """Ground-truth descriptors of every target tube of each clip, in one frame of the clip.
-
-    Args:
-        targets: B ``Targets`` (masks [K_b, T, H, W] bool at the padded input size).
-        image_sizes: [B, 2] valid (h, w) of each clip (``Clip.image_sizes``).
-        frame: frame of the clip to describe; default the middle one, T // 2 (method.md).
-    Returns:
-        B tensors [K_b, u*v]; a tube absent from that frame gets all zeros. One batched call for the batch.
-    """
-    if len(targets) == 0:
-        return []
-    t = targets[0].masks.shape[1]
-    f = t // 2 if frame is None else frame
-    masks = torch.cat([tg.masks[:, f] for tg in targets])  # [N, H, W]
-    counts = [tg.masks.shape[0] for tg in targets]
-    clip = torch.repeat_interleave(torch.arange(len(targets), device=masks.device),
-                                   torch.tensor(counts, device=masks.device))  # [N]
-    canvas = image_sizes.to(masks.device)[clip]  # [N, 2]
-    union = None
-    if cfg.outside_ref == "fg_union":  # union of the object's own clip, not of the whole batch
-        unions = torch.stack([tg.masks[:, f].any(0) for tg in targets])  # [B, H, W]
-        union = unions[clip]
-    desc = compute_descriptor(masks, canvas, cfg, d_model, union=union)
-    return list(desc.split(counts))
