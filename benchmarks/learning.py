@@ -69,6 +69,9 @@ def sizes(smoke: bool) -> dict:
     # VSS takes 2 frames more in its data_overrides (mVC_8 needs more than 8). 16 val videos of 12 frames: the
     # saved checkpoints of the first run scored on 4 val videos of 8 frames moved by up to 7 VPQ points against
     # 16 of 12 (thing VPQ_1 25.0 vs 18.3 on the same weights); scoring costs seconds, training is the budget.
+    # 600 steps: the whole run takes 28 min on 2 idle cores (2026-12-02). A side run of vps/gvseg at 900 steps
+    # (2 seeds, same data) gave thing VPQ_1 44.4 vs 41.1, but retention VPQ_6/VPQ_1 0.74 either way: more
+    # steps buy segmentation, not association.
     return {"steps": 600, "videos": 64, "val_videos": 16, "frames": 12, "height": 128, "width": 192,
             "seeds": (0, 1)}
 
