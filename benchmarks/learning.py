@@ -170,8 +170,8 @@ def identity_switches(gt_root: Path, pred_dir: Path, clip_frames: int) -> dict:
             ids_g, area_g = np.unique(g, return_counts=True)
             ids_p, area_p = np.unique(p, return_counts=True)
             union = area_g[np.searchsorted(ids_g, gi)] + area_p[np.searchsorted(ids_p, pi)] - inter
-            same = np.array([gcat.get(a, -1) == pcat.get(b, -2) for a, b in zip(gi, pi)], bool)
-            match = {int(a): int(b) for a, b in zip(gi[same & (inter > 0.5 * union)], pi[same & (inter > 0.5 * union)])}
+            tp = np.array([gcat.get(a, -1) == pcat.get(b, -2) for a, b in zip(gi, pi)], bool) & (inter > 0.5 * union)
+            match = dict(zip(gi[tp].tolist(), pi[tp].tolist()))  # GT id -> predicted id; IoU > 0.5 is one-to-one
             n["gt_thing_frames"] += sum(int(k in ids_g) for k in gcat)
             n["matched_thing_frames"] += len(match)
             for gid, pid in match.items():
