@@ -181,3 +181,59 @@ def test_matcher_counts_matches_by_query_kind():
     c = counters.take()
     assert c["match/calls"] == 1 and c["match/thing_gt_on_thing_q"] == 2 and c["match/stuff_gt_on_stuff_q"] == 2
     assert c["match/thing_gt_on_stuff_q"] == 0 and c["match/stuff_gt_on_thing_q"] == 0
+
+
+def _explicit_cost(m, logits, masks, tg):
+    """The cost written pair by pair (BCE and dice of each query against each target on the same points)."""
+    import torch.nn.functional as F
+
+    from gvseg.losses.matcher import gather_points, point_sample
+
+    q, t = masks.shape[:2]
+    coords = torch.rand(m.num_points, 2)
+    pred = point_sample(masks.reshape(1, q * t, *masks.shape[-2:]), coords[None]).reshape(q, -1)
+    tgt = gather_points(tg.masks, coords).flatten(1).float()
+    valid = torch.ones(tgt.shape[1]) if tg.ignore is None else (~gather_points(tg.ignore, coords)).flatten().float()
+    cost = torch.zeros(q, tgt.shape[0])
+    for i in range(q):
+        for j in range(tgt.shape[0]):
+            bce = F.binary_cross_entropy_with_logits(pred[i], tgt[j], reduction="none")
+            s = pred[i].sigmoid() * valid
+            dice = 1 - (2 * (s * tgt[j]).sum() + 1) / (s.sum() + (tgt[j] * valid).sum() + 1)
+            cls = -logits[i].softmax(-1)[tg.labels[j]]
+            cost[i, j] = m.class_weight * cls + m.mask_weight * (bce * valid).sum() / valid.sum() + m.dice_weight * dice
+    return cost
+
+
+def test_cost_matrix_equals_the_pairwise_bce_and_dice():
+    for ignore in (False, True):
+        tg = targets(3, 2, ignore=ignore)
+        g = torch.Generator().manual_seed(3)
+        logits, masks = torch.randn(1, 4, C + 1, generator=g), 4 * torch.randn(1, 4, 2, 32, 32, generator=g)
+        m = HungarianMatcher(LossConfig(num_points=200))
+        torch.manual_seed(0)
+        fast = m.cost_matrix(logits[0], masks[0], tg)
+        torch.manual_seed(0)
+        slow = _explicit_cost(m, logits[0], masks[0], tg)
+        assert torch.allclose(fast, slow, atol=1e-5), (fast - slow).abs().max()
+
+
+def test_gated_matching_equals_solving_the_full_gated_matrix():
+    """Costing only the queries the gate lets take a target gives the full matrix's assignment."""
+    from scipy.optimize import linear_sum_assignment
+
+    from gvseg.losses.matcher import _FORBIDDEN
+
+    tg = _vps_targets()
+    meta = _vps_meta(6, [3, 7, 4, 8])  # bank queries of absent classes 7, 8 take nothing
+    g = torch.Generator().manual_seed(1)
+    logits, masks = torch.randn(1, 10, C + 1, generator=g), 4 * torch.randn(1, 10, 2, 32, 32, generator=g)
+    m = HungarianMatcher(LossConfig(num_points=300))
+    torch.manual_seed(0)
+    qi, ti = m(logits, masks, [tg], meta)[0]
+    torch.manual_seed(0)  # the same random points (drawn once per clip, whatever the number of queries)
+    full = m.cost_matrix(logits[0], masks[0], tg)  # every query costed
+    full = torch.where(meta.allowed(0, tg), full, torch.full_like(full, _FORBIDDEN)).numpy()
+    i, j = linear_sum_assignment(full)
+    assert sorted(zip(ti.tolist(), qi.tolist())) == sorted(zip(j.tolist(), i.tolist()))
+    assert set(qi.tolist()).isdisjoint({7, 9})  # absent classes' bank queries never matched

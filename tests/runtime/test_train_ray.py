@@ -33,7 +33,8 @@ def ray_local():
     import ray
 
     # workers import this checkout's gvseg, not whichever one the venv has installed (editable elsewhere)
-    init_embedded(num_cpus=3, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(PLATFORM)}})
+    init_embedded(num_cpus=3, dashboard=True, log_to_driver=False,  # as training starts it (runtime.dashboard)
+                  runtime_env={"env_vars": {"PYTHONPATH": str(PLATFORM)}})
     yield
     ray.shutdown()
 
@@ -101,6 +102,17 @@ def test_embedded_ray_refuses_requests_without_the_token(ray_local):
     assert not [env for env in environs if token in json.dumps(env)]
 
 
+def _cleaner_ran_quietly():
+    """Ray Train's placement-group cleaner ran and reached the state API: without the dashboard it logs
+    "Failed to query Ray Train Controller actor state" once a second for the whole run."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    texts = [p.read_bytes() for p in logs.glob("worker-*") if p.is_file()]
+    assert any(b"PlacementGroupCleaner" in t for t in texts)  # its actor's log: it did run
+    assert not [t for t in texts if b"Failed to query Ray Train Controller actor state" in t]
+
+
 def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path):
     cfg = apply_overrides(tiny_cfg, [
         "runtime.num_workers=2", "runtime.max_failures=1", "train.max_iters=6",
@@ -118,7 +130,7 @@ def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == steps
     _unique_series(client, run)
-
+    _cleaner_ran_quietly()
     # Re-running the same command with a longer schedule resumes from the last checkpoint (step 6); torn, so
     # from the one before it (step 4), said in one line and a tag: no retries, no traceback.
     torn = run_dir(cfg) / "step_0000006" / checkpoint.FILENAME

@@ -101,14 +101,23 @@ class HungarianMatcher:
         meta: QueryMeta | None = None,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         check_targets(pred_masks, targets)
+        q = pred_logits.shape[1]
         costs = []
         for b, tg in enumerate(targets):  # [Q, K_b] each, on the device
-            if tg.labels.numel() == 0 or pred_logits.shape[1] == 0:
-                costs.append(pred_logits.new_zeros(pred_logits.shape[1], tg.labels.numel(), dtype=torch.float32))
+            if tg.labels.numel() == 0 or q == 0:
+                costs.append(pred_logits.new_zeros(q, tg.labels.numel(), dtype=torch.float32))
                 continue
-            cost = self.cost_matrix(pred_logits[b], pred_masks[b], tg)
-            if meta is not None:
-                cost = torch.where(meta.allowed(b, tg), cost, torch.full_like(cost, _FORBIDDEN))
+            if meta is None:
+                costs.append(self.cost_matrix(pred_logits[b], pred_masks[b], tg))
+                continue
+            # The gate decides most of the matrix: only queries that may take some target of this clip get a
+            # cost (VPS: the 100 grid queries and the bank queries of the stuff classes present, not all 66).
+            ok = meta.allowed(b, tg)  # [Q, K]
+            rows = ok.any(1).nonzero()[:, 0]  # [R]
+            cost = torch.full((q, ok.shape[1]), _FORBIDDEN, device=ok.device)  # [Q, K]
+            if rows.numel():
+                sub = self.cost_matrix(pred_logits[b, rows], pred_masks[b, rows], tg)  # [R, K]
+                cost[rows] = torch.where(ok[rows], sub.to(cost.device), cost[rows])
             costs.append(cost)
         host = torch.cat(costs, 1).cpu().numpy() if costs else np.zeros((0, 0), np.float32)  # one transfer
         out, k0 = [], 0
@@ -141,19 +150,21 @@ class HungarianMatcher:
             pred = point_sample(masks.float().reshape(1, q * t, *masks.shape[-2:]), coords[None])  # [1, Q*T, P]
             pred = pred.reshape(q, -1)  # [Q, T*P]
             tgt = gather_points(tg.masks.to(device), coords).flatten(1).float()  # [K, T*P]
-            if tg.ignore is not None:
+            if tg.ignore is not None:  # points on ignore pixels count for nothing
                 valid = (~gather_points(tg.ignore.to(device), coords)).flatten().float()  # [T*P]
-            else:
-                valid = torch.ones(tgt.shape[1], device=device)
-            n_valid = valid.sum().clamp_min(1.0)
+                pred_v, n_valid, tgt_v = pred * valid, valid.sum().clamp_min(1.0), tgt * valid
+            else:  # no ignore: skip three [Q, T*P] multiplications by ones
+                valid, pred_v, n_valid, tgt_v = None, pred, float(tgt.shape[1]), tgt
 
-            # BCE(x, y) = y*softplus(-x) + (1-y)*softplus(x): linear in y, so it batches as two matmuls
-            pos, neg = F.softplus(-pred) * valid, F.softplus(pred) * valid  # [Q, T*P]
-            cost_mask = (pos @ tgt.T + neg @ (1.0 - tgt).T) / n_valid  # [Q, K]
+            # BCE(x, y) = y*softplus(-x) + (1-y)*softplus(x) = softplus(x) - x*y (softplus(-x) = softplus(x) - x):
+            # one softplus and one matmul per call instead of two of each (DETR's two-matmul form, regrouped)
+            sp = F.softplus(pred)  # [Q, T*P]
+            sp_sum = (sp if valid is None else sp * valid).sum(-1)  # [Q]
+            cost_mask = (sp_sum[:, None] - pred_v @ tgt.T) / n_valid  # [Q, K]
 
-            p = pred.sigmoid() * valid  # [Q, T*P]
-            tv = tgt * valid
-            cost_dice = 1.0 - (2.0 * p @ tgt.T + 1.0) / (p.sum(-1)[:, None] + tv.sum(-1)[None] + 1.0)  # [Q, K]
+            sig = pred.sigmoid()  # [Q, T*P]
+            prob_v = sig if valid is None else sig * valid
+            cost_dice = 1.0 - (2.0 * prob_v @ tgt.T + 1.0) / (prob_v.sum(-1)[:, None] + tgt_v.sum(-1)[None] + 1.0)
 
             return self.class_weight * cost_class + self.mask_weight * cost_mask + self.dice_weight * cost_dice
 

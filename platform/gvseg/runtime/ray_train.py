@@ -331,7 +331,8 @@ def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any 
     from gvseg.runtime.ray_data import build_dataset
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the train bar is the one to watch
-    started = init_ray(address, num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1))
+    started = init_ray(address, num_cpus=max(2, int(cfg.runtime.num_workers * cfg.runtime.cpus_per_worker) + 1),
+                       dashboard=cfg.runtime.dashboard)
     check_cluster_fits(cfg.runtime, ray.cluster_resources())  # a run that cannot start must not wait forever
     records = build_records(cfg.data, cfg.data.train_split, progress=progress)
     check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)

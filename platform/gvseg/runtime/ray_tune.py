@@ -324,10 +324,11 @@ def _prepare_data(trials: list[dict[str, Any]]) -> None:
             raise FileNotFoundError(f"{data.root}: dataset root of sweep trial {t['name']} does not exist")
 
 
-def _init_ray(address: str | None, trial_cpus: float) -> bool:
-    """Connect to ``address`` or start embedded Ray (loopback, no dashboard). True if we started it."""
+def _init_ray(address: str | None, trial_cpus: float, dashboard: bool) -> bool:
+    """Connect to ``address`` or start embedded Ray on loopback, with its dashboard when TorchTrainer trials
+    need the state API (``dashboard``; :func:`gvseg.runtime.ray_init.init_embedded`). True if we started it."""
     # room for at least one trial, however many cores this machine has
-    return init_ray(address, num_cpus=max(os.cpu_count() or 1, math.ceil(trial_cpus)))
+    return init_ray(address, num_cpus=max(os.cpu_count() or 1, math.ceil(trial_cpus)), dashboard=dashboard)
 
 
 def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int | None = None,
@@ -407,7 +408,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, max_concurrent: int |
     try:  # from here on, the parent run ends FINISHED, KILLED or FAILED whatever happens
         if main_thread:  # SIGTERM (a scheduler, `kill`) takes Tune's graceful SIGINT path: resumable
             signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-        started_ray = _init_ray(cluster, trial_cpus)
+        started_ray = _init_ray(cluster, trial_cpus, base.runtime.dashboard and not base.runtime.local)
         if not base.runtime.local and not cluster:
             import ray
 
