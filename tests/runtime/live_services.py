@@ -91,13 +91,14 @@ class RayHead:
 
 
 class MlflowServer:
-    def __init__(self, root: Path):
-        (port,) = _free_ports(1)
+    def __init__(self, root: Path, port: int | None = None):
+        port = port or _free_ports(1)[0]
+        self.port = port
         self.uri = f"http://127.0.0.1:{port}"
         cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1"]
-        self.log = open(root / "mlflow-server.log", "w")  # noqa: SIM115 - closed in stop()
+        self.log = open(root / "mlflow-server.log", "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, env=_service_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
                                      start_new_session=True, stdout=self.log, stderr=subprocess.STDOUT)
         self.marker = str(root / "mlflow.db")
@@ -120,6 +121,13 @@ class MlflowServer:
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers at once, as a crash or an OOM kill would."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=15)
+        _stop(self.proc.pid, self.marker)
+        self.log.close()
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)  # the leader stops its workers
