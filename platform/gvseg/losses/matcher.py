@@ -164,7 +164,7 @@ class HungarianMatcher:
 
             sig = pred.sigmoid()  # [Q, T*P]
             prob_v = sig if valid is None else sig * valid
-            cost_dice = 1.0 - (2.0 * prob_v @ tgt.T + 1.0) / (prob_v.sum(-1)[:, None] + tgt_v.sum(-1)[None] + 1.0)
+            cost_dice = 1.0 - (2.0 * (prob_v @ tgt.T) + 1.0) / (prob_v.sum(-1)[:, None] + tgt_v.sum(-1)[None] + 1.0)
 
             return self.class_weight * cost_class + self.mask_weight * cost_mask + self.dice_weight * cost_dice
 
