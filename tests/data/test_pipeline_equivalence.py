@@ -18,14 +18,15 @@ from gvseg.data.formats import _common as C
 from gvseg.data.pipeline import _annotated, label_space_for, load_sample, sample_rng
 from gvseg.data.synthetic import synth_dataset
 from gvseg.data.transforms import (
+    EXEMPLAR_KINDS,
     PIXEL_MEAN,
     PIXEL_STD,
     Sample,
+    SampleExemplars,
     _index_maps,
     augment_image,
     build_tubes,
     collate,
-    draw_exemplars,
     keep_hinted,
     pad_size,
     sample_augment,
@@ -112,6 +113,26 @@ def old_make_sample(video_id, frames, annotations, frame_index, params, space) -
                   space.num_thing_classes)
 
 
+def old_draw_exemplars(sample, rng, kinds) -> SampleExemplars:
+    """The pre-#17 hint drawing: np.nonzero of every visible object, np.where for the mask planes."""
+    first = sample.masks[:, 0]
+    vis = first.any(axis=(1, 2))
+    m, ids = first[vis], sample.ids[vis]
+    e = len(ids)
+    pick = rng.integers(len(kinds), size=e)
+    kind = np.array([EXEMPLAR_KINDS[kinds[int(i)]] for i in pick], np.int8)
+    points, boxes = np.zeros((e, 2), np.float32), np.zeros((e, 4), np.float32)
+    for j in range(e):
+        ys, xs = np.nonzero(m[j])
+        if kind[j] == EXEMPLAR_KINDS["point"]:
+            i = int(rng.integers(len(ys)))
+            points[j] = (xs[i] + 0.5, ys[i] + 0.5)
+        elif kind[j] == EXEMPLAR_KINDS["box"]:
+            boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    masks = np.where((kind == EXEMPLAR_KINDS["mask"])[:, None, None], m, False)
+    return SampleExemplars(kind, np.zeros(e, np.int64), points, boxes, masks, ids)
+
+
 def old_load_sample(record, cfg, space, rng) -> Sample:
     idx = sample_clip(len(record), cfg.clip_frames, rng, annotated=_annotated(record),
                       reference_frames=cfg.reference_frames, reference_range=cfg.reference_range,
@@ -126,8 +147,8 @@ def old_load_sample(record, cfg, space, rng) -> Sample:
 
     key, ref = clip(idx.key), clip(idx.reference)
     if cfg.exemplar_kinds:
-        key = keep_hinted(_with(key, draw_exemplars(key, rng, cfg.exemplar_kinds)))
-        ref = keep_hinted(_with(ref, draw_exemplars(ref, rng, cfg.exemplar_kinds)))
+        key = keep_hinted(_with(key, old_draw_exemplars(key, rng, cfg.exemplar_kinds)))
+        ref = keep_hinted(_with(ref, old_draw_exemplars(ref, rng, cfg.exemplar_kinds)))
     key.reference = ref
     return key
 
@@ -200,7 +221,7 @@ def test_samples_and_batches_match_the_old_pipeline(datasets, fmt):
     space = label_space_for(recs)
     for crop in ((0, 0), (40, 50)):  # crops: objects cropped away must disappear the same way
         cfg = DataConfig(format=fmt, clip_frames=3, reference_frames=2, min_size=(40, 56, 72), max_size=120,
-                         crop=crop, exemplar_kinds=("mask", "point") if fmt in EVS else ())
+                         crop=crop, exemplar_kinds=("mask", "point", "box") if fmt in EVS else ())
         for v, rec in enumerate(recs):
             for k in range(3):  # draws cover flip / no flip and several sizes
                 new = load_sample(rec, cfg, space, sample_rng(0, 0, v, k))

@@ -16,9 +16,11 @@ from gvseg.data.transforms import (
     keep_hinted,
     make_sample,
     make_targets,
+    random_pixel,
     record_exemplars,
     resize_shortest,
     sample_augment,
+    tight_box,
 )
 from gvseg.structures import Category, Exemplar, FrameAnnotation
 
@@ -244,6 +246,33 @@ def test_box_exemplar_is_the_tight_box():
     s = many_objects_sample(n=2)
     e = draw_exemplars(s, np.random.default_rng(0), ("box",))
     assert e.boxes.tolist() == [[0, 0, 3, 3], [4, 0, 7, 3]] and not e.masks.any()
+
+
+class _FixedDraw:
+    """A stand-in generator whose ``integers(n)`` returns a chosen value (checks every pixel index)."""
+
+    def __init__(self, i):
+        self.i = i
+
+    def integers(self, n):
+        assert 0 <= self.i < n
+        return self.i
+
+
+def test_random_pixel_is_the_nonzero_pixel_of_the_draw():
+    """Every index i picks the i-th pixel of np.nonzero's row-major order (the pre-#17 definition), on masks
+    with empty leading/trailing rows, one-pixel rows and a strided (padded) view."""
+    rng = np.random.default_rng(4)
+    buf = np.zeros((3, 16, 24), bool)  # padded buffer; the masks are [:, :13, :21] views
+    buf[0, 5, 7] = True  # one pixel
+    buf[1, 2:9, 3:6] = True
+    buf[1, 4, 19] = True  # a row with two runs
+    buf[2, :13, :21] = rng.uniform(size=(13, 21)) < 0.3  # scattered, rows of 0..n pixels
+    for m in buf[:, :13, :21]:
+        ys, xs = np.nonzero(m)
+        for i in range(len(ys)):
+            assert random_pixel(m, _FixedDraw(i)) == (xs[i] + 0.5, ys[i] + 0.5)
+        assert tight_box(m) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
 
 
 @pytest.mark.parametrize("weights", [(1.0,), (1.0, -1.0), (0.0, 0.0)])

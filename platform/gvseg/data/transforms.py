@@ -473,29 +473,51 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
     h, w = sample.frames.shape[1:3]
     if sample.masks.shape[0] == 0:
         return SampleExemplars.empty(h, w)
-    base = _padded_base(sample.masks, *pad_size([(h, w)]))
-    first = sample.masks[:, 0]  # [K, h, w]
-    vis = first.any(axis=(1, 2))
-    m, ids = first[vis], sample.ids[vis]
+    ph, pw = pad_size([(h, w)])
+    base = _padded_base(sample.masks, ph, pw)
+    first = sample.masks[:, 0]  # [K, h, w] view
+    vis = np.flatnonzero(first.any(axis=(1, 2)))  # [E] tubes visible in the first frame
+    ids = sample.ids[vis]
     e = len(ids)
     # uniform mixes keep the plain integer draw (the random stream of older runs)
     pick = rng.integers(len(kinds), size=e) if not len(weights) else rng.choice(len(kinds), size=e, p=p)
     kind = np.array([EXEMPLAR_KINDS[kinds[int(i)]] for i in pick], np.int8)
     points = np.zeros((e, 2), np.float32)
     boxes = np.zeros((e, 4), np.float32)
-    for j in range(e):  # per object (E is small), each step vectorised over pixels
-        ys, xs = np.nonzero(m[j])
+    for j, k in enumerate(vis.tolist()):  # per object (E is small), each step vectorised over pixels
         if kind[j] == EXEMPLAR_KINDS["point"]:
-            pick_px = int(rng.integers(len(ys)))
-            points[j] = (xs[pick_px] + 0.5, ys[pick_px] + 0.5)  # pixel centre
+            points[j] = random_pixel(first[k], rng)
         elif kind[j] == EXEMPLAR_KINDS["box"]:
-            boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    is_mask = (kind == EXEMPLAR_KINDS["mask"])[:, None, None]
+            boxes[j] = tight_box(first[k])
+    is_mask = kind == EXEMPLAR_KINDS["mask"]
+    # only mask hints carry their plane; the others stay all-False (zeroed pages, never written)
     if base is not None:  # the padded first-frame planes: collate then takes the hint masks without a copy
-        masks = _padded_view(np.where(is_mask, base[vis, 0], False), h, w)
+        masks = np.zeros((e, ph, pw), bool)
+        masks[is_mask] = base[vis[is_mask], 0]
+        masks = _padded_view(masks, h, w)
     else:
-        masks = np.where(is_mask, m, False)
+        masks = np.zeros((e, h, w), bool)
+        masks[is_mask] = first[vis[is_mask]]
     return SampleExemplars(kind, np.zeros(e, np.int64), points, boxes, masks, ids)
+
+
+def random_pixel(mask: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """Centre (x, y) of a uniformly drawn pixel of a non-empty [h, w] bool mask: the same draw and the same
+    pixel as ``ys, xs = np.nonzero(mask); i = rng.integers(len(ys))`` (row-major order), found from per-row
+    counts instead of materialising every coordinate (np.nonzero was 2.7 ms a 640x853 mask, the top entry
+    of the EVS profiles, issue #17; cv2.reduce row sums 0.01 ms)."""
+    per_row = cv2.reduce(mask.view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(-1)  # [h]
+    cum = np.cumsum(per_row)  # [h] pixels up to and including each row
+    i = int(rng.integers(int(cum[-1])))
+    y = int(np.searchsorted(cum, i, side="right"))  # the row holding the i-th pixel
+    x = int(np.flatnonzero(mask[y])[i - (int(cum[y - 1]) if y else 0)])
+    return x + 0.5, y + 0.5
+
+
+def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x1, y1, x2, y2) of a non-empty [h, w] bool mask, exclusive max (from its row and column projections)."""
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 
 def keep_hinted(sample: Sample) -> Sample:
@@ -572,6 +594,31 @@ def normalize(frames: torch.Tensor) -> torch.Tensor:
     return (frames.float() - mean) / std
 
 
+def _float_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor on memory from NumPy's allocator, which asks for transparent huge pages
+    on large blocks (``madvise``) and reuses freed ones: ``torch.empty`` of a 3x3x672x864 clip took a fresh
+    page fault per 4 KB on first write (5-6k faults, 10-80 ms of system time a clip on the benchmark VM,
+    more than the rest of collate; issue #17). Same dtype, layout and values as ``torch.empty``."""
+    return torch.from_numpy(np.empty(shape, np.float32))
+
+
+_SCALE = 1.0 / torch.tensor(PIXEL_STD).view(3, 1, 1)  # [3, 1, 1] float32
+_SHIFT = -torch.tensor(PIXEL_MEAN).view(3, 1, 1) * _SCALE
+
+
+def _normalise_into(out: torch.Tensor, frame: np.ndarray) -> None:
+    """[h, w, 3] uint8 RGB -> ``out`` [3, h, w] float32, ImageNet-normalised (x * (1/std) - mean/std).
+
+    The hot loop of data loading: contiguous planes from ``cv2.split`` (a permuted copy_ of 3x736x981 took 28 ms
+    against 8 ms), then copy_, mul_, add_ on each float plane: three vectorised passes beat every fused form
+    tried (``torch.mul`` of the uint8 plane into ``out`` 1.4 ms vs 0.8 ms a 720x960 frame; a float ``cv2.LUT``
+    2.9 ms; ``cv2.addWeighted`` rounds differently)."""
+    for c, plane in enumerate(cv2.split(frame)):
+        valid = out[c]
+        valid.copy_(torch.from_numpy(plane))
+        valid.mul_(_SCALE[c]).add_(_SHIFT[c])
+
+
 def _tensor(a: np.ndarray) -> torch.Tensor:
     """Zero-copy view of an array we only read from (Ray hands out read-only arrays; torch warns on those)."""
     if a.flags.writeable:
@@ -612,20 +659,15 @@ def collate(samples: Sequence[Sample]) -> Clip:
     sizes = [s.frames.shape[1:3] for s in samples]
     ph, pw = pad_size(sizes)
     b = len(samples)
-    frames = torch.empty(b, t_len, 3, ph, pw)
-    scale = 1.0 / torch.tensor(PIXEL_STD).view(3, 1, 1)
-    shift = -torch.tensor(PIXEL_MEAN).view(3, 1, 1) * scale
+    frames = _float_buffer((b, t_len, 3, ph, pw))
     targets: list[Targets] = []
     exemplars: list[ClipExemplars] = []
     for i, s in enumerate(samples):
         h, w = s.frames.shape[1:3]
         frames[i, :, :, h:, :] = 0  # padding = 0 (= the mean colour after normalisation)
         frames[i, :, :, :h, w:] = 0
-        for t in range(t_len):  # uint8 HWC -> float CHW, ImageNet-normalised (the hot loop of data loading):
-            for c, plane in enumerate(cv2.split(s.frames[t])):  # contiguous planes: 8 ms vs 28 ms for a permuted
-                valid = frames[i, t, c, :h, :w]  # copy_ of 3x736x981 (same values: the same float ops)
-                valid.copy_(torch.from_numpy(plane))
-                valid.mul_(scale[c]).add_(shift[c])
+        for t in range(t_len):
+            _normalise_into(frames[i, t, :, :h, :w], s.frames[t])
         masks = _pad_bool(s.masks, ph, pw, False)
         ignore = _pad_bool(s.ignore, ph, pw, True)  # padding is ignored
         labels = torch.from_numpy(s.labels)
