@@ -53,7 +53,7 @@ def pil_label(path) -> np.ndarray:
 
 
 def old_decode(record, t) -> FrameAnnotation:
-    """The pre-#17 decoders of the label-map formats (np.unique, masks_from_ids); others are unchanged."""
+    """The pre-#17 decoders: label maps through np.unique + masks_from_ids, RLEs one object at a time."""
     fmt, handle = record.format, record.annotations[t]
     if fmt == "vipseg" and handle[0] == "rgb":
         rgb = pil_label(handle[1]).astype(np.int64)
@@ -89,7 +89,27 @@ def old_decode(record, t) -> FrameAnnotation:
         ids = ids[(ids != 0) & (ids != 255)].astype(np.int64)
         return FrameAnnotation(ids, np.ones(len(ids), np.int64), C.masks_from_ids(lab, ids), np.zeros(len(ids), bool),
                                lab == 255)
+    if fmt in ("ytvis", "ovis", "burst"):
+        return old_rle_decode(record, t)
     return formats.load_annotation(record, t)
+
+
+def old_rle_decode(record, t) -> FrameAnnotation:
+    """The pre-#17 RLE decoders: one pycocotools call per object, [K, H, W] bool masks stacked."""
+    from pycocotools import mask as mask_util
+
+    objs, h, w = record.annotations[t], record.height, record.width
+    segs = [o[-1] for o in objs]
+    if record.format == "burst":
+        segs = [{"size": [h, w], "counts": r} for r in segs]
+    masks = []
+    for sg in segs:
+        rle = (mask_util.frPyObjects(sg, h, w) if isinstance(sg["counts"], list)
+               else {"size": sg["size"], "counts": sg["counts"].encode()})
+        masks.append(mask_util.decode(rle).astype(bool))
+    crowd = [bool(o[2]) if record.format != "burst" else False for o in objs]
+    return FrameAnnotation(np.array([o[0] for o in objs], np.int64), np.array([o[1] for o in objs], np.int64),
+                           np.stack(masks) if masks else np.zeros((0, h, w), bool), np.array(crowd, bool))
 
 
 # ------------------------------------------------------------------------------ old transforms (reference)

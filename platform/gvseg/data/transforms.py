@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 import torch
 
+from gvseg.data.arrays import lookup
 from gvseg.structures import Category, Clip, ClipExemplars, Exemplar, FrameAnnotation, Targets
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # ImageNet, RGB, 0-255 scale (detectron2 / Mask2Former)
@@ -405,7 +406,7 @@ def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, ke
         resized = memo.get(keys[t])
         if resized is None:  # columns first, at the input height (the element gather, flip included), then
             resized = memo[keys[t]] = np.take(np.take(ann.index, cols, axis=1), rows, axis=0)  # rows (memcpy)
-        np.take(lut, resized, out=code[t, :h, :w])  # frame codes -> clip codes
+        lookup(lut, resized, out=code[t, :h, :w])  # frame codes -> clip codes
     ignore = code == ign  # [T, ph, pw], True in the padding
     # pixels per clip code (padding counts as ignore); cv2.calcHist 2.2 ms vs np.bincount 8.4 ms
     counts = _histogram(code, k + 2)
