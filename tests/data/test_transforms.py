@@ -301,3 +301,24 @@ def test_record_exemplars_in_clip_only_and_transformed():
     e = record_exemplars(exs, np.array([4, 5, 6]), 40, 60, p)
     assert e.ids.tolist() == [1, 2] and e.frame.tolist() == [1, 2]
     assert e.masks[0, :10, 50:].all() and e.points[1].tolist() == [55.0, 5.0]
+
+
+def test_frame_buffers_are_reused_only_once_the_clip_is_gone():
+    """collate's recycled float memory: never handed out twice while a tensor (or a view of it) lives."""
+    from gvseg.data.transforms import _FrameBuffers
+
+    pool = _FrameBuffers(keep=2)
+    a = torch.from_numpy(pool.empty((2, 3, 4)))
+    a.fill_(1.0)
+    b = torch.from_numpy(pool.empty((2, 3, 4)))  # a is alive: other memory
+    assert a.data_ptr() != b.data_ptr()
+    view = a[1]
+    ptr = a.data_ptr()
+    del a
+    c = torch.from_numpy(pool.empty((2, 3, 4)))  # a's view is alive: still not a's memory (and c is not kept)
+    assert c.data_ptr() != ptr and float(view.sum()) == 12.0 and len(pool.slots) == 2
+    del view, b
+    d = torch.from_numpy(pool.empty((1, 3, 4)))  # a smaller request takes the first free buffer: a's
+    assert d.data_ptr() == ptr and len(pool.slots) == 2
+    e = torch.from_numpy(pool.empty((5, 3, 4)))  # larger than any kept buffer: fresh memory
+    assert e.shape == (5, 3, 4) and e.is_contiguous()

@@ -139,7 +139,8 @@ def _fast_read(path: str | Path, label: bool) -> np.ndarray | None:
         return None
     if arr.ndim == 2 and not label:
         return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB) if arr.ndim == 3 else arr
+    # in place: a second full-resolution array per frame is a fresh allocation (page faults) for a byte swap
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr) if arr.ndim == 3 else arr
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
