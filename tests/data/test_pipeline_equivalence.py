@@ -1,8 +1,8 @@
 """The fast clip pipeline (issue #17) gives exactly the old pipeline's samples and batches.
 
-The old path is kept here as the reference: the ``np.unique`` decoders, full-resolution tubes
-(``build_tubes``), per-tube gathers (``augment_masks``), ``np.ascontiguousarray`` flips and a zero-filled
-``collate``. Both run on the same synthetic clips of every format with the same seeds; every array must be
+The old path is kept here as the reference: the ``np.unique`` decoders, per-object RLE decodes, full-resolution
+tubes (``build_tubes``), per-tube gathers (``augment_masks``), ``np.ascontiguousarray`` flips, ``np.nonzero``
+hint drawing and a zero-filled, unblocked ``collate``. Both run on the same synthetic clips of every format with the same seeds; every array must be
 equal (no tolerance needed: the masks use the same nearest-neighbour index maps, the frames the same cv2 calls).
 """
 
