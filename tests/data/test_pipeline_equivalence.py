@@ -1,8 +1,8 @@
 """The fast clip pipeline (issue #17) gives exactly the old pipeline's samples and batches.
 
-The old path is kept here as the reference: the ``np.unique`` decoders, full-resolution tubes
-(``build_tubes``), per-tube gathers (``augment_masks``), ``np.ascontiguousarray`` flips and a zero-filled
-``collate``. Both run on the same synthetic clips of every format with the same seeds; every array must be
+The old path is kept here as the reference: the ``np.unique`` decoders, per-object RLE decodes, full-resolution
+tubes (``build_tubes``), per-tube gathers (``augment_masks``), ``np.ascontiguousarray`` flips, ``np.nonzero``
+hint drawing and a zero-filled, unblocked ``collate``. Both run on the same synthetic clips of every format with the same seeds; every array must be
 equal (no tolerance needed: the masks use the same nearest-neighbour index maps, the frames the same cv2 calls).
 """
 
@@ -18,14 +18,15 @@ from gvseg.data.formats import _common as C
 from gvseg.data.pipeline import _annotated, label_space_for, load_sample, sample_rng
 from gvseg.data.synthetic import synth_dataset
 from gvseg.data.transforms import (
+    EXEMPLAR_KINDS,
     PIXEL_MEAN,
     PIXEL_STD,
     Sample,
+    SampleExemplars,
     _index_maps,
     augment_image,
     build_tubes,
     collate,
-    draw_exemplars,
     keep_hinted,
     pad_size,
     sample_augment,
@@ -52,7 +53,7 @@ def pil_label(path) -> np.ndarray:
 
 
 def old_decode(record, t) -> FrameAnnotation:
-    """The pre-#17 decoders of the label-map formats (np.unique, masks_from_ids); others are unchanged."""
+    """The pre-#17 decoders: label maps through np.unique + masks_from_ids, RLEs one object at a time."""
     fmt, handle = record.format, record.annotations[t]
     if fmt == "vipseg" and handle[0] == "rgb":
         rgb = pil_label(handle[1]).astype(np.int64)
@@ -88,7 +89,27 @@ def old_decode(record, t) -> FrameAnnotation:
         ids = ids[(ids != 0) & (ids != 255)].astype(np.int64)
         return FrameAnnotation(ids, np.ones(len(ids), np.int64), C.masks_from_ids(lab, ids), np.zeros(len(ids), bool),
                                lab == 255)
+    if fmt in ("ytvis", "ovis", "burst"):
+        return old_rle_decode(record, t)
     return formats.load_annotation(record, t)
+
+
+def old_rle_decode(record, t) -> FrameAnnotation:
+    """The pre-#17 RLE decoders: one pycocotools call per object, [K, H, W] bool masks stacked."""
+    from pycocotools import mask as mask_util
+
+    objs, h, w = record.annotations[t], record.height, record.width
+    segs = [o[-1] for o in objs]
+    if record.format == "burst":
+        segs = [{"size": [h, w], "counts": r} for r in segs]
+    masks = []
+    for sg in segs:
+        rle = (mask_util.frPyObjects(sg, h, w) if isinstance(sg["counts"], list)
+               else {"size": sg["size"], "counts": sg["counts"].encode()})
+        masks.append(mask_util.decode(rle).astype(bool))
+    crowd = [bool(o[2]) if record.format != "burst" else False for o in objs]
+    return FrameAnnotation(np.array([o[0] for o in objs], np.int64), np.array([o[1] for o in objs], np.int64),
+                           np.stack(masks) if masks else np.zeros((0, h, w), bool), np.array(crowd, bool))
 
 
 # ------------------------------------------------------------------------------ old transforms (reference)
@@ -112,6 +133,26 @@ def old_make_sample(video_id, frames, annotations, frame_index, params, space) -
                   space.num_thing_classes)
 
 
+def old_draw_exemplars(sample, rng, kinds) -> SampleExemplars:
+    """The pre-#17 hint drawing: np.nonzero of every visible object, np.where for the mask planes."""
+    first = sample.masks[:, 0]
+    vis = first.any(axis=(1, 2))
+    m, ids = first[vis], sample.ids[vis]
+    e = len(ids)
+    pick = rng.integers(len(kinds), size=e)
+    kind = np.array([EXEMPLAR_KINDS[kinds[int(i)]] for i in pick], np.int8)
+    points, boxes = np.zeros((e, 2), np.float32), np.zeros((e, 4), np.float32)
+    for j in range(e):
+        ys, xs = np.nonzero(m[j])
+        if kind[j] == EXEMPLAR_KINDS["point"]:
+            i = int(rng.integers(len(ys)))
+            points[j] = (xs[i] + 0.5, ys[i] + 0.5)
+        elif kind[j] == EXEMPLAR_KINDS["box"]:
+            boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    masks = np.where((kind == EXEMPLAR_KINDS["mask"])[:, None, None], m, False)
+    return SampleExemplars(kind, np.zeros(e, np.int64), points, boxes, masks, ids)
+
+
 def old_load_sample(record, cfg, space, rng) -> Sample:
     idx = sample_clip(len(record), cfg.clip_frames, rng, annotated=_annotated(record),
                       reference_frames=cfg.reference_frames, reference_range=cfg.reference_range,
@@ -126,8 +167,8 @@ def old_load_sample(record, cfg, space, rng) -> Sample:
 
     key, ref = clip(idx.key), clip(idx.reference)
     if cfg.exemplar_kinds:
-        key = keep_hinted(_with(key, draw_exemplars(key, rng, cfg.exemplar_kinds)))
-        ref = keep_hinted(_with(ref, draw_exemplars(ref, rng, cfg.exemplar_kinds)))
+        key = keep_hinted(_with(key, old_draw_exemplars(key, rng, cfg.exemplar_kinds)))
+        ref = keep_hinted(_with(ref, old_draw_exemplars(ref, rng, cfg.exemplar_kinds)))
     key.reference = ref
     return key
 
@@ -200,7 +241,7 @@ def test_samples_and_batches_match_the_old_pipeline(datasets, fmt):
     space = label_space_for(recs)
     for crop in ((0, 0), (40, 50)):  # crops: objects cropped away must disappear the same way
         cfg = DataConfig(format=fmt, clip_frames=3, reference_frames=2, min_size=(40, 56, 72), max_size=120,
-                         crop=crop, exemplar_kinds=("mask", "point") if fmt in EVS else ())
+                         crop=crop, exemplar_kinds=("mask", "point", "box") if fmt in EVS else ())
         for v, rec in enumerate(recs):
             for k in range(3):  # draws cover flip / no flip and several sizes
                 new = load_sample(rec, cfg, space, sample_rng(0, 0, v, k))

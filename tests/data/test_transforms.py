@@ -16,9 +16,11 @@ from gvseg.data.transforms import (
     keep_hinted,
     make_sample,
     make_targets,
+    random_pixel,
     record_exemplars,
     resize_shortest,
     sample_augment,
+    tight_box,
 )
 from gvseg.structures import Category, Exemplar, FrameAnnotation
 
@@ -246,6 +248,33 @@ def test_box_exemplar_is_the_tight_box():
     assert e.boxes.tolist() == [[0, 0, 3, 3], [4, 0, 7, 3]] and not e.masks.any()
 
 
+class _FixedDraw:
+    """A stand-in generator whose ``integers(n)`` returns a chosen value (checks every pixel index)."""
+
+    def __init__(self, i):
+        self.i = i
+
+    def integers(self, n):
+        assert 0 <= self.i < n
+        return self.i
+
+
+def test_random_pixel_is_the_nonzero_pixel_of_the_draw():
+    """Every index i picks the i-th pixel of np.nonzero's row-major order (the pre-#17 definition), on masks
+    with empty leading/trailing rows, one-pixel rows and a strided (padded) view."""
+    rng = np.random.default_rng(4)
+    buf = np.zeros((3, 16, 24), bool)  # padded buffer; the masks are [:, :13, :21] views
+    buf[0, 5, 7] = True  # one pixel
+    buf[1, 2:9, 3:6] = True
+    buf[1, 4, 19] = True  # a row with two runs
+    buf[2, :13, :21] = rng.uniform(size=(13, 21)) < 0.3  # scattered, rows of 0..n pixels
+    for m in buf[:, :13, :21]:
+        ys, xs = np.nonzero(m)
+        for i in range(len(ys)):
+            assert random_pixel(m, _FixedDraw(i)) == (xs[i] + 0.5, ys[i] + 0.5)
+        assert tight_box(m) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
 @pytest.mark.parametrize("weights", [(1.0,), (1.0, -1.0), (0.0, 0.0)])
 def test_bad_exemplar_weights_name_the_video(weights):
     with pytest.raises(ValueError, match="v: exemplar weights"):
@@ -272,3 +301,24 @@ def test_record_exemplars_in_clip_only_and_transformed():
     e = record_exemplars(exs, np.array([4, 5, 6]), 40, 60, p)
     assert e.ids.tolist() == [1, 2] and e.frame.tolist() == [1, 2]
     assert e.masks[0, :10, 50:].all() and e.points[1].tolist() == [55.0, 5.0]
+
+
+def test_frame_buffers_are_reused_only_once_the_clip_is_gone():
+    """collate's recycled float memory: never handed out twice while a tensor (or a view of it) lives."""
+    from gvseg.data.transforms import _FrameBuffers
+
+    pool = _FrameBuffers(keep=2)
+    a = torch.from_numpy(pool.empty((2, 3, 4)))
+    a.fill_(1.0)
+    b = torch.from_numpy(pool.empty((2, 3, 4)))  # a is alive: other memory
+    assert a.data_ptr() != b.data_ptr()
+    view = a[1]
+    ptr = a.data_ptr()
+    del a
+    c = torch.from_numpy(pool.empty((2, 3, 4)))  # a's view is alive: still not a's memory (and c is not kept)
+    assert c.data_ptr() != ptr and float(view.sum()) == 12.0 and len(pool.slots) == 2
+    del view, b
+    d = torch.from_numpy(pool.empty((1, 3, 4)))  # a smaller request takes the first free buffer: a's
+    assert d.data_ptr() == ptr and len(pool.slots) == 2
+    e = torch.from_numpy(pool.empty((5, 3, 4)))  # larger than any kept buffer: fresh memory
+    assert e.shape == (5, 3, 4) and e.is_contiguous()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -140,7 +139,8 @@ def _fast_read(path: str | Path, label: bool) -> np.ndarray | None:
         return None
     if arr.ndim == 2 and not label:
         return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB) if arr.ndim == 3 else arr
+    # in place: a second full-resolution array per frame is a fresh allocation (page faults) for a byte swap
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr) if arr.ndim == 3 else arr
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -214,19 +214,24 @@ class IndexedAnnotation(FrameAnnotation):
         return f"IndexedAnnotation(ids={self.ids.tolist()}, shape={self.index.shape})"
 
 
-def indexed_if_disjoint(ids: np.ndarray, category_ids: np.ndarray, masks: np.ndarray,
+def indexed_if_disjoint(ids: np.ndarray, category_ids: np.ndarray, stack: np.ndarray,
                         iscrowd: np.ndarray | None = None) -> FrameAnnotation:
-    """[K, H, W] masks (RLE formats) -> an :class:`IndexedAnnotation` when no pixel is in two masks (then the
-    clip pipeline resizes one map instead of K masks: YTVIS 114 -> see clip_pipeline_cpu.json), else a plain
-    FrameAnnotation (overlapping masks, allowed in YTVIS/OVIS/BURST, keep the per-mask path)."""
+    """[H, W, K] 0/1 uint8 masks as ``pycocotools`` decodes them (Fortran order) -> an
+    :class:`IndexedAnnotation` when no pixel is in two masks (then the clip pipeline resizes one map instead of
+    K masks), else a plain FrameAnnotation with [K, H, W] bool masks (overlaps, allowed in YTVIS/OVIS/BURST,
+    keep the per-mask path).
+
+    The overlap count and the index map are built on the stack's own memory order ([K, W, H] C-contiguous),
+    one uint8 pass per object, and only the index map is transposed back: no [K, H, W] bool copy, no
+    full-resolution per-object masks (they follow from the index map when a consumer asks; issue #17)."""
     k = len(ids)
-    if 0 < k < 255:
-        planes = masks.view(np.uint8)
-        if int(planes.sum(0, dtype=np.uint8).max()) <= 1:
-            index = np.zeros(masks.shape[1:], np.uint8)
-            for j in range(k):
-                np.putmask(index, masks[j], j + 1)
-            return IndexedAnnotation(ids, category_ids, index, iscrowd, has_ignore=False, masks=masks)
+    planes = stack.transpose(2, 1, 0)  # [K, W, H] view, C-contiguous for a Fortran stack
+    if 0 < k < 255 and int(planes.sum(0, dtype=np.uint8).max()) <= 1:  # uint8 cannot wrap: K < 255
+        index_t = np.zeros(planes.shape[1:], np.uint8)  # [W, H]
+        for j in range(k):
+            index_t += planes[j] * np.uint8(j + 1)  # disjoint: each pixel gets at most one code
+        return IndexedAnnotation(ids, category_ids, cv2.transpose(index_t), iscrowd, has_ignore=False)
+    masks = np.ascontiguousarray(stack.transpose(2, 0, 1), dtype=bool)  # [K, H, W]
     return FrameAnnotation(ids=ids, category_ids=category_ids, masks=masks, iscrowd=iscrowd)
 
 
@@ -237,40 +242,12 @@ def index_dtype(num_objects: int) -> type:
 
 def index_lut(size: int, ids: np.ndarray, ignore_values: tuple[int, ...] = ()) -> np.ndarray:
     """[size] lookup table raw value -> index-map code: ``ids[k]`` -> k + 1, ``ignore_values`` -> K + 1,
-    anything else -> 0 (for small value ranges; 24-bit ones use :func:`map_codes`)."""
+    anything else -> 0 (for small value ranges; 24-bit maps go through ``arrays.runs``)."""
     lut = np.zeros(size, index_dtype(len(ids)))
     lut[np.asarray(ids, np.int64)] = np.arange(1, len(ids) + 1)
     for v in ignore_values:
         lut[v] = len(ids) + 1
     return lut
-
-
-_TABLES = threading.local()  # one reusable 2**24 table per thread (allocating + zeroing it cost 3 ms a frame)
-
-
-def table24() -> np.ndarray:
-    """This thread's all-zero [2**24] uint8 scratch table; callers put it back to all zeros."""
-    t = getattr(_TABLES, "t", None)
-    if t is None:
-        t = _TABLES.t = np.zeros(1 << 24, np.uint8)
-    return t
-
-
-def map_codes(values: np.ndarray, ids: np.ndarray, ignore_values: np.ndarray | tuple = ()) -> np.ndarray:
-    """[H, W] 24-bit values -> index-map codes (``ids[k]`` -> k + 1, ``ignore_values`` -> K + 1, else 0)."""
-    ids = np.asarray(ids, np.int64)
-    ign = np.asarray(ignore_values, np.int64)
-    if len(ids) + 1 >= 256:  # codes need more than 8 bits: a fresh table
-        lut = index_lut(1 << 24, ids, tuple(ign.tolist()))
-        return np.take(lut, values)
-    t = table24()
-    t[ids] = np.arange(1, len(ids) + 1)
-    t[ign] = len(ids) + 1
-    try:
-        return np.take(t, values)
-    finally:
-        t[ids] = 0
-        t[ign] = 0
 
 
 def present_u8(values: np.ndarray) -> np.ndarray:
@@ -525,8 +502,9 @@ def decode_exemplar_source(source: tuple, record: VideoRecord) -> np.ndarray:
     raise ValueError(f"unknown exemplar source {source[0]!r}")
 
 
-def decode_rle(rle: dict, height: int, width: int, where: str) -> np.ndarray:
-    """COCO RLE (compressed string or uncompressed list counts) -> [H, W] bool."""
+def rle_object(rle: dict, height: int, width: int, where: str) -> dict:
+    """COCO RLE (compressed string or uncompressed list counts) -> the compressed RLE ``pycocotools`` decodes,
+    with its size and counts checked (DataError naming ``where``)."""
     from pycocotools import mask as mask_util
 
     size = rle.get("size", [height, width])
@@ -536,10 +514,25 @@ def decode_rle(rle: dict, height: int, width: int, where: str) -> np.ndarray:
     if isinstance(counts, list):  # uncompressed, column-major (YTVIS): frPyObjects compresses it
         if sum(counts) != height * width:
             raise DataError(where, f"RLE counts sum to {sum(counts)}, not {height}*{width}")
-        rle = mask_util.frPyObjects({"size": [height, width], "counts": counts}, height, width)
-    elif isinstance(counts, str):
-        rle = {"size": [height, width], "counts": counts.encode()}
+        return mask_util.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    if isinstance(counts, str):
+        return {"size": [height, width], "counts": counts.encode()}
+    return rle
+
+
+def decode_stack(rles: list[dict], height: int, width: int, where: str) -> np.ndarray:
+    """Compressed RLEs (:func:`rle_object`) -> [H, W, K] 0/1 uint8 in Fortran order, one ``pycocotools`` call
+    for the whole frame (what the clip benchmark's lower bound does); K = 0 gives [H, W, 0]."""
+    from pycocotools import mask as mask_util
+
+    if not rles:
+        return np.zeros((height, width, 0), np.uint8, order="F")
     try:
-        return mask_util.decode(rle).astype(bool)
+        return mask_util.decode(rles)
     except Exception as e:
         raise DataError(where, f"cannot decode RLE ({type(e).__name__}: {e})") from None
+
+
+def decode_rle(rle: dict, height: int, width: int, where: str) -> np.ndarray:
+    """COCO RLE (compressed string or uncompressed list counts) -> [H, W] bool."""
+    return decode_stack([rle_object(rle, height, width, where)], height, width, where)[..., 0].astype(bool)

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
+from gvseg.data.arrays import paint_runs, runs
 from gvseg.data.errors import DataError
 from gvseg.data.formats import _common as C
 from gvseg.structures import Category, FrameAnnotation, SyntheticVideo, VideoRecord
@@ -68,27 +70,22 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
 
 
 def decode(path: str, height: int, width: int) -> FrameAnnotation:
-    """Panoptic map -> :class:`IndexedAnnotation`. The distinct (class, instance) pairs come from two
-    bincounts (R: 256 bins, G*256+B: 65536 bins) checked against a 2**24-entry table of the pixels' codes,
-    not ``np.unique`` over the int64 key map (the hash unique was the slowest step of this decoder)."""
+    """Panoptic map -> :class:`IndexedAnnotation`. The pixels' (class, instance) keys are packed in one
+    cv2 pass (:func:`panoptic_keys`); their distinct values and the index map come from the map's runs
+    (``arrays.runs``), not from ``np.unique`` over an int64 key map and a 2**24 lookup table (3.6 -> 0.8 ms a
+    480x640 frame beside the 2.4 ms PNG decode, issue #17)."""
     rgb = C.read_label(path)
     if rgb.ndim != 3:
         raise DataError(path, f"expected an RGB panoptic map, got shape {rgb.shape}")
     C.check_shape(path, rgb, height, width)
     if rgb.dtype != np.uint8:
         rgb = rgb.astype(np.uint8)
-    sem = rgb[..., 0]
-    inst = rgb[..., 1].astype(np.uint16) << 8 | rgb[..., 2]  # build_step_data.py encoding
-    key = sem.astype(np.uint32) << 16 | inst  # [H, W] = class * DIVISOR + instance
-    cand = (C.present_values(sem, 256)[:, None] * DIVISOR + C.present_values(inst, 65536)[None, :]).reshape(-1)
-    seen = C.table24()  # every key present is in cand, so resetting cand puts the table back
-    try:
-        seen[key] = 1
-        keys = cand[seen[cand] == 1]  # sorted: cand is sorted by class, then instance
-    finally:
-        seen[cand] = 0
-    void_keys = keys[keys // DIVISOR == VOID]
-    ids = keys[keys // DIVISOR != VOID]
+    key = panoptic_keys(rgb)  # [H, W] = class * DIVISOR + instance
+    lengths, run_keys = runs(key)  # [R]
+    keys, run_of = np.unique(run_keys, return_inverse=True)  # keys [S] ascending: by class, then instance
+    keys = keys.astype(np.int64)
+    void = keys // DIVISOR == VOID
+    ids = keys[~void]  # [K]
     cats, insts = ids // DIVISOR, ids % DIVISOR
     bad = cats >= len(KITTI_STEP_CATEGORIES)
     if bad.any():
@@ -96,8 +93,19 @@ def decode(path: str, height: int, width: int) -> FrameAnnotation:
     thing = np.isin(cats, THING_IDS)
     if (~thing & (insts != 0)).any():
         raise DataError(path, f"instance ids on stuff classes {np.unique(cats[~thing & (insts != 0)]).tolist()}")
-    index = C.map_codes(key, ids, void_keys)
+    code = np.zeros(len(keys), C.index_dtype(len(ids)))  # [S] key -> k + 1, void -> K + 1
+    code[~void] = np.arange(1, len(ids) + 1)
+    code[void] = len(ids) + 1
+    index = paint_runs(lengths, code[run_of], key.shape)
     return C.IndexedAnnotation(ids=ids, category_ids=cats, index=index, iscrowd=thing & (insts == 0))
+
+
+def panoptic_keys(rgb: np.ndarray) -> np.ndarray:
+    """[H, W, 3] uint8 -> [H, W] uint32 ``R << 16 | G << 8 | B`` = trainId * DIVISOR + (G * 256 + B), the
+    build_step_data.py encoding: cv2 reorders the bytes to B, G, R, A, read as one little-endian uint32 with
+    the alpha byte masked off (0.09 ms against 1.5 ms for the shifts and ors on uint16/uint32 planes)."""
+    packed = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA).view("<u4")[..., 0]
+    return np.bitwise_and(packed, 0xFFFFFF, out=packed)
 
 
 def write(out_dir: str | Path, videos: list[SyntheticVideo], split: str, *, progress: bool = False) -> None:

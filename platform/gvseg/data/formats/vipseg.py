@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from gvseg.data.arrays import paint_runs, runs
 from gvseg.data.errors import DataError
 from gvseg.data.formats import _common as C
 from gvseg.data.formats.vipseg_categories import VIPSEG_CATEGORIES
@@ -191,31 +192,31 @@ def decode_raw(path: str, height: int, width: int, known: set[int] | None = None
 
 
 def decode_rgb(path: str, segments: tuple, height: int, width: int) -> FrameAnnotation:
-    """Converted (RGB) panomask -> :class:`IndexedAnnotation`. The segment ids come from the JSON's
-    ``segments_info``, not from ``np.unique`` over the full-resolution id map (17% of the clip pipeline,
-    issue #17; a 2**24-entry lookup table maps rgb2id values to codes, absent ids are dropped by a bincount
-    of the codes). A PNG id missing from ``segments_info`` is still a DataError naming the ids."""
+    """Converted (RGB) panomask -> :class:`IndexedAnnotation`. The segment ids and categories come from the
+    JSON's ``segments_info``; which of them the frame shows, and the index map, come from the runs of the id
+    map (``arrays.runs``), not from ``np.unique`` over the full-resolution map (17% of the clip pipeline,
+    issue #17) nor a per-pixel gather through a 2**24 table. A PNG id missing from ``segments_info`` is a
+    DataError naming the ids; listed ids absent from the frame are dropped."""
     rgb = C.read_label(path)
     if rgb.ndim != 3:
         raise DataError(path, f"expected an RGB panomask, got shape {rgb.shape}")
     C.check_shape(path, rgb, height, width)
     info = {sid: (cat, crowd) for sid, cat, crowd in segments}
-    listed = np.array(sorted(i for i in info if 0 < i < 1 << 24), np.int64)  # [K'] ascending
     idmap = rgb2id(rgb)  # [H, W]
-    code = C.map_codes(idmap, listed, (0,))  # [H, W]: k + 1, K' + 1 = void, 0 = not in the JSON
-    if (code == 0).any():
-        missing = np.unique(idmap[code == 0])
-        raise DataError(path, f"segment ids {missing[:8].tolist()} are in the PNG but not in segments_info of the JSON")
-    counts = C.present_u8(code) if code.dtype == np.uint8 else np.bincount(code.reshape(-1), minlength=len(listed) + 2)
-    present = counts[1:len(listed) + 1] > 0
-    ids = listed[present]
-    if not present.all():  # listed but absent in this frame: renumber (rare)
-        remap = np.zeros(len(listed) + 2, code.dtype)
-        remap[1:len(listed) + 1][present] = np.arange(1, len(ids) + 1)
-        remap[len(listed) + 1] = len(ids) + 1
-        code = remap[code]
+    lengths, run_ids = runs(idmap)  # [R]
+    seen, run_of = np.unique(run_ids, return_inverse=True)  # [S] ascending, 0 = void
+    seen = seen.astype(np.int64)
+    void = seen == 0
+    missing = [int(i) for i in seen[~void] if int(i) not in info]
+    if missing:
+        raise DataError(path, f"segment ids {missing[:8]} are in the PNG but not in segments_info of the JSON")
+    ids = seen[~void]  # [K]
+    code = np.zeros(len(seen), C.index_dtype(len(ids)))  # [S] id -> k + 1, void -> K + 1
+    code[~void] = np.arange(1, len(ids) + 1)
+    code[void] = len(ids) + 1
     return C.IndexedAnnotation(ids=ids, category_ids=np.array([info[int(i)][0] for i in ids], np.int64),
-                               index=code, iscrowd=np.array([info[int(i)][1] for i in ids], bool))
+                               index=paint_runs(lengths, code[run_of], idmap.shape),
+                               iscrowd=np.array([info[int(i)][1] for i in ids], bool))
 
 
 def rgb2id(rgb: np.ndarray) -> np.ndarray:

@@ -141,24 +141,24 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     objs = record.annotations[t]
     h, w = record.height, record.width
     where = f"{record.meta.get('json', record.video_id)}: video {record.meta.get('json_video_id')} frame {t}"
-    masks = np.stack([decode_segmentation(s, h, w, where) for *_, s in objs]) if objs else np.zeros((0, h, w), bool)
+    stack = C.decode_stack([segmentation_rle(s, h, w, where) for *_, s in objs], h, w, where)  # [H, W, K]
     return C.indexed_if_disjoint(np.array([o[0] for o in objs], np.int64), np.array([o[1] for o in objs], np.int64),
-                                 masks, np.array([o[2] for o in objs], bool))
+                                 stack, np.array([o[2] for o in objs], bool))
 
 
-def decode_segmentation(segm, height: int, width: int, where: str) -> np.ndarray:
-    """RLE (list or string counts) or polygons -> [H, W] bool."""
+def segmentation_rle(segm, height: int, width: int, where: str) -> dict:
+    """RLE (list or string counts) or polygons -> one compressed RLE (``C.rle_object``)."""
     from pycocotools import mask as mask_util
 
     if isinstance(segm, dict):
         if "counts" not in segm:
             raise DataError(where, "RLE without 'counts'")
-        return C.decode_rle(segm, height, width, where)
+        return C.rle_object(segm, height, width, where)
     if isinstance(segm, list):  # polygons [[x0, y0, x1, y1, ...], ...]
         polys = [p for p in segm if len(p) >= 6]
         if not polys:
-            return np.zeros((height, width), bool)
-        return mask_util.decode(mask_util.merge(mask_util.frPyObjects(polys, height, width))).astype(bool)
+            return mask_util.encode(np.zeros((height, width), np.uint8, order="F"))
+        return mask_util.merge(mask_util.frPyObjects(polys, height, width))
     raise DataError(where, f"segmentation of type {type(segm).__name__} is neither RLE nor polygon")
 
 
