@@ -14,6 +14,13 @@ round-robin rounds. The ratio is per *key* frame: HF frames/s over GvSeg key fra
 means GvSeg is faster. Matcher calls and their CPU time per step are counted by wrapping the one matcher the
 engine injects into the model and the criterion.
 
+Results (2026-12-03, 2 idle cores, 5 rounds; before -> after the gated, one-softplus matcher):
+  gvseg     11.7 -> 7.7 CPU s a step, 0.89x -> 1.06x HF (8.2 s) per key frame: met
+  gvseg_tcl 24.4 -> 15.7 CPU s a step, 0.43x -> 0.52x: missed. The reference clip costs a second forward and
+            backward because the recipe segments it too (``loss.reference_segmentation``: thing VPQ_1/VPQ_6
+            37.1/28.1 against 31.7/17.6 without); per processed frame GvSeg is 1.05x HF.
+  matcher   175 -> 53 ms a call (HF 64), 15% -> 7% of the step; 10 calls per clip forward.
+
 Writes ``benchmarks/results/train_step_cpu.json`` (machine named). Needs ``transformers`` for the peer; without
 it the HF row is skipped with the reason.
 """
