@@ -19,11 +19,14 @@ Scaling (issue #17): ``--workers-list 1 2`` runs every variant with 1 and 2 work
 Ray CPUs) in one run, interleaved, and draws clips/s against workers with the ideal linear line (1-worker
 median x W) on a PNG beside the JSON (``data_throughput_cpu.json`` / ``.png``).
 
-Measured (data_throughput_cpu.json, 72 clips a run, 2 repeats, shared 2-core machine): the second repeat, under
-less load: DataLoader 1.63 -> 2.00 clips/s (1 -> 2 workers, 61% of ideal), Ray 1.22 -> 1.24 clips/s (Ray Data
-start-up of 18-29 s per epoch dominates; steady 1.70 -> 1.96). The first repeat ran under load average ~10
-and got *slower* with 2 workers. Scaling stops at 2 workers: the machine has 2 cores, shared with other jobs, and
-the driver (collate of the float frames) competes with the workers for them.
+Measured (data_throughput_cpu.json, 2026-12-03, idle 2-core machine, load average ~2-3, 2 repeats, medians,
+after the clip-pipeline work of issue #17): DataLoader 7.26 -> 10.69 clips/s from 1 to 2 workers (74% of the
+ideal 14.5; steady 7.9 -> 12.0), Ray Data 4.18 -> 3.21 clips/s (38% of ideal: slower with 2 CPUs; steady
+9.5 -> 6.7). Scaling stops at 2 workers because the machine has 2 cores: the consumer (collate and the
+float frames) needs one of them, so 2 workers oversubscribe it. Ray pays a per-epoch start-up (first batch
+after ~11 s) and its raylet, GCS and object store compete for the same cores (peak PSS 3.3-3.7 GB against
+1.0-1.5 GB for the DataLoader). The run of 2026-12-02 under load average ~10 gave 1.31 -> 1.28 clips/s
+(DataLoader) and 0.90 -> 0.86 (Ray).
 
     python benchmarks/data_throughput.py                     # ~10 minutes on 2 shared cores
     python benchmarks/data_throughput.py --smoke             # DataLoader only, seconds (no files written)

@@ -20,6 +20,10 @@ Call it once per clip, in order; track ids start at 1 and are never reused.
 * Stuff (and every VSS query): identity = class, one track per class for the whole video, no SPA.
   ``spa_stuff=True`` (Table 4d row 3) matches stuff like things instead, but only within the same class.
 * ``thing_class_gate=True``: a thing track continues only as a query of the class it last had.
+* Class vote: with ``class_probs`` [Q, C] given to ``update``, each track sums the class probabilities of the
+  queries it continued as; :meth:`Tracker.voted_labels` gives a track's argmax of that running sum, so a
+  thing whose per-clip class flickers keeps one class from the clip where the vote settles on
+  (``AssociationConfig.thing_class_vote``; streaming: only past and present clips vote).
 * ``state_dict()`` / ``load_state_dict()`` hold everything needed to resume a stream (CPU tensors + ints).
 * Q = 0 or nothing kept: returns an empty / all -1 tensor and only ages the live tracks.
 """
@@ -52,6 +56,7 @@ class Tracker:
         self.labels = torch.zeros(0, dtype=torch.int64)  # [N]
         self.stuff = torch.zeros(0, dtype=torch.bool)  # [N]
         self.missing = torch.zeros(0, dtype=torch.int64)  # [N] consecutive clips unmatched
+        self.class_sum: torch.Tensor | None = None  # [N, C] summed class probabilities (the class vote)
         self.class_tracks: dict[int, int] = {}  # stuff class -> its track id (spa_stuff=False)
 
     @property
@@ -70,6 +75,7 @@ class Tracker:
         labels: torch.Tensor,
         is_stuff: torch.Tensor,
         keep: torch.Tensor,
+        class_probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         q = embeds.shape[0]
         for name, x in (("descriptors_first", descriptors_first), ("descriptors_last", descriptors_last)):
@@ -84,6 +90,12 @@ class Tracker:
         d_first, d_last = descriptors_first.float().cpu(), descriptors_last.float().cpu()
         scores, labels = scores.float().cpu(), labels.long().cpu()
         is_stuff, keep = is_stuff.bool().cpu(), keep.bool().cpu()
+        probs = class_probs.float().cpu() if class_probs is not None else torch.zeros(q, 0)  # [Q, C] | [Q, 0]
+        if probs.shape[0] != q:
+            raise ValueError(f"Tracker.update: class_probs has {probs.shape[0]} rows for {q} queries")
+        if self.class_sum is not None and self.class_sum.shape[1] != probs.shape[1]:
+            raise ValueError(f"Tracker.update: class_probs has {probs.shape[1]} classes, earlier clips had "
+                             f"{self.class_sum.shape[1]}")
         out = torch.full((q,), -1, dtype=torch.int64)
         if self.embeds is not None and self.embeds.device != emb.device:
             self._to_cpu()
@@ -115,6 +127,7 @@ class Tracker:
                 self.embeds[t] = m * self.embeds[t] + (1.0 - m) * emb[i] if m > 0 else emb[i]
                 self.desc[t] = d_last[i]
                 self.labels[t] = labels[i]
+                self.class_sum[t] += probs[i]
                 matched_tracks[t] = True
                 taken[b] = True
             rest = qi[~taken]
@@ -129,9 +142,23 @@ class Tracker:
             rows = torch.tensor(new_rows, dtype=torch.int64)
             new_ids = torch.tensor([self._new_id() for _ in new_rows], dtype=torch.int64)
             out[rows] = new_ids
-            self._append(new_ids, emb[rows], d_last[rows], labels[rows], is_stuff[rows])
+            self._append(new_ids, emb[rows], d_last[rows], labels[rows], is_stuff[rows], probs[rows])
         self.clips_seen += 1
         return out.to(device)
+
+    def voted_labels(self, track_ids: torch.Tensor, classes: int | None = None) -> torch.Tensor:
+        """[S] track ids -> [S] int64 argmax of each live matched track's summed class probabilities over its
+        first ``classes`` columns (e.g. the thing classes), -1 for an id with no vote (stuff by class, unknown,
+        or no ``class_probs`` given)."""
+        out = torch.full(track_ids.shape, -1, dtype=torch.int64)
+        if self.class_sum is None or self.class_sum.shape[1] == 0 or track_ids.numel() == 0:
+            return out.to(track_ids.device)
+        ids = track_ids.cpu()
+        hit = ids[:, None] == self.ids[None]  # [S, N]
+        found = hit.any(1)
+        votes = self.class_sum[:, :classes].argmax(1)  # [N]
+        out[found] = votes[hit[found].float().argmax(1)]
+        return out.to(track_ids.device)
 
     def _match(self, q_emb, q_desc, q_lab, ti, cues: str, gate_class: bool) -> list[tuple[int, int]]:
         """Hungarian on S [n_tracks, n_queries] (Eq. 6); pairs (track row in ti, query row) above threshold."""
@@ -167,11 +194,13 @@ class Tracker:
     def _select(self, keep: torch.Tensor) -> None:
         self.ids, self.labels, self.stuff, self.missing = (x[keep] for x in (self.ids, self.labels, self.stuff, self.missing))
         if self.embeds is not None:
-            self.embeds, self.desc = self.embeds[keep], self.desc[keep]
+            self.embeds, self.desc, self.class_sum = self.embeds[keep], self.desc[keep], self.class_sum[keep]
 
-    def _append(self, ids, emb, desc, labels, stuff) -> None:
+    def _append(self, ids, emb, desc, labels, stuff, probs) -> None:
         if self.embeds is None:
             self.embeds, self.desc = emb.new_zeros(0, emb.shape[1]), desc.new_zeros(0, desc.shape[1])
+            self.class_sum = probs.new_zeros(0, probs.shape[1])
+        self.class_sum = torch.cat([self.class_sum, probs])
         self.ids = torch.cat([self.ids, ids])
         self.embeds = torch.cat([self.embeds, emb])
         self.desc = torch.cat([self.desc, desc])
@@ -180,7 +209,7 @@ class Tracker:
         self.missing = torch.cat([self.missing, torch.zeros_like(ids)])
 
     def _to_cpu(self) -> None:
-        self.embeds, self.desc = self.embeds.cpu(), self.desc.cpu()
+        self.embeds, self.desc, self.class_sum = self.embeds.cpu(), self.desc.cpu(), self.class_sum.cpu()
 
     # ----------------------------------------------------------------------------------- checkpointing
 
@@ -192,6 +221,7 @@ class Tracker:
             "ids": self.ids.clone(),
             "embeds": None if self.embeds is None else self.embeds.clone(),
             "desc": None if self.desc is None else self.desc.clone(),
+            "class_sum": None if self.class_sum is None else self.class_sum.clone(),
             "labels": self.labels.clone(),
             "stuff": self.stuff.clone(),
             "missing": self.missing.clone(),
@@ -205,6 +235,9 @@ class Tracker:
         self.ids = state["ids"].cpu().long()
         self.embeds = None if state["embeds"] is None else state["embeds"].cpu().float()
         self.desc = None if state["desc"] is None else state["desc"].cpu().float()
+        cs = state.get("class_sum")  # absent in a stream state saved before the class vote
+        self.class_sum = cs.cpu().float() if cs is not None else (
+            None if self.embeds is None else torch.zeros(self.embeds.shape[0], 0))
         self.labels = state["labels"].cpu().long()
         self.stuff = state["stuff"].cpu().bool()
         self.missing = state["missing"].cpu().long()

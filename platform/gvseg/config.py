@@ -147,6 +147,13 @@ class AssociationConfig:
     # (plain val) and 13.4 -> 12.7 (look-alike val) with the gate; a class flicker between clips then splits
     # a track, which costs more than the cross-class swaps it prevents.
     thing_class_gate: bool = False
+    # VPS things: a segment's class is its track's running vote (the argmax of the class probabilities summed
+    # over the clips the track has lived so far: gvseg.associate.Tracker.voted_labels) instead of this clip's
+    # argmax, so that a per-clip class flicker does not split a thing's tube across VPQ windows. Off by
+    # measurement (2026-12-03, two learning-benchmark checkpoints x plain / look-alike val, 16 videos of 12
+    # frames): it changed the class of 1-4 segments per val set and moved thing VPQ_6 by -0.0 / -0.5 / -0.0 /
+    # -0.1 (29.64 -> 29.63 on plain val): class flicker is rare here and not what limits VPQ_6/VPQ_1.
+    thing_class_vote: bool = False
 
 
 @dataclass

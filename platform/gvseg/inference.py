@@ -49,6 +49,7 @@ from gvseg.config import ModelConfig, PostprocessConfig
 from gvseg.data.transforms import PIXEL_MEAN, PIXEL_STD
 from gvseg.postprocess import (
     allowed_classes,
+    class_probs,
     class_scores,
     exemplar_maps,
     instance_results,
@@ -305,8 +306,15 @@ def _postprocess(out: dict, task: str, cfg: ModelConfig, size: tuple[int, int], 
     keep = torch.zeros_like(scores, dtype=torch.bool)
     keep[pan.query_idx] = True
     is_stuff = out["query_is_stuff"] | (labels >= n_th)
-    track = tracker.update(embeds, desc[:, 0], desc[:, -1], scores, labels, is_stuff, keep)  # [Q]
+    vote = cfg.association.thing_class_vote
+    probs = class_probs(logits, allowed)[:, :-1] if vote else None  # [Q, C]
+    track = tracker.update(embeds, desc[:, 0], desc[:, -1], scores, labels, is_stuff, keep, probs)  # [Q]
     seg_track = track[pan.query_idx]  # [S]
+    if vote:  # a thing segment takes its track's class vote over the clips so far (AssociationConfig)
+        voted = tracker.voted_labels(seg_track, n_th)  # [S], -1 = no vote
+        change = pan.isthing & (voted >= 0) & (voted != pan.labels)
+        counters.add("assoc/class_vote_changed", int(change.sum()))
+        pan.labels = torch.where(change, voted, pan.labels)
     _count_segments(pan.isthing, out["query_kind"][pan.query_idx])
     id_lut = torch.cat([seg_track, seg_track.new_zeros(1)])  # segment -1 (void) -> 0
     res["id_map"] = id_lut[pan.segment_map].to(torch.int32).cpu().numpy()

@@ -148,3 +148,40 @@ def test_empty_clip_ages_tracks_only():
     call(tr, torch.ones(1, D), d, d)
     out = call(tr, torch.zeros(0, D), d[:0], d[:0])
     assert out.shape == (0,) and tr.num_live == 0
+
+
+def _vote_clip(tr, probs):
+    """One clip of one thing query with fixed embedding and shape; ``probs`` [C] its class probabilities."""
+    e = torch.ones(1, D)
+    d = desc(rect(8, 8, 12, 12))
+    p = torch.tensor([probs])
+    return tr.update(e, d, d, p.max(1).values, p.argmax(1), torch.zeros(1, dtype=torch.bool),
+                     torch.ones(1, dtype=torch.bool), p)
+
+
+def test_class_vote_keeps_a_flickering_thing_on_its_running_majority():
+    tr = Tracker(AssociationConfig())
+    ids = [int(_vote_clip(tr, p)[0]) for p in ([0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.3, 0.6, 0.1])]
+    assert ids == [1, 1, 1]  # one track
+    # clip 3 alone says class 1; the sum over the 3 clips (1.6, 1.1, 0.3) says class 0
+    assert tr.voted_labels(torch.tensor([1])).tolist() == [0]
+    # only the first `classes` columns vote (the thing classes of VPS)
+    assert tr.voted_labels(torch.tensor([1]), classes=1).tolist() == [0]
+
+
+def test_class_vote_is_minus_one_without_a_vote_and_survives_a_state_round_trip():
+    tr = Tracker(AssociationConfig())
+    assert tr.voted_labels(torch.tensor([1, 2])).tolist() == [-1, -1]  # nothing tracked yet
+    _vote_clip(tr, [0.1, 0.8, 0.1])
+    assert tr.voted_labels(torch.tensor([1, 7])).tolist() == [1, -1]  # 7: no such track
+    again = Tracker(AssociationConfig())
+    again.load_state_dict(tr.state_dict())
+    _vote_clip(again, [0.5, 0.4, 0.1])  # (0.6, 1.2, 0.2): still class 1
+    assert again.voted_labels(torch.tensor([1])).tolist() == [1]
+    assert again.voted_labels(torch.zeros(0, dtype=torch.int64)).tolist() == []
+
+
+def test_tracker_without_class_probs_has_no_vote():
+    tr = Tracker(AssociationConfig())
+    call(tr, torch.ones(1, D), desc(rect(8, 8, 12, 12)), desc(rect(8, 8, 12, 12)))
+    assert tr.voted_labels(torch.tensor([1])).tolist() == [-1]
