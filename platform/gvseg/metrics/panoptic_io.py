@@ -404,8 +404,20 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core; no nested thread pools
 
 
+def _pool_context():
+    """A "forkserver" context whose server has the scorers imported: a worker forked from a process whose
+    OpenCV thread pool has run (any cv2 call on 2+ threads: decoding, resizing) deadlocks in its first cv2
+    call (``cv2.setNumThreads`` hung in ``pthread_cond_destroy`` in the test suite of 2026-12-03), and
+    "spawn" would import numpy, cv2 and gvseg again in every worker of every pool. The server is started
+    once per process and forks clean workers in milliseconds."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["gvseg.metrics.vpq", "gvseg.metrics.stq"])
+    return ctx
+
+
 def map_videos(fn, items: Sequence, workers: int | None, progress: bool, desc: str):
-    """Ordered map over videos: in-process when ``workers <= 1``, else a process pool; yields results."""
+    """Ordered map over videos: in-process when ``workers <= 1``, else a process pool (:func:`_pool_context`);
+    yields results."""
     workers = min(os.cpu_count() or 1, len(items)) if workers is None else min(workers, len(items))
     bar = tqdm(total=len(items), desc=desc, disable=not progress)
     try:
@@ -414,7 +426,7 @@ def map_videos(fn, items: Sequence, workers: int | None, progress: bool, desc: s
                 yield fn(it)
                 bar.update()
         else:
-            with mp.get_context().Pool(workers, initializer=_init_worker) as pool:
+            with _pool_context().Pool(workers, initializer=_init_worker) as pool:
                 for r in pool.imap(fn, items, chunksize=1):
                     yield r
                     bar.update()
