@@ -311,8 +311,10 @@ class FaultConfig:
     """Fault injection, for testing recovery paths. Leave empty in real runs."""
 
     nan_at_steps: tuple[int, ...] = ()  # the loss at these steps is made NaN
-    crash_at_step: int = 0  # the last rank exits abruptly once at this step (0 = never)
-    crash_marker: str = ""  # file that records the crash happened, so the restarted worker goes on
+    # the last rank exits abruptly once at each of these steps, as it reaches their checkpoint (so only
+    # steps that are multiples of train.checkpoint_every, or the last step, fire)
+    crash_at_steps: tuple[int, ...] = ()
+    crash_marker: str = ""  # file that records each crash (one line a step), so the restarted worker goes on
 
 
 @dataclass

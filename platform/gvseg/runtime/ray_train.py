@@ -125,12 +125,15 @@ def _restore_newest_valid(parts: Parts, candidates: list[Path], device: torch.de
 
 
 def _maybe_crash(cfg: Config, step: int, rank: int, world: int) -> None:
-    """Fault injection: the last rank dies abruptly once (a marker file remembers it did)."""
+    """Fault injection: the last rank dies abruptly once at each of ``crash_at_steps`` (a marker file
+    remembers which it did)."""
     fault = cfg.train.fault
-    if fault.crash_at_step and step == fault.crash_at_step and rank == world - 1:
+    if step in fault.crash_at_steps and rank == world - 1:
         marker = Path(fault.crash_marker or Path(cfg.runtime.storage_path) / ".crashed")
-        if not marker.exists():
-            marker.write_text(f"crashed at step {step}\n")
+        done = marker.read_text().splitlines() if marker.exists() else []
+        if f"crashed at step {step}" not in done:
+            with marker.open("a") as f:
+                f.write(f"crashed at step {step}\n")
             os._exit(17)
 
 
