@@ -119,8 +119,11 @@ def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path
     cfg = apply_overrides(tiny_cfg, [
         "runtime.num_workers=2", "runtime.max_failures=3", "train.max_iters=6",
         "train.fault.crash_at_steps=(2, 4, 6)", f"train.fault.crash_marker={tmp_path}/crashed",
+        "tracking.log_system_metrics=true",
     ])
+    t0 = time.time()
     metrics = run_train(cfg)
+    t1 = time.time()
     assert (tmp_path / "crashed").read_text().split("\n")[:3] == [f"crashed at step {s}" for s in (2, 4, 6)]
     assert "vpq_mean_1246" in metrics
     final = checkpoint.load(run_dir(cfg) / "final_checkpoint")  # loads with weights_only: not torn
@@ -133,6 +136,9 @@ def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == steps
     _unique_series(client, run)
     _cleaner_ran_quietly()
+    cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert [m.step for m in cpu] == list(range(len(cpu)))  # sampled through the restarts, none lost or twice
+    assert cpu[0].timestamp / 1000 - t0 < 30 and t1 - cpu[-1].timestamp / 1000 < 30  # the whole run
     # Re-running the same command with a longer schedule resumes from the last checkpoint (step 6); torn, so
     # from the one before it (step 4), said in one line and a tag: no retries, no traceback.
     torn = run_dir(cfg) / "step_0000006" / checkpoint.FILENAME
