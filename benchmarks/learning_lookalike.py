@@ -2,7 +2,8 @@
 on look-alike instances (same texture, crossing paths: only shape and position tell them apart) make the
 shape-position cue of Eq. (6) matter more than appearance?
 
-    python benchmarks/learning_lookalike.py      # 2 runs of vps/gvseg (seed 0, 600 steps), ~15 min on 2 cores
+    python benchmarks/learning_lookalike.py          # 2 runs of vps/gvseg (seed 0, 600 steps), ~15 min on 2 cores
+    python benchmarks/learning_lookalike.py --smoke  # tiny sizes, about a minute: checks the script
 
 Trains vps/gvseg once on the plain synthetic VIPSeg set and once on the look-alike one (the learning
 benchmark's sizes and recipe), then scores both on both val sets with each association cue (Table 4d:
@@ -67,13 +68,19 @@ def train_and_score(spec: dict) -> dict:
     return {"train": spec["train"], "cells": cells, "tcl_last_log": {k: v for k, v in last.items() if k.startswith("mech/tcl")}}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     from common import machine
 
     from gvseg.data.pipeline import build_records
 
-    s = L.sizes(False)
-    work = ROOT / "benchmarks" / "data" / "learning_lookalike"
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check the script end to end")
+    args = ap.parse_args(argv)
+    s = L.sizes(args.smoke)
+    tag = "smoke" if args.smoke else "cpu"
+    work = ROOT / "benchmarks" / "data" / "learning_lookalike" / tag
     overrides = {name: L.data_overrides("vps", work / f"data_{name}", s, name == "look") + [
         "train.seed=0", f"train.max_iters={s['steps']}", f"train.lr_steps=({int(s['steps'] * 5 / 6)},)"]
         for name in SETS}
@@ -85,7 +92,7 @@ def main() -> int:
         runs = list(pool.map(train_and_score, specs))
     result = {"benchmark": "learning_lookalike", "machine": machine(), "settings": {**s, "seeds": [0]},
               "runs": {f"trained_{r['train']}": r for r in runs}}
-    path = ROOT / "benchmarks" / "results" / "learning_lookalike_cpu.json"
+    path = ROOT / "benchmarks" / "results" / f"learning_lookalike_{tag}.json"
     path.write_text(json.dumps(result, indent=1, default=float))
     print(json.dumps({k: {c: round(v["vpq_6_thing"], 1) for c, v in r["cells"].items()} for k, r in result["runs"].items()}, indent=1))
     return 0
