@@ -368,7 +368,8 @@ class RuntimeConfig:
     storage_path: str = ""  # "" = <cwd>/runs; use shared or cloud storage on a cluster
     max_failures: int = 2
     # Embedded Ray starts its dashboard on 127.0.0.1 for training: Ray Train's placement-group cleaner needs
-    # the state API it serves (gvseg.runtime.ray_init.init_embedded). False saves ~1 GB and ~4 s of start-up.
+    # the state API it serves (gvseg.runtime.ray_init.init_embedded). False saves ~0.2 GB PSS (1 GB RSS) and ~1.3 s of
+    # start-up (benchmarks/results/ray_start_cpu.json).
     dashboard: bool = True
 
 

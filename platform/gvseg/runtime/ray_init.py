@@ -41,8 +41,9 @@ def init_embedded(num_cpus: int, *, dashboard: bool = False, **kwargs: Any) -> N
     The dashboard is what serves Ray's state API. Ray Train needs it: its detached PlacementGroupCleaner
     asks the state API once a second whether the train controller is alive, and without a dashboard it logs
     "Failed to query Ray Train Controller actor state" every second of the run and never cleans up. It
-    costs ~4 s of start-up and ~1 GB of memory (measured 2026-12-03 on the 2-core box: 7.3 s / 0.8 GB
-    without, 11.2 s / 1.75 GB with), so prediction, which starts no Train controller, goes without.
+    costs ~1.3 s of start-up, +1.0 GB RSS and +0.2 GB PSS (benchmarks/ray_start.py, 2-core box: 4.7 s /
+    0.97 GB / 0.64 GB without, 6.0 s / 1.96 GB / 0.85 GB with), so prediction, which starts no Train
+    controller, goes without.
 
     Ray 2.60 ignores ``_node_ip_address`` for a new local instance, and its GCS, raylet, workers and agents
     then listen on every interface (``::`` / ``0.0.0.0``). What makes them bind to loopback is the node IP
