@@ -142,8 +142,8 @@ class AssociationConfig:
     max_missing_clips: int = 5  # a track unseen this long is retired
     match_threshold: float = 0.2  # min affinity S_ij (cosine) to continue a track; below it a new track starts
     # Track embedding memory: m <- mom*m + (1-mom)*q_hat; 0 = last embedding. Kept at 0 by measurement
-    # (2026-12-03, a learning-benchmark checkpoint, 16 val videos of 12 frames = 4 clips): mom 0 / 0.5 / 0.8
-    # gave thing VPQ_6 29.64 / 29.64 / 29.64 (plain val) and 12.11 / 12.28 / 12.11 (look-alike val).
+    # (2026-12-03, benchmarks/results/association_inference_cpu.json; 16 val videos of 12 frames = 4 clips):
+    # mom 0 / 0.5 / 0.8 gave thing VPQ_6 29.64 / 29.64 / 29.64 (plain val), 12.11 / 12.28 / 12.11 (look-alike).
     memory_momentum: float = 0.0
     # Things continue a track only within their predicted class (as stuff does with spa_stuff). Off by
     # measurement (Eq. 6 has no class term): on a learning-benchmark checkpoint thing VPQ_6 went 31.3 -> 31.0
@@ -153,9 +153,9 @@ class AssociationConfig:
     # VPS things: a segment's class is its track's running vote (the argmax of the class probabilities summed
     # over the clips the track has lived so far: gvseg.associate.Tracker.voted_labels) instead of this clip's
     # argmax, so that a per-clip class flicker does not split a thing's tube across VPQ windows. Off by
-    # measurement (2026-12-03, two learning-benchmark checkpoints x plain / look-alike val, 16 videos of 12
-    # frames): it changed the class of 1-4 segments per val set and moved thing VPQ_6 by -0.0 / -0.5 / -0.0 /
-    # -0.1 (29.64 -> 29.63 on plain val): class flicker is rare here and not what limits VPQ_6/VPQ_1.
+    # measurement (2026-12-03, benchmarks/results/class_vote_cpu.json: two checkpoints x plain / look-alike
+    # val, 16 videos of 12 frames): it changed the class of 1-4 segments per val set and moved thing VPQ_6 by
+    # -0.0 / -0.5 / -0.0 / -0.1 (29.64 -> 29.63 on plain val): class flicker is rare here, not the limit.
     thing_class_vote: bool = False
 
 
