@@ -97,8 +97,8 @@ def config(task: str, overrides: list[str]):
 # ---------------------------------------------------------------------------------------------- runs
 
 
-def run_one(spec: dict) -> dict:
-    """Train one run, save its weights, score it (VPS: once per association cue). In its own process."""
+def train(cfg) -> tuple:
+    """One training run on one CPU thread: (parts, the logged metrics of each window, seconds)."""
     import torch
 
     from gvseg import counters
@@ -106,9 +106,6 @@ def run_one(spec: dict) -> dict:
     from gvseg.engine import build_parts, fit, seed_everything
 
     torch.set_num_threads(1)
-    cfg = config(spec["task"], spec["overrides"])
-    out = Path(spec["out"])
-    out.mkdir(parents=True, exist_ok=True)
     counters.reset()
     seed_everything(cfg.train.seed)
     parts = build_parts(cfg)
@@ -118,7 +115,18 @@ def run_one(spec: dict) -> dict:
     fit(cfg, parts, lambda e: iterate_batches(records, cfg.data, batch_size=cfg.train.batch_size,
                                               seed=cfg.train.seed, epoch=e),
         device=torch.device("cpu"), progress=False, on_metrics=lambda m, s: history.append({"step": s, **m}))
-    train_s = time.time() - t0
+    return parts, history, time.time() - t0
+
+
+def run_one(spec: dict) -> dict:
+    """Train one run, save its weights, score it (VPS: once per association cue). In its own process."""
+    import torch
+
+    cfg = config(spec["task"], spec["overrides"])
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    parts, history, train_s = train(cfg)
     torch.save(parts.model.state_dict(), out / "model.pt")
     results = score(cfg, parts.model.eval(), spec)
     return {"name": spec["name"], "task": spec["task"], "seed": spec["seed"], "train_s": train_s,

@@ -36,23 +36,11 @@ SETS = ("plain", "look")
 
 
 def train_and_score(spec: dict) -> dict:
-    """One run (:func:`learning.run_one` without its scoring), then every (val set, cue) cell."""
-    import torch
-
+    """One run (:func:`learning.train`), then every (val set, cue) cell."""
     from gvseg.config import apply_overrides
-    from gvseg.data.pipeline import build_records, iterate_batches
-    from gvseg.engine import build_parts, fit, seed_everything
     from gvseg.evaluation import evaluate_split
 
-    torch.set_num_threads(1)
-    cfg = L.config("vps", spec["overrides"][spec["train"]])
-    seed_everything(cfg.train.seed)
-    parts = build_parts(cfg)
-    records = build_records(cfg.data, cfg.data.train_split)
-    history: list[dict] = []
-    fit(cfg, parts, lambda e: iterate_batches(records, cfg.data, batch_size=cfg.train.batch_size,
-                                              seed=cfg.train.seed, epoch=e),
-        device=torch.device("cpu"), progress=False, on_metrics=lambda m, s: history.append({"step": s, **m}))
+    parts, history, _ = L.train(L.config("vps", spec["overrides"][spec["train"]]))
     model = parts.model.eval()
     out = Path(spec["out"])
     cells = {}

@@ -17,6 +17,16 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+# ------------------------------------------------------------------------------------ MLflow store checks
+
+
+def unique_series(client, run) -> None:
+    """Every metric series of ``run`` (losses, lr, mech/*, val and system metrics) has each step once."""
+    for key in run.data.metrics:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert len(steps) == len(set(steps)), (key, steps)
+
+
 # --------------------------------------------------------------------------------- real head + server
 
 

@@ -8,7 +8,7 @@ import time
 
 import mlflow
 import pytest
-from live_services import MlflowServer, _session_pids
+from live_services import MlflowServer, _session_pids, unique_series
 
 from gvseg import checkpoint, engine
 from gvseg.config import apply_overrides
@@ -47,9 +47,7 @@ def test_server_killed_and_restarted_mid_run(tiny_cfg, tmp_path, monkeypatch):
         (run,) = client.search_runs([client.get_experiment_by_name("gvseg").experiment_id])
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 11))
-        for key in run.data.metrics:
-            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-            assert len(steps) == len(set(steps)), (key, steps)
+        unique_series(client, run)
         cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
         assert [m.step for m in cpu] == list(range(len(cpu)))  # complete: no sample lost, none twice
         stamps = [m.timestamp / 1000 for m in cpu]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from live_services import _session_pids, _stop
+from live_services import _session_pids, _stop, unique_series
 
 from gvseg import checkpoint
 from gvseg.config import apply_overrides
@@ -42,12 +42,6 @@ def ray_local():
 def _loss_steps(cfg):
     lines = (run_dir(cfg) / "metrics_fallback.jsonl").read_text().splitlines()
     return [json.loads(x)["step"] for x in lines if "loss" in json.loads(x)]
-
-
-def _unique_series(client, run):
-    for key in run.data.metrics:  # losses, lr, mech/*, val metrics, system metrics, eval results
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-        assert len(steps) == len(set(steps)), (key, steps)
 
 
 def _loopback(ip: str) -> bool:
@@ -134,7 +128,7 @@ def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path
     (run,) = client.search_runs([client.get_experiment_by_name("gvseg").experiment_id])
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == steps
-    _unique_series(client, run)
+    unique_series(client, run)
     _cleaner_ran_quietly()
     cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
     assert [m.step for m in cpu] == list(range(len(cpu)))  # sampled through the restarts, none lost or twice
@@ -150,7 +144,7 @@ def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path
                                      order_by=["attributes.start_time DESC"])
     assert second.data.tags["checkpoint_fallback"].startswith("resumed from step_0000004")
     assert [m.step for m in client.get_metric_history(second.info.run_id, "loss")] == [5, 6, 7, 8]
-    _unique_series(client, second)
+    unique_series(client, second)
 
 
 def _wait_for(predicate, timeout_s: float, what: str, proc=None) -> float:
@@ -212,4 +206,4 @@ def test_sigkilled_driver_leaves_no_ray_process_and_the_rerun_finishes(vipseg_ro
     (run,) = client.search_runs([client.get_experiment_by_name("gvseg").experiment_id])  # the same run, continued
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
-    _unique_series(client, run)
+    unique_series(client, run)
