@@ -22,7 +22,7 @@ target checks, so the folder holds at most 8 files (the device tool returns 8):
      memory. Targets: ``gvseg`` >= 1.3x HF frames/s, peak memory <= HF's.
   2. ``inference``: bare forward of one 3-frame clip at 720 x 1280 vs HF on the same 3 frames (target >= 1.5x);
      ``predict_video``: ``gvseg.predict.run_sources`` on a 720p video held in memory (association + the
-     official VIPSeg writer: id PNGs + pred.json, into a temp dir), and ``inference.predict_video`` alone, no
+     official VIPSeg writer: id PNGs + pred.json, into a temp dir), and ``video.stream.predict_video`` alone, no
      writer (target >= 40 frames/s end to end).
   3. ``descriptor``: ``compute_descriptor`` of 100 and 300 bool masks at 720 x 1280 (target <= 1 ms), and the
      model's quarter-resolution call (100 masks at 180 x 320, ``downsample=1``) for reference.
@@ -460,9 +460,9 @@ def e2e_runner(model, cfg, dev: torch.device, frames_fn: Callable, n: int | None
 
 def m_inference(ctx: dict) -> dict:
     from gvseg.engine import seed_everything
-    from gvseg.inference import predict_video
     from gvseg.model.gvseg import build_gvseg
     from gvseg.structures import Clip
+    from gvseg.video.stream import predict_video
 
     args, s, dev = ctx["args"], ctx["s"], ctx["dev"]
     cfg = full_config(s, args)
@@ -560,7 +560,7 @@ def m_inference(ctx: dict) -> dict:
                                                    "(post-processing + association), official VIPSeg writer "
                                                    "(pan_pred PNGs + pred.json) in a temp dir; frames in memory, "
                                                    "no codec",
-                                     "predict_video": "gvseg.inference.predict_video alone, no writer"},
+                                     "predict_video": "gvseg.video.stream.predict_video alone, no writer"},
                          "video": f"{n} synthetic frames (fixed texture + moving blocks), random weights",
                          "warmup_rounds": s["warmup"], "repeats": args.repeats},
             "peer": desc, "raw": {"forward_sec_per_clip": raw_fwd, "predict_sec_per_video": runs}, "result": result}

@@ -113,7 +113,7 @@ def gvseg_train(cfg: ModelConfig, loss_cfg: LossConfig, clip: Clip, dev: torch.d
 
 def gvseg_infer(cfg: ModelConfig, h: int, w: int, dev: torch.device, amp: bool, warmup: int, iters: int,
                 video_frames: int) -> tuple[dict, float]:
-    from gvseg.inference import predict_video
+    from gvseg.video.stream import predict_video
 
     model = build_gvseg(cfg).to(dev).eval()
     t = cfg.association.clip_frames

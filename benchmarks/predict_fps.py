@@ -5,7 +5,7 @@ cross paths; ``gvseg.data.synthetic``) encoded as an mp4 at 1280x720:
 
   * ``end_to_end_fps``: ``gvseg.predict.predict`` on the mp4 — OpenCV decode, resize to the test size,
     model, post-processing, association, and writing the official files + the overlay mp4;
-  * ``model_fps``: ``inference.predict_video`` on the same frames already decoded and resized in memory, no
+  * ``model_fps``: ``video.stream.predict_video`` on the same frames already decoded and resized in memory, no
     writer: model + post-processing + association only. The gap is what decode + writing cost.
   * peak GPU memory of each, and the overlay mp4 of the VPS run copied next to the JSON
     (``predict_overlay_<task>.mp4``) so a person can look at the tracking.
@@ -116,8 +116,8 @@ def exemplar_png(first_ids: np.ndarray, path: Path) -> Path:
 def model_only_fps(checkpoint: Path, task: str, frames: list[np.ndarray], exemplars, dev: torch.device,
                    clip: int, overlap: int) -> float:
     from gvseg.data.transforms import test_params
-    from gvseg.inference import predict_video
     from gvseg.predict import configure, load_model
+    from gvseg.video.stream import predict_video
 
     model, cfg = load_model(checkpoint, dev)
     cfg, task = configure(cfg, task, formats=("official",), clip=clip, overlap=overlap)

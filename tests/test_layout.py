@@ -33,7 +33,7 @@ core = ['gvseg.config', 'gvseg.structures', 'gvseg.sweep', 'gvseg.recipes', 'gvs
 for pkg in ('gvseg.model', 'gvseg.losses', 'gvseg.metrics', 'gvseg.data'):
     mod = importlib.import_module(pkg)
     core += [m.name for m in pkgutil.walk_packages(mod.__path__, pkg + '.')]
-for extra in ('gvseg.engine', 'gvseg.associate', 'gvseg.inference', 'gvseg.postprocess', 'gvseg.checkpoint'):
+for extra in ('gvseg.engine', 'gvseg.video.associate', 'gvseg.video.stream', 'gvseg.video.postprocess', 'gvseg.checkpoint'):
     if importlib.util.find_spec(extra) is not None:
         core.append(extra)
 for name in core:

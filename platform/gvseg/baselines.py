@@ -1,7 +1,7 @@
 """Ground-truth baselines: the scores that frame a model's number.
 
 Each baseline turns a val video's ground truth into the per-frame predictions a model would make
-(:class:`gvseg.inference.FramePrediction`), so they go through the format's official writer and metric
+(:class:`gvseg.structures.FramePrediction`), so they go through the format's official writer and metric
 exactly as a model's do (``gvseg.evaluation.evaluate_predictions``):
 
   * ``redrawn_ids``  perfect per-frame masks and classes, but every thing's track id is drawn anew for each
@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from gvseg.data.transforms import LabelSpace
-from gvseg.inference import FramePrediction, Segment
-from gvseg.structures import FrameAnnotation, VideoRecord
+from gvseg.structures import FrameAnnotation, FramePrediction, Segment, VideoRecord
 
 
 def _rle(mask: np.ndarray) -> dict:

@@ -151,7 +151,7 @@ class AssociationConfig:
     # a track, which costs more than the cross-class swaps it prevents.
     thing_class_gate: bool = False
     # VPS things: a segment's class is its track's running vote (the argmax of the class probabilities summed
-    # over the clips the track has lived so far: gvseg.associate.Tracker.voted_labels) instead of this clip's
+    # over the clips the track has lived so far: gvseg.video.associate.Tracker.voted_labels) instead of this clip's
     # argmax, so that a per-clip class flicker does not split a thing's tube across VPQ windows. Off by
     # measurement (2026-12-03, benchmarks/results/class_vote_cpu.json: two checkpoints x plain / look-alike
     # val, 16 videos of 12 frames): it changed the class of 1-4 segments per val set and moved thing VPQ_6 by
@@ -161,7 +161,7 @@ class AssociationConfig:
 
 @dataclass
 class PostprocessConfig:
-    """Per-task post-processing (``gvseg.postprocess``); each default is the named peer's."""
+    """Per-task post-processing (``gvseg.video.postprocess``); each default is the named peer's."""
 
     # VIS. Every query whose best real-class probability exceeds this goes to the tracker in every clip. It is
     # only a noise floor (a trained model's unused queries sit near 0 because no-object takes their mass), not
@@ -185,6 +185,11 @@ class PostprocessConfig:
     # Query-type gate: a query may only produce the classes its kind allows (out["query_kind"]: thing-only
     # grid queries, one-class bank queries). False = every query may produce every class (ablation).
     class_gate: bool = True
+    # VSS test-time augmentation (paper 003, §2.4, Eq. 8; ``video.tta``): the clip runs at each of these scales
+    # (and mirrored, with tta_flip) and the class maps are voted per pixel, ties to the higher scale. () = off;
+    # ``gvseg predict --tta`` sets the paper's (0.9, 1.0, 1.1, 1.2) with flips. Costs one forward per entry.
+    tta_scales: tuple[float, ...] = ()
+    tta_flip: bool = True
 
 
 @dataclass

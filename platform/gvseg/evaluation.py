@@ -1,10 +1,11 @@
 """Evaluate a model on a dataset split with the benchmark's own metric, through its official files.
 
 ``evaluate_split(model, cfg, out_dir) -> (metrics, overlays)`` streams every val video through
-``inference.predict_video``, writes predictions with the format's official writer (``gvseg.writers``), then
-scores them with the format's scorer (``SCORERS``, over ``gvseg.metrics``); which writer, scorer and headline
-number belong to a format is ``formats.FORMATS``. It scores them against the dataset's GT files on disk. Going through the files (not
-in-memory shortcuts) means a training run reports exactly the number the benchmark's script would.
+``video.stream.stream_video`` (the loop ``gvseg predict`` uses too), writes predictions with the format's
+official writer (``gvseg.writers.write_video``), then scores them with the format's scorer (``SCORERS``, over
+``gvseg.metrics``); which writer, scorer and headline number belong to a format is ``formats.FORMATS``. It
+scores them against the dataset's GT files on disk. Going through the files (not in-memory shortcuts) means
+a training run reports exactly the number the benchmark's script would.
 
   task/format        files written (gvseg.writers)                        metrics
   vps/vipseg         pan_pred/<video>/<stem>.png + pred.json             VPQ (spans 1,2,4,6,8) + STQ
@@ -28,7 +29,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -42,16 +42,6 @@ def headline_metric(cfg: Config) -> str:
     from gvseg.data.formats import format_of
 
     return format_of(cfg.data.format).headline
-
-
-def _frames(record: VideoRecord, size: tuple[int, int]) -> Iterator[np.ndarray]:
-    from gvseg.data.formats import load_frame
-
-    for t in range(len(record)):
-        frame = load_frame(record, t)
-        if frame.shape[:2] != size:
-            frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        yield frame
 
 
 def _gt_ids(record: VideoRecord, t: int) -> np.ndarray | None:
@@ -71,7 +61,7 @@ def evaluate_split(model: torch.nn.Module, cfg: Config, out_dir: str | Path, *, 
     """The model's predictions on the val split, scored (see the module docstring)."""
     from gvseg.data.formats import load_exemplars, load_frame
     from gvseg.data.transforms import test_params
-    from gvseg.inference import predict_video
+    from gvseg.video.stream import stream_video
     from gvseg.visualize import side_by_side
     from gvseg.writers import display_ids
 
@@ -85,11 +75,12 @@ def evaluate_split(model: torch.nn.Module, cfg: Config, out_dir: str | Path, *, 
             warnings.warn(f"{record.video_id}: no exemplars; its objects score as missed", stacklevel=2)
             yield from _empty_frames(record, task)  # every GT frame still gets a prediction
             return
-        preds = predict_video(model, _frames(record, size), cfg.model, task, exemplars, video_id=record.video_id,
-                              out_size=(record.height, record.width), device=device, progress=False)
-        for t, pred in enumerate(preds):
-            if v == 0 and len(overlays) < max_overlays:
-                overlays.append(side_by_side(load_frame(record, t), display_ids(pred), _gt_ids(record, t)))
+        frames = (load_frame(record, t) for t in range(len(record)))
+        pairs = stream_video(model, frames, cfg.model, task, exemplars, size=size,
+                             out_size=(record.height, record.width), video_id=record.video_id, device=device)
+        for t, (pred, frame) in enumerate(pairs):
+            if v == 0 and len(overlays) < max_overlays:  # the decoded frame itself: no second decode
+                overlays.append(side_by_side(frame, display_ids(pred), _gt_ids(record, t)))
             yield pred
 
     metrics = evaluate_predictions(cfg, out_dir, predict, progress=progress)
@@ -104,7 +95,7 @@ def evaluate_predictions(cfg: Config, out_dir: str | Path, predict: Callable[[in
     too, as ``mech_inference/<name>`` (apart from the training counters)."""
     from gvseg.data.formats import format_of
     from gvseg.data.pipeline import build_records, check_label_space, label_space_for
-    from gvseg.writers import official_writer, video_info
+    from gvseg.writers import official_writer, video_info, write_video
 
     task, fmt = cfg.model.task, cfg.data.format
     spec = format_of(fmt)
@@ -119,10 +110,7 @@ def evaluate_predictions(cfg: Config, out_dir: str | Path, predict: Callable[[in
     with counters.scope() as fired:  # which mechanisms ran at inference (SPA injection, association, ...)
         try:
             for v, record in enumerate(records):
-                writer.begin_video(video_info(record))
-                for pred in predict(v, record):
-                    writer.write(pred)
-                writer.end_video()
+                write_video([writer], video_info(record), ((pred, None) for pred in predict(v, record)))
         finally:
             writer.close()
     result = SCORERS[spec.scorer](cfg, out_dir, records, progress)
@@ -146,7 +134,7 @@ def evaluate_baseline(cfg: Config, name: str, out_dir: str | Path, *, progress: 
 
 
 def _empty_frames(record: VideoRecord, task: str) -> Iterator:
-    from gvseg.inference import FramePrediction
+    from gvseg.structures import FramePrediction
 
     for t in range(len(record)):
         yield FramePrediction(record.video_id, t, record.height, record.width, task,

@@ -11,7 +11,7 @@ INPUT is one of
     its official writer and, for EVS, its exemplars are used.
 
 It **streams**: frames are decoded lazily, resized to the checkpoint's test size, run in clips of ``clip``
-frames sharing ``overlap`` (``inference.predict_video``: association across clips), and each frame's result
+frames sharing ``overlap`` (``video.stream.predict_video``: association across clips), and each frame's result
 goes straight to the writers with its original frame (``gvseg.writers``). Host and device memory hold a
 clip and a few frames, whatever the video length. A progress bar counts frames/s.
 
@@ -26,6 +26,10 @@ EVS exemplars (``--exemplars FILE``; coordinates in original video pixels): a JS
 palette PNG of object indices (first-frame masks; or the frame whose name is the PNG's stem), or a folder of
 such PNGs (each object's first appearance is its exemplar).
 
+Options from paper 003 (VSS): ``tta`` votes the class maps of 4 scales x 2 flips per pixel (§2.4, Eq. 8;
+``video.tta``); ``aggregate_with`` (a second checkpoint) runs both models over each video and writes the one
+whose class maps are more consistent under optical-flow warping (§2.3, Eq. 5-7; ``video.aggregate``).
+
 A corrupt or truncated video raises ``DataError`` naming the file and the frame where decoding stopped,
 **after** every decoded frame was predicted and written and every file was closed (valid JSON included).
 """
@@ -35,7 +39,6 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,6 +59,7 @@ if TYPE_CHECKING:  # the heavy imports (torch, OpenCV, the model) happen when pr
 
 FORMATS = ("official", "png", "mp4")
 TASKS = ("vis", "vss", "vps", "evs")
+TTA_SCALES = (0.9, 1.0, 1.1, 1.2)  # paper 003, §2.4: four scales, each also mirrored (--tta)
 
 
 @dataclass
@@ -283,66 +287,69 @@ def predict_source(model: torch.nn.Module, cfg: Config, task: str, src: Source, 
     """Stream one video through the model into ``writers``; returns the number of frames written.
 
     A decoding error ends the frame stream *without* losing frames: the clip in flight is finished, every
-    decoded frame is written, the video is ended in every writer, and then the ``DataError`` is raised."""
-    import cv2
-
+    decoded frame is written, the video is ended in every writer, and then the ``DataError`` is raised
+    (``video.stream.stream_video``)."""
     from gvseg.data.transforms import test_params
-    from gvseg.inference import predict_video
+    from gvseg.video.stream import stream_video
+    from gvseg.writers import write_video
 
     h, w = src.info.height, src.info.width
     size = test_params(h, w, cfg.data.test_size, cfg.data.max_size).size
-    pending: deque[np.ndarray] = deque()  # original frames not yet written (at most a clip and a stride)
-    failure: list[DataError] = []
+    pairs = stream_video(model, src.frames(), cfg.model, task, src.exemplars, size=size, out_size=(h, w),
+                         video_id=src.info.video_id, source=src.path, device=device)
+    return write_video(writers, src.info, pairs, on_frame=None if bar is None else lambda: bar.update(1))
 
-    def frames() -> Iterator[np.ndarray]:
-        try:
-            for t, f in enumerate(src.frames()):
-                if f.shape[:2] != (h, w):
-                    raise DataError(src.path or src.info.video_id, f"frame {t} is {f.shape[0]}x{f.shape[1]} but "
-                                                                   f"the video is {h}x{w}")
-                pending.append(f)
-                yield f if f.shape[:2] == size else cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        except DataError as e:  # stop here; predict_video still runs the tail clip over what was decoded
-            failure.append(e)
 
-    n = 0
-    for wr in writers:
-        wr.begin_video(src.info)
-    try:
-        preds = predict_video(model, frames(), cfg.model, task, src.exemplars, video_id=src.info.video_id,
-                              out_size=(h, w), device=device, progress=False)
-        for pred in preds:
-            frame = pending.popleft()  # predictions come in frame order, one per frame
-            for wr in writers:
-                wr.write(pred, frame)
-            n += 1
-            if bar is not None:
-                bar.update(1)
-    finally:
-        for wr in writers:
-            wr.end_video()
-    if failure:
-        e = failure[0]
-        raise DataError(e.path, f"{e.reason}; the {n} frames decoded before it were predicted and written")
-    return n
+def aggregate_source(models: Sequence[tuple[torch.nn.Module, Config]], task: str, src: Source,
+                     writers: Sequence[Writer], *, device: torch.device | str = "cpu", bar: tqdm | None = None
+                     ) -> tuple[int, dict[str, float]]:
+    """Two-model aggregation (paper 003, §2.3, Eq. 5-7; ``video.aggregate.choose``): both models predict the
+    whole video, and the one whose class maps agree best with themselves under optical-flow warping is
+    written. Unlike ``predict_source`` it holds the video's class maps (per model) and frames, so memory
+    grows with the video's length; a corrupt video raises before anything of it is written.
+    Returns (frames written, {"chosen": 0 | 1, "score_a", "score_b"})."""
+    from gvseg.data.transforms import test_params
+    from gvseg.video.aggregate import choose
+    from gvseg.video.stream import stream_video
+    from gvseg.writers import write_video
+
+    h, w = src.info.height, src.info.width
+    runs = []
+    for model, cfg in models:
+        size = test_params(h, w, cfg.data.test_size, cfg.data.max_size).size
+        runs.append([p for p, _ in stream_video(model, src.frames(), cfg.model, task, src.exemplars, size=size,
+                                                out_size=(h, w), video_id=src.info.video_id, source=src.path,
+                                                device=device)])
+    frames = list(src.frames())  # decoded again: the flow of Eq. (5) needs the original frames
+    k, sa, sb = choose(frames, [p.semantic for p in runs[0]], [p.semantic for p in runs[1]])
+    n = write_video(writers, src.info, zip(runs[k], frames), on_frame=None if bar is None else lambda: bar.update(1))
+    return n, {"chosen": k, "score_a": sa, "score_b": sb}
 
 
 def predict(input: str | Path, checkpoint: str | Path, task: str | None = None, *,
             exemplars: str | Path | None = None, out_dir: str | Path, formats: Sequence[str] = FORMATS,
-            clip: int = 3, overlap: int = 1, device: str | torch.device = "cpu", progress: bool = True
-            ) -> dict[str, Any]:
+            clip: int = 3, overlap: int = 1, device: str | torch.device = "cpu", progress: bool = True,
+            tta: bool = False, aggregate_with: str | Path | None = None) -> dict[str, Any]:
     """Predict every video of ``input`` (see the module docstring). Returns a summary
-    ``{"videos", "frames", "seconds", "fps", "out_dir", "official_format"}``."""
+    ``{"videos", "frames", "seconds", "fps", "out_dir", "official_format"}`` (with ``aggregate_with``, also
+    ``"aggregate"``: per video, which checkpoint was written and both consistency scores)."""
     model, cfg = load_model(checkpoint, device)
-    cfg, task = configure(cfg, task, formats=formats, clip=clip, overlap=overlap, where=str(checkpoint))
+    cfg, task = configure(cfg, task, formats=formats, clip=clip, overlap=overlap, where=str(checkpoint), tta=tta)
+    second = None
+    if aggregate_with is not None:
+        if task != "vss":
+            raise ConfigError(f"--aggregate-with: two-model aggregation is for VSS (paper 003, §2.3), not task {task!r}")
+        model_b, cfg_b = load_model(aggregate_with, device)
+        second = (model_b, configure(cfg_b, task, formats=formats, clip=clip, overlap=overlap,
+                                     where=str(aggregate_with), tta=tta)[0])
     sources, fmt, categories = sources_for(input, task, with_exemplars=exemplars is None)
     return run_sources(model, cfg, task, sources, out_dir=out_dir, formats=formats, dataset_format=fmt,
-                       categories=categories, exemplars=exemplars, device=device, progress=progress)
+                       categories=categories, exemplars=exemplars, device=device, progress=progress, second=second)
 
 
 def configure(cfg: Config, task: str | None, *, formats: Sequence[str], clip: int, overlap: int,
-              where: str = "checkpoint") -> tuple[Config, str]:
-    """Check the options and set the task and clip/overlap on the checkpoint's config."""
+              where: str = "checkpoint", tta: bool = False) -> tuple[Config, str]:
+    """Check the options and set the task, clip/overlap and TTA on the checkpoint's config."""
     task = task or cfg.model.task
     if task not in TASKS:
         raise ConfigError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
@@ -353,7 +360,10 @@ def configure(cfg: Config, task: str | None, *, formats: Sequence[str], clip: in
         warnings.warn(f"{where}: trained for task {cfg.model.task!r}, predicting {task!r}", stacklevel=3)
     if clip < 1 or not 0 <= overlap < clip:
         raise ConfigError(f"--clip {clip} --overlap {overlap}: need clip >= 1 and 0 <= overlap < clip")
-    cfg = replace(cfg, model=replace(cfg.model, task=task, association=replace(
+    if tta and task != "vss":
+        raise ConfigError(f"--tta: test-time augmentation is for VSS (paper 003, §2.4), not task {task!r}")
+    pp = replace(cfg.model.postprocess, tta_scales=TTA_SCALES, tta_flip=True) if tta else cfg.model.postprocess
+    cfg = replace(cfg, model=replace(cfg.model, task=task, postprocess=pp, association=replace(
         cfg.model.association, clip_frames=clip, clip_overlap=overlap)))
     return cfg, task
 
@@ -371,8 +381,10 @@ def official_format(cfg: Config, task: str, dataset_format: str | None = None) -
 def run_sources(model: torch.nn.Module, cfg: Config, task: str, sources: Sequence[Source], *, out_dir: str | Path,
                 formats: Sequence[str] = FORMATS, dataset_format: str | None = None, categories=None,
                 exemplars: str | Path | None = None, device: str | torch.device = "cpu",
-                progress: bool = True) -> dict[str, Any]:
-    """Stream ``sources`` through a loaded model into the requested writers under ``out_dir``."""
+                progress: bool = True, second: tuple[torch.nn.Module, Config] | None = None) -> dict[str, Any]:
+    """Stream ``sources`` through a loaded model into the requested writers under ``out_dir``; with
+    ``second`` (another loaded model and its config), per video the more consistent of the two is written
+    (``aggregate_source``)."""
     from tqdm.auto import tqdm
 
     from gvseg.writers import OverlayPngWriter, OverlayVideoWriter, official_writer
@@ -391,6 +403,7 @@ def run_sources(model: torch.nn.Module, cfg: Config, task: str, sources: Sequenc
     total = None if any(s.length is None for s in sources) else sum(s.length for s in sources)
     bar = tqdm(total=total, desc=f"predict {task}", unit="frame", disable=not progress, dynamic_ncols=True)
     frames, start = 0, time.perf_counter()
+    chosen: dict[str, dict[str, float]] = {}
     try:
         for src in sources:
             if task == "evs":
@@ -399,14 +412,20 @@ def run_sources(model: torch.nn.Module, cfg: Config, task: str, sources: Sequenc
                 if not src.exemplars:
                     raise ConfigError(f"{src.path or src.info.video_id}: task 'evs' needs exemplars (--exemplars "
                                       "FILE: points/boxes JSON or first-frame palette PNGs)")
-            frames += predict_source(model, cfg, task, src, writers, device=device, bar=bar)
+            if second is None:
+                frames += predict_source(model, cfg, task, src, writers, device=device, bar=bar)
+            else:
+                n, choice = aggregate_source([(model, cfg), second], task, src, writers, device=device, bar=bar)
+                frames += n
+                chosen[src.info.video_id] = choice
     finally:
         for wr in writers:
             wr.close()
         bar.close()
     seconds = time.perf_counter() - start
-    return {"videos": len(sources), "frames": frames, "seconds": seconds, "fps": frames / max(seconds, 1e-9),
-            "out_dir": str(out_dir), "official_format": fmt if "official" in formats else None}
+    summary = {"videos": len(sources), "frames": frames, "seconds": seconds, "fps": frames / max(seconds, 1e-9),
+               "out_dir": str(out_dir), "official_format": fmt if "official" in formats else None}
+    return summary | ({"aggregate": chosen} if second is not None else {})
 
 
 def merge_outputs(shards: Sequence[str | Path], out_dir: str | Path) -> None:

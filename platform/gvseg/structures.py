@@ -1,4 +1,4 @@
-"""Typed records and batches shared by data, model, losses and inference.
+"""Typed records and batches shared by data, model, losses, inference and writers.
 
 Data side (NumPy, CPU, picklable so Ray Data can ship them):
   * ``Category``        one dataset class, with its isthing flag.
@@ -13,16 +13,23 @@ Model side (torch):
   * ``QueryMeta``  what each query may stand for (thing / stuff class / exemplar id): the gate that every
                    matching (training) and the class choice of post-processing (inference) obey.
 
+Prediction side (NumPy, CPU; what inference emits and writers, baselines and metrics read):
+  * ``Segment``          one predicted segment of one frame (track id, class, score, area; VIS: RLE).
+  * ``FramePrediction``  one frame's result: segments plus the id / class maps of the task.
+
 Shapes use B = clips in the batch, T = frames in a clip, K = objects, H×W = padded frame size.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from gvseg.config import PostprocessConfig
 
 
 @dataclass(frozen=True)
@@ -208,3 +215,34 @@ class SyntheticVideo:
     id_maps: list[np.ndarray]  # [T] int64 [H, W] segment ids, 0 = unlabelled
     segment_category: dict[int, int]  # segment id -> Category.id
     categories: list[Category]
+
+
+# ---------------------------------------------------------------------------------- predictions
+# What inference emits per frame (``gvseg.video.stream.predict_video``) and every writer, baseline and metric
+# adapter reads.
+
+
+@dataclass
+class Segment:
+    id: int  # track id (VIS/VPS/EVS) or class + 1 (VSS)
+    label: int  # contiguous class index (EVS: the query's best class)
+    score: float  # VIS: the clip's best class probability; VPS: the segment's class score
+    isthing: bool
+    area: int
+    rle: dict | None = None  # VIS only: COCO RLE {"size": [H, W], "counts": str}
+    # VIS only, for the video-level (track, class) selection (postprocess.vis_topk):
+    class_probs: np.ndarray | None = None  # [C] float32 the clip's gated class probabilities (no-object excluded)
+    mask_score: float | None = None  # mean sigmoid inside this frame's mask (Mask2Former instance_inference)
+
+
+@dataclass
+class FramePrediction:
+    video_id: str
+    frame_index: int  # position in the video
+    height: int
+    width: int
+    task: str
+    segments: list[Segment] = field(default_factory=list)
+    id_map: np.ndarray | None = None  # [H, W] int32, 0 = void / background
+    semantic: np.ndarray | None = None  # [H, W] int32, -1 = void
+    postprocess: PostprocessConfig | None = None  # VIS: the rules for the video-level selection

@@ -1,4 +1,4 @@
-"""Official result files (and overlay videos) from a stream of :class:`~gvseg.inference.FramePrediction`.
+"""Official result files (and overlay videos) from a stream of :class:`~gvseg.structures.FramePrediction`.
 
 Every writer has the same life cycle, driven by ``gvseg.predict`` and ``gvseg.evaluation``::
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from PIL import Image
 
 from gvseg.config import PostprocessConfig
 from gvseg.data.transforms import LabelSpace
-from gvseg.inference import FramePrediction
+from gvseg.structures import FramePrediction
 from gvseg.visualize import id_colors
 
 
@@ -348,7 +348,7 @@ class BurstWriter(Writer):
 
 class YtvisWriter(Writer):
     """YouTube-VIS / OVIS ``results.json``: per video, the ``topk`` best (track, class) pairs
-    (``postprocess.vis_topk``; MinVIS / Mask2Former-VIS), one entry each: ``category_id`` = the class,
+    (``video.postprocess.vis_topk``; MinVIS / Mask2Former-VIS), one entry each: ``category_id`` = the class,
     ``segmentations`` = the track's compressed RLE per frame or null, ``score`` = its mean class probability
     (over the frames it appears in) x its mask score (mean sigmoid inside its masks, pixel-weighted over the
     video; Mask2Former ``instance_inference``), or the class probability alone (``score="class"``). One track
@@ -397,7 +397,7 @@ class YtvisWriter(Writer):
         self.pp = self.pp or pred.postprocess
 
     def end_video(self) -> None:
-        from gvseg.postprocess import vis_topk
+        from gvseg.video.postprocess import vis_topk
 
         self.spool.close()
         pp = self.pp or PostprocessConfig()
@@ -561,6 +561,27 @@ class OverlayPngWriter(Writer):
 
 
 # ---------------------------------------------------------------------------------------------- factory
+
+
+def write_video(writers: Sequence[Writer], video: VideoInfo,
+                preds: Iterable[tuple[FramePrediction, np.ndarray | None]],
+                on_frame: Callable[[], None] | None = None) -> int:
+    """Feed one video's (prediction, original frame or None) pairs to every writer; returns the frame count.
+    Every writer ends the video even when the stream raises (a truncated video keeps what was decoded)."""
+    n = 0
+    for wr in writers:
+        wr.begin_video(video)
+    try:
+        for pred, frame in preds:
+            for wr in writers:
+                wr.write(pred, frame)
+            n += 1
+            if on_frame is not None:
+                on_frame()
+    finally:
+        for wr in writers:
+            wr.end_video()
+    return n
 
 
 def video_info(record, fps: float = 10.0) -> VideoInfo:

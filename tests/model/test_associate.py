@@ -2,9 +2,9 @@
 
 import torch
 
-from gvseg.associate import Tracker
 from gvseg.config import AssociationConfig, DescriptorConfig
 from gvseg.model.descriptor import compute_descriptor
+from gvseg.video.associate import Tracker
 
 D = 64
 H, W = 64, 96

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from gvseg.inference import predict_video
 from gvseg.model.gvseg import build_gvseg, debug_model_config
-from gvseg.postprocess import upsample
 from gvseg.structures import Exemplar
+from gvseg.video.postprocess import upsample
+from gvseg.video.stream import predict_video
 
 torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
 

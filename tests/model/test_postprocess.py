@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gvseg.config import PostprocessConfig
-from gvseg.postprocess import (
+from gvseg.video.postprocess import (
     allowed_classes,
     class_probs,
     exemplar_maps,

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from gvseg.aggregate import choose, consistency, flow, ssim, warp
 from gvseg.config import Config, ContrastiveConfig, LossConfig, MVCConfig
 from gvseg.losses.mvc import mask_clip, patch_mask
 from gvseg.structures import Clip, Targets
-from gvseg.tta import semantic_tta, vote
+from gvseg.video.aggregate import choose, consistency, flow, ssim, warp
+from gvseg.video.tta import semantic_tta, vote
 
 # ------------------------------------------------------------------------------------------------ MVC
 

@@ -11,7 +11,8 @@ from gvseg.config import PostprocessConfig
 from gvseg.data.formats import FORMATS, load_annotation, read_dataset, val_split
 from gvseg.data.pipeline import label_space_for
 from gvseg.data.synthetic import synth_dataset
-from gvseg.inference import FramePrediction, Segment, _rle
+from gvseg.structures import FramePrediction, Segment
+from gvseg.video.stream import _rle
 from gvseg.writers import (
     BurstWriter,
     OverlayVideoWriter,

@@ -29,7 +29,7 @@ class GvSegPyfunc:
         self.model, self.cfg = load_model(path if path.is_file() else path / checkpoint.FILENAME)
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-        from gvseg.inference import predict_video
+        from gvseg.video.stream import predict_video
 
         frames = model_input["frames"] if isinstance(model_input, dict) else model_input
         frames = np.asarray(frames)

@@ -25,14 +25,15 @@ class _VideoPredictor:
     """Ray Data actor: the model and the input listing, loaded once per worker."""
 
     def __init__(self, input: str, checkpoint: str, task: str, exemplars: str | None, out_dir: str,
-                 formats: tuple[str, ...], clip: int, overlap: int, use_gpu: bool):
+                 formats: tuple[str, ...], clip: int, overlap: int, use_gpu: bool, tta: bool = False):
         import torch
 
         from gvseg.predict import configure, load_model, sources_for
 
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         model, cfg = load_model(checkpoint, self.device)
-        self.cfg, self.task = configure(cfg, task, formats=formats, clip=clip, overlap=overlap, where=checkpoint)
+        self.cfg, self.task = configure(cfg, task, formats=formats, clip=clip, overlap=overlap, where=checkpoint,
+                                        tta=tta)
         self.model = model
         self.sources, self.fmt, self.categories = sources_for(input, self.task, with_exemplars=exemplars is None)
         self.exemplars, self.out_dir, self.formats = exemplars, Path(out_dir), formats
@@ -57,17 +58,18 @@ def shard_dir(out_dir: Path, index: int) -> Path:
 def predict_ray(input: str | Path, checkpoint: str | Path, task: str, *, exemplars: str | Path | None = None,
                 out_dir: str | Path, formats: tuple[str, ...] = ("official", "png", "mp4"), clip: int = 3,
                 overlap: int = 1, num_workers: int = 2, gpus_per_worker: float = 0.0, address: str | None = None,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, tta: bool = False) -> dict[str, Any]:
     import ray
     import ray.data
 
-    from gvseg.predict import load_model, merge_outputs, official_format, parse_split, sources_for
+    from gvseg.predict import configure, load_model, merge_outputs, official_format, parse_split, sources_for
     from gvseg.runtime.ray_init import init_ray
 
     out_dir = Path(out_dir).resolve()
     spec = parse_split(str(input))  # workers may run elsewhere: hand them absolute paths
     input = f"{spec[0]}:{Path(spec[1]).resolve()}:{spec[2]}" if spec else str(Path(input).resolve())
     _, cfg = load_model(checkpoint)  # fail fast (bad checkpoint) before starting anything
+    configure(cfg, task, formats=formats, clip=clip, overlap=overlap, where=str(checkpoint), tta=tta)  # bad options too
     sources, fmt, _ = sources_for(input, task, with_exemplars=exemplars is None)
     n = len(sources)
     init_ray(address, num_cpus=max(2, num_workers + 1))  # embedded: loopback only, no dashboard
@@ -81,7 +83,7 @@ def predict_ray(input: str | Path, checkpoint: str | Path, task: str, *, exempla
         fn_constructor_kwargs=dict(input=str(input), checkpoint=str(Path(checkpoint).resolve()), task=task,
                                    exemplars=None if exemplars is None else str(Path(exemplars).resolve()),
                                    out_dir=str(out_dir), formats=tuple(formats), clip=clip, overlap=overlap,
-                                   use_gpu=gpus_per_worker > 0))
+                                   use_gpu=gpus_per_worker > 0, tta=tta))
     rows = ds.take_all()
     merge_outputs([shard_dir(out_dir, i) for i in range(n)], out_dir)
     if (out_dir / "_shards").is_dir():

@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gvseg.data.errors import DataError
-from gvseg.structures import Category, FrameAnnotation, SyntheticVideo, VideoRecord
+from gvseg.structures import FrameAnnotation, SyntheticVideo, VideoRecord
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 OnError = Literal["fail", "skip"]
@@ -414,10 +414,6 @@ def run_videos(items: list[Any], build: Callable[[Any], VideoRecord], on_error: 
                 raise
             errors.append(e)
     return records, errors
-
-
-def category_table(categories: list[Category]) -> dict[int, Category]:
-    return {c.id: c for c in categories}
 
 
 # ------------------------------------------------------------------------------------------------ writing

@@ -2,7 +2,7 @@
 higher resolution.
 
     vote(labels [N, ...], priority [N]) -> [...]         the per-pixel mode over N predictions
-    semantic_tta(model, frames [T, 3, H, W], scales=(0.9, 1.0, 1.1, 1.2), flip=True) -> [T, H, W] int64
+    semantic_tta(model, frames [T, 3, H, W], scales=(0.9, 1.0, 1.1, 1.2), flip=True, size=, cfg=) -> [T, H, W] int64
 
 ``vote``: for every pixel, the label predicted most often over the N augmentations wins. On a tie between
 labels, the label predicted by the highest-``priority`` input (the highest input resolution) among the tied
@@ -12,16 +12,21 @@ priority (a scale and its flip) fall back to their order. Vectorised as N x N la
 returns the input; N = 0 raises.
 
 ``semantic_tta`` (VSS): each augmentation rescales the clip by ``s`` (bilinear) and optionally mirrors it,
-runs the model, takes Mask2Former's semantic map at the original size (``postprocess.semantic_maps``; the
-mirrored map is mirrored back), and the maps are voted with priority = scale.
+runs the model, takes the VSS class map at the output size (the recipe's ``postprocess.vss_maps`` with ``cfg``,
+else Mask2Former's ``semantic_maps``; the mirrored map is mirrored back), and the maps are voted with
+priority = scale. ``video.stream.predict_video`` runs it per clip when ``postprocess.tta_scales`` is set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from gvseg.config import ModelConfig
 
 
 def vote(labels: torch.Tensor, priority: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
@@ -49,12 +54,17 @@ def vote(labels: torch.Tensor, priority: Sequence[float] | torch.Tensor | None =
 
 @torch.no_grad()
 def semantic_tta(model: torch.nn.Module, frames: torch.Tensor, *, scales: Sequence[float] = (0.9, 1.0, 1.1, 1.2),
-                 flip: bool = True, video_id: str = "", start: int = 0) -> torch.Tensor:
-    """VSS clip TTA: ``frames`` [T, 3, H, W] normalised -> [T, H, W] int64 voted class map."""
-    from gvseg.postprocess import semantic_maps
+                 flip: bool = True, video_id: str = "", start: int = 0, size: tuple[int, int] | None = None,
+                 cfg: ModelConfig | None = None) -> torch.Tensor:
+    """VSS clip TTA: ``frames`` [T, 3, H, W] normalised -> [T, *size] int64 voted class map (``size``: default
+    the input's). With ``cfg``, each augmentation's map is the recipe's VSS post-processing (``vss_mode``, the
+    query-type gate: ``video.postprocess.vss_maps``), as ``gvseg predict --tta`` runs it; without, Mask2Former's
+    ``semantic_inference``."""
     from gvseg.structures import Clip
+    from gvseg.video.postprocess import allowed_classes, semantic_maps, vss_maps
 
     t, _, h, w = frames.shape
+    size = size or (h, w)
     dev = frames.device
     maps, prio = [], []
     for s in scales:
@@ -66,7 +76,12 @@ def semantic_tta(model: torch.nn.Module, frames: torch.Tensor, *, scales: Sequen
             clip = Clip(xi[None], torch.tensor([[sh, sw]], device=dev), torch.arange(start, start + t, device=dev)[None],
                         [video_id])
             out = model(clip)
-            sem = semantic_maps(out["pred_logits"][0].float(), out["pred_masks"][0].float(), (h, w))  # [T, H, W]
+            logits, masks = out["pred_logits"][0].float(), out["pred_masks"][0].float()  # [Q, C+1], [Q, T, h4, w4]
+            if cfg is None:
+                sem = semantic_maps(logits, masks, size)  # [T, *size]
+            else:
+                gate = allowed_classes(out, cfg.num_classes, cfg.num_thing_classes) if cfg.postprocess.class_gate else None
+                sem = vss_maps(logits, masks, size, cfg.postprocess, gate)
             maps.append(sem.flip(-1) if mirrored else sem)
             prio.append(s)
     return vote(torch.stack(maps), prio)

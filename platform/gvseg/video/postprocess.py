@@ -5,7 +5,7 @@ The clip functions take the model's class logits ``pred_logits [Q, C+1]`` (index
 ``pred_masks [Q, T, h4, w4]`` of one clip, an output size ``(H, W)`` and optionally ``allowed [Q, C]`` (the
 query-type gate, :func:`allowed_classes`). Mask logits are bilinearly upsampled **one frame at a time and only
 for the queries still in play** (never [Q, T, H, W] at once: 100 queries x 3 frames at 720p is 1.1 GB). Results
-stay on the input device; callers move them off (``gvseg.inference`` does, per clip).
+stay on the input device; callers move them off (``gvseg.video.stream`` does, per clip).
 
 * :func:`allowed_classes`   the query-type gate: which real classes each query may produce (thing-only grid
   queries, one-class bank queries). Disallowed logits are set to -inf before every softmax below.

@@ -1,18 +1,25 @@
 """Whole-video streaming inference for any video length (paper §3.2 "semi-online"; method.md "Inference").
 
 ``predict_video(model, frames_iter, cfg, task, exemplars) -> Iterator[FramePrediction]``
+``stream_video(model, frames, cfg, task, exemplars, size=, out_size=) -> Iterator[(FramePrediction, frame)]``
+
+``stream_video`` is the one loop ``gvseg predict`` and val evaluation share: original RGB frames in (any
+size check and the resize to the model's input size happen here, lazily), each prediction out beside its
+original frame (for overlays), holding at most a clip and a stride of originals. A ``DataError`` raised by
+the frame source (a truncated video) ends the stream without losing frames: the clip in flight is finished,
+every decoded frame is yielded, and then the error is raised again, saying how many frames came before it.
 
 * Frames are pulled lazily from ``frames_iter`` into a ring of ``association.clip_frames`` (T) frames. A clip
   runs whenever T new-enough frames are there; consecutive clips share ``clip_overlap`` frames (stride
   T - overlap). The tail that does not fill a clip runs as the *last T frames* of the video (a shorter clip
   only when the video itself is shorter than T), so the model always sees the clip length it was trained on.
   Each frame is emitted exactly once, by the first clip that contains it, in order.
-* Association across clips (things: SPA Eq. 6; stuff: class identity) is :class:`gvseg.associate.Tracker`;
+* Association across clips (things: SPA Eq. 6; stuff: class identity) is :class:`gvseg.video.associate.Tracker`;
   its state is a few vectors per live track, and tracks unseen for ``max_missing_clips`` are retired.
 * EVS needs no tracker: each exemplar query *is* its object. An object enters at its hint's frame
   (``Exemplar.frame``); in later clips its query is re-initialised from its last non-empty predicted mask
   (method.md). Frames before its hint never show it.
-* Per clip, outputs are post-processed on the device frame by frame (``gvseg.postprocess``) and moved to
+* Per clip, outputs are post-processed on the device frame by frame (``gvseg.video.postprocess``) and moved to
   the CPU as compact per-frame results, so memory does not grow with video length: nothing per-frame is
   kept once yielded, and the model never holds more than one clip.
 
@@ -21,10 +28,10 @@ Inputs: ``frames_iter`` yields ``[H, W, 3]`` uint8 RGB arrays (normalised here w
 ``out_size`` (default: the input size) is the resolution of the results, e.g. the original video size;
 exemplar coordinates and masks are given at ``out_size``.
 
-:class:`FramePrediction` per frame (post-processing rules and defaults: ``cfg.postprocess``, ``gvseg.postprocess``):
+:class:`FramePrediction` per frame (post-processing rules and defaults: ``cfg.postprocess``, ``gvseg.video.postprocess``):
   * VIS: ``segments`` with a COCO RLE each (instances may overlap), ``id_map`` None: every tracked query
     with a non-empty mask, carrying its clip's class probabilities and the frame's mask score. Which
-    (track, class) pairs a video reports is decided once the video is over (``postprocess.vis_topk``, run by
+    (track, class) pairs a video reports is decided once the video is over (``video.postprocess.vis_topk``, run by
     ``writers.YtvisWriter``); ``postprocess`` carries the config that selection needs.
   * VPS: ``id_map [H, W]`` int32 track ids (0 = void), ``semantic [H, W]`` int32 class (-1 = void), segments.
   * VSS: ``semantic [H, W]`` int32 class map (-1 = void, only with ``vss_mode="panoptic"``); one segment per
@@ -36,7 +43,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,9 +51,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gvseg import counters
-from gvseg.config import ModelConfig, PostprocessConfig
+from gvseg.config import ModelConfig
+from gvseg.data.errors import DataError
 from gvseg.data.transforms import PIXEL_MEAN, PIXEL_STD
-from gvseg.postprocess import (
+from gvseg.structures import QUERY_THING, Clip, ClipExemplars, Exemplar, FramePrediction, Segment
+from gvseg.video.postprocess import (
     allowed_classes,
     class_probs,
     class_scores,
@@ -57,34 +65,7 @@ from gvseg.postprocess import (
     upsample,
     vss_maps,
 )
-from gvseg.structures import QUERY_THING, Clip, ClipExemplars, Exemplar
-
-
-@dataclass
-class Segment:
-    id: int  # track id (VIS/VPS/EVS) or class + 1 (VSS)
-    label: int  # contiguous class index (EVS: the query's best class)
-    score: float  # VIS: the clip's best class probability; VPS: the segment's class score
-    isthing: bool
-    area: int
-    rle: dict | None = None  # VIS only: COCO RLE {"size": [H, W], "counts": str}
-    # VIS only, for the video-level (track, class) selection (postprocess.vis_topk):
-    class_probs: np.ndarray | None = None  # [C] float32 the clip's gated class probabilities (no-object excluded)
-    mask_score: float | None = None  # mean sigmoid inside this frame's mask (Mask2Former instance_inference)
-
-
-@dataclass
-class FramePrediction:
-    video_id: str
-    frame_index: int  # position in the video
-    height: int
-    width: int
-    task: str
-    segments: list[Segment] = field(default_factory=list)
-    id_map: np.ndarray | None = None  # [H, W] int32, 0 = void / background
-    semantic: np.ndarray | None = None  # [H, W] int32, -1 = void
-    postprocess: PostprocessConfig | None = None  # VIS: the rules for the video-level selection
-
+from gvseg.video.tta import semantic_tta
 
 _MEAN = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
 _STD = torch.tensor(PIXEL_STD).view(3, 1, 1)
@@ -197,13 +178,17 @@ def predict_video(
                          f"got {t_clip} and {overlap}")
     if task == "evs" and not exemplars:
         raise ValueError(f"predict_video({video_id!r}): task 'evs' needs exemplars")
+    tta = bool(cfg.postprocess.tta_scales)
+    if tta and task != "vss":
+        raise ValueError(f"predict_video({video_id!r}): postprocess.tta_scales is test-time augmentation for VSS "
+                         f"(paper 003), not for task {task!r}")
     stride = t_clip - overlap
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     prep = preprocess or _default_preprocess
     model.eval()
     tracker = None
     if task in ("vis", "vps"):
-        from gvseg.associate import Tracker
+        from gvseg.video.associate import Tracker
 
         tracker = Tracker(a)
     state = {"next_emit": 0, "in_size": None, "evs": None}
@@ -225,8 +210,13 @@ def predict_video(
         index = torch.arange(start, start + len(window))[None].to(dev)  # [1, T'] (windows are contiguous)
         clip = Clip(frames, sizes, index, [video_id], None, None if ex is None else [ex])
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
-            out = model(clip)
-        results = _postprocess(out, task, cfg, size, tracker, starts, state.get("evs"), start, (h, w))
+            if tta:  # VSS test-time augmentation (paper 003, Eq. 8): the voted class map of every scale/flip
+                sem = semantic_tta(model, frames[0], scales=cfg.postprocess.tta_scales, flip=cfg.postprocess.tta_flip,
+                                   video_id=video_id, start=start, size=size, cfg=cfg)  # [T', H, W]
+                results = {"t": len(window), "semantic": sem.to(torch.int32).cpu().numpy()}
+            else:
+                out = model(clip)
+                results = _postprocess(out, task, cfg, size, tracker, starts, state.get("evs"), start, (h, w))
         for rel, (idx, _) in enumerate(window):
             if idx < state["next_emit"]:
                 continue  # already emitted by the previous (overlapping) clip
@@ -251,6 +241,48 @@ def predict_video(
             yield from run(list(ring))
     finally:
         bar.close()
+
+
+def stream_video(
+    model: torch.nn.Module,
+    frames: Iterable[np.ndarray],
+    cfg: ModelConfig,
+    task: str | None = None,
+    exemplars: list[Exemplar] | None = None,
+    *,
+    size: tuple[int, int],
+    out_size: tuple[int, int],
+    video_id: str = "",
+    source: str = "",
+    device: torch.device | str | None = None,
+) -> Iterator[tuple[FramePrediction, np.ndarray]]:
+    """(prediction, original frame) per frame, in order: ``frames`` are ``[H, W, 3]`` uint8 RGB at ``out_size``
+    (checked; ``source`` names the file in errors), resized to the model input ``size`` here (module docstring)."""
+    import cv2
+
+    h, w = out_size
+    pending: deque[np.ndarray] = deque()  # original frames not yet yielded (at most a clip and a stride)
+    failure: list[DataError] = []
+
+    def resized() -> Iterator[np.ndarray]:
+        try:
+            for t, f in enumerate(frames):
+                if f.shape[:2] != (h, w):
+                    raise DataError(source or video_id, f"frame {t} is {f.shape[0]}x{f.shape[1]} but the video is "
+                                                        f"{h}x{w}")
+                pending.append(f)
+                yield f if f.shape[:2] == size else cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        except DataError as e:  # stop here; predict_video still runs the tail clip over what was decoded
+            failure.append(e)
+
+    n = 0
+    for pred in predict_video(model, resized(), cfg, task, exemplars, video_id=video_id, out_size=out_size,
+                              device=device, progress=False):
+        yield pred, pending.popleft()  # predictions come in frame order, one per frame
+        n += 1
+    if failure:
+        e = failure[0]
+        raise DataError(e.path, f"{e.reason}; the {n} frames decoded before it were predicted and written")
 
 
 def _postprocess(out: dict, task: str, cfg: ModelConfig, size: tuple[int, int], tracker,
