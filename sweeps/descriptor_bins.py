@@ -2,13 +2,10 @@
 
 from pathlib import Path
 
-from gvseg.config import apply_overrides
 from gvseg.recipes import load_recipe
-from gvseg.sweep import Sweep
+from gvseg.sweep import Sweep, debug_base
 
 TASK = str(Path(__file__).resolve().parent.parent / "tasks" / "vps_vipseg.py")
-# Debug trials train inside the Tune trial process (no TorchTrainer start-up per trial), one core each.
-DEBUG_TRIAL = ["runtime.num_workers=1"]
 BINS = "model.descriptor.angle_bins,model.descriptor.radius_bins"
 
 
@@ -26,7 +23,7 @@ def sweep() -> Sweep:
 def debug() -> Sweep:
     return Sweep(
         name="descriptor_bins_debug",
-        base=apply_overrides(load_recipe(f"{TASK}:debug"), DEBUG_TRIAL),
+        base=debug_base(load_recipe(f"{TASK}:debug")),
         grid={BINS: [(12, 6), (36, 12)]},
         metric="vpq_mean_1246",
         plot="bar",

@@ -1,4 +1,5 @@
-"""Shared test environment: no telemetry, one thread for torch, and Ray token auth on with a throwaway token.
+"""Shared test environment: no telemetry, one thread for torch, Ray token auth on with a throwaway token, and
+the ``ray_local`` fixture (embedded Ray for a test module).
 
 Every Ray a test starts (``init_embedded``, or a bare ``ray.init()``) runs with token auth, on one token
 written for this pytest process: never the user's ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``, and a bare
@@ -6,8 +7,9 @@ written for this pytest process: never the user's ``RAY_AUTH_TOKEN`` or ``~/.ray
 in the environment still turns it off."""
 
 import os
+from pathlib import Path
 
-from gvseg.runtime.ray_init import write_token_file
+from gvseg.runtime.ray_init import init_embedded, write_token_file
 
 for key, value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0",
                    "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}.items():
@@ -30,3 +32,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+PLATFORM = Path(__file__).resolve().parents[1] / "platform"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ray_local(num_cpus=2, dashboard=False): how the module's ray_local "
+                                       "fixture starts Ray")
+
+
+@pytest.fixture(scope="module")
+def ray_local(request):
+    """Embedded Ray for the test module, started the way gvseg starts it (``init_embedded``: loopback only,
+    token auth, a watchdog), on 2 CPUs without a dashboard unless the module says otherwise, e.g.
+    ``pytestmark = pytest.mark.ray_local(num_cpus=3, dashboard=True)`` (Ray Train's controller needs the
+    dashboard's state API). Its workers import this checkout's gvseg (``PYTHONPATH``), not whichever one
+    the venv has installed (an editable install of another checkout), so what runs in a Ray task or Tune
+    trial is the code under test."""
+    import ray
+
+    marker = request.node.get_closest_marker("ray_local")
+    options = {"num_cpus": 2, "dashboard": False, **(marker.kwargs if marker else {})}
+    init_embedded(options["num_cpus"], dashboard=options["dashboard"], log_to_driver=False,
+                  runtime_env={"env_vars": {"PYTHONPATH": str(PLATFORM)}})
+    yield
+    ray.shutdown()

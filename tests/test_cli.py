@@ -58,3 +58,35 @@ def test_results_table_puts_the_baselines_beside_the_model():
     assert header.split() == ["metric", "model", "copy_first", "redrawn_ids"]
     assert row.split() == ["vpq_1_thing", "42.0000", "16.8000", "100.0000"]
     assert nan_row.split()[:2] == ["stq", "n/a"] and "mech_inference" not in table.split("(1 mech")[0]
+
+
+def test_tune_turns_its_arguments_into_a_run_sweep_call(monkeypatch):
+    import gvseg.runtime.ray_tune as ray_tune
+
+    calls = []
+
+    def run_sweep(sweep, **kwargs):
+        calls.append((sweep, kwargs))
+        return [{"status": "FINISHED"}, {"status": "FINISHED" if kwargs["resume"] else "INCOMPLETE"}]
+
+    monkeypatch.setattr(ray_tune, "run_sweep", run_sweep)
+    spec = f"{ROOT}/sweeps/tcl_tau_queue.py:debug"
+    assert main(["tune", spec, "--set", "train.max_iters=2", "--workers", "2", "--scheduler", "fifo",
+                 "--max-concurrent", "1", "--storage-path", "/tmp/s"]) == 1  # an INCOMPLETE trial: exit 1
+    sweep, kwargs = calls[-1]
+    assert sweep.name == "tcl_tau_queue_debug" and sweep.scheduler == "fifo"  # the sweep file says asha
+    assert kwargs == {"address": None, "max_concurrent": 1, "resume": False, "storage_path": "/tmp/s",
+                      "overrides": ["train.max_iters=2", "runtime.num_workers=2"], "source": spec}
+    assert main(["tune", spec, "--resume"]) == 0 and calls[-1][0].scheduler == "asha"
+
+
+def test_jobs_without_a_job_id_is_a_one_line_error(capsys):
+    assert main(["jobs", "status", "--address", "http://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gvseg jobs status needs a JOB_ID" in err
+
+
+def test_only_the_cli_parses_arguments():
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "platform" / "gvseg").rglob("*.py")
+                 if p.name != "cli.py" and "argparse" in p.read_text()]
+    assert offenders == []

@@ -11,6 +11,10 @@
 
 RECIPE is ``path/to/recipe.py[:function]`` (default function ``full``). Bad configs and bad inputs print
 one line naming the key or file and exit 2; they never dump a traceback.
+
+All argument parsing lives here: the handlers (``cmd_*``) turn the parsed arguments into calls of plain
+functions (``gvseg.runtime.ray_tune.run_sweep``, ``gvseg.runtime.jobs.submit``, ...), imported inside the
+handler, so ``gvseg --help`` and a config error never load ray, mlflow or torch.
 """
 
 from __future__ import annotations
@@ -208,6 +212,136 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def add_tune_parser(sub) -> None:
+    """``gvseg tune SWEEP.py[:fn] [--set k=v ...] [--address A] [--max-concurrent K] [--resume]``."""
+    p = sub.add_parser(
+        "tune", help="run a hyper-parameter sweep on Ray Tune (each trial trains + evaluates)",
+        description="Run the Sweep returned by SWEEP.py[:fn] (default fn: sweep; e.g. sweeps/tcl_tau_queue.py:debug) "
+                    "on Ray Tune: every trial is a full training run with evaluation; FIFO or ASHA on the sweep's "
+                    "metric. MLflow gets one parent run (search space, results table, plot) with a nested child "
+                    "run per trial. --resume continues the latest run of this sweep without retraining finished "
+                    "trials.")
+    p.add_argument("sweep", help="sweep as path/to/file.py[:function], e.g. sweeps/tcl_tau_queue.py:debug")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the base config by dotted key, e.g. --set train.max_iters=50 (repeatable); "
+                        "swept keys keep their trial values")
+    p.add_argument("--address", default=None, help="Ray address: 'auto' or ray://HEAD:10001 (default: embedded)")
+    p.add_argument("--max-concurrent", type=int, default=None, metavar="K",
+                   help="run at most K trials at once (default: the sweep's, else as many as resources allow)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray Train workers per trial; 1 trains inside the trial process (runtime.num_workers)")
+    p.add_argument("--scheduler", choices=["fifo", "asha"], default=None, help="override the sweep's scheduler")
+    p.add_argument("--storage-path", default=None, help="where sweeps live (default: runtime.storage_path, ./runs)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the latest <storage>/<sweep name>-* run (Tuner.restore) instead of starting anew")
+    p.set_defaults(fn=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from gvseg.recipes import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    if args.scheduler:
+        sweep = dataclasses.replace(sweep, scheduler=args.scheduler)
+    sets = list(args.sets) + ([f"runtime.num_workers={args.workers}"] if args.workers is not None else [])
+
+    from gvseg.runtime.ray_tune import run_sweep  # ray, mlflow and torch load here, not for --help
+
+    rows = run_sweep(sweep, address=args.address, max_concurrent=args.max_concurrent, resume=args.resume,
+                     storage_path=args.storage_path, overrides=sets, source=args.sweep)
+    return 0 if rows and all(r["status"] != "INCOMPLETE" for r in rows) else 1
+
+
+def _add_jobs_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None,
+                   help="the head's dashboard, e.g. http://127.0.0.1:8265 (default: $RAY_API_SERVER_ADDRESS)")
+
+
+def add_submit_parser(sub) -> None:
+    p = sub.add_parser(
+        "submit", help="run a recipe on a Ray cluster as a Ray job",
+        description="Submit `gvseg train RECIPE` (or `gvseg tune` with --tune) to a Ray cluster's head as a Ray "
+                    "job. The runtime env ships this checkout (without data, venvs, outputs, .git) and the pinned "
+                    "requirements. The Ray auth token is read from RAY_AUTH_TOKEN or ~/.ray/auth_token.")
+    p.add_argument("recipe", help="recipe as path/to/file.py[:function], inside this checkout")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override passed to the job, e.g. --set runtime.storage_path=s3://b/runs")
+    _add_jobs_address(p)
+    p.add_argument("--runtime-env", default=None, metavar="YAML",
+                   help="runtime env file, e.g. cluster/runtime_env.yaml (default: this checkout + pyproject pins)")
+    p.add_argument("--wait", action="store_true", help="stream the job's logs and exit non-zero unless it succeeds")
+    p.add_argument("--timeout", type=float, default=0, metavar="S",
+                   help="with --wait: give up waiting after S seconds, exit 1 with the job's status (0 = no limit)")
+    p.add_argument("--tune", action="store_true", help="run `gvseg tune` instead of `gvseg train`")
+    p.add_argument("--extra", default="", metavar="ARGS", help="extra arguments appended to the job's command")
+    p.add_argument("--job-id", default=None, help="submission id to use (default: generated by Ray)")
+    p.add_argument("--no-pip", action="store_true",
+                   help="do not ship the pinned requirements (the cluster image already has them)")
+    p.set_defaults(fn=cmd_submit)
+
+
+def add_jobs_parser(sub) -> None:
+    p = sub.add_parser("jobs", help="list, inspect, tail or stop Ray jobs on a cluster",
+                       description="Manage the Ray jobs on a cluster (same client and token as `gvseg submit`).")
+    p.add_argument("action", choices=["list", "status", "logs", "stop"])
+    p.add_argument("job_id", nargs="?", default=None, help="submission id (not needed for list)")
+    _add_jobs_address(p)
+    p.add_argument("--follow", action="store_true", help="logs: keep streaming until the job ends")
+    p.set_defaults(fn=cmd_jobs)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import shlex
+
+    from gvseg.runtime.jobs import JobError, submit  # ray loads when the head is contacted
+
+    try:
+        submit(args.recipe, args.sets, args.address, args.runtime_env, wait=args.wait, tune=args.tune,
+               extra=shlex.split(args.extra or ""), submission_id=args.job_id, pip=not args.no_pip,
+               timeout_s=args.timeout or None)
+    except JobError as e:
+        print(f"gvseg: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fmt_time(ms: int | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "-"
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from gvseg.runtime import jobs  # ray loads when the head is contacted
+
+    try:
+        if args.action == "list":
+            rows = jobs.list_jobs(args.address)
+            print(f"{'JOB_ID':<30}  {'STATUS':<10}  {'STARTED':<19}  ENTRYPOINT")
+            from gvseg.checkpoint import REDACTED, URI_CREDENTIALS
+
+            for j in rows:  # entrypoints submitted before credentials moved to env_vars: shown redacted
+                print(f"{j.submission_id or j.job_id:<30}  {j.status.value:<10}  {_fmt_time(j.start_time):<19}  "
+                      f"{URI_CREDENTIALS.sub(REDACTED + '@', j.entrypoint or '')}")
+            return 0
+        if not args.job_id:
+            raise jobs.JobError(f"gvseg jobs {args.action} needs a JOB_ID (see gvseg jobs list)")
+        if args.action == "status":
+            print(jobs.status(args.address, args.job_id))
+        elif args.action == "logs":
+            text = jobs.logs(args.address, args.job_id, follow=args.follow)
+            print(text, end="")
+        elif args.action == "stop":
+            stopped = jobs.stop(args.address, args.job_id)
+            print(f"{args.job_id}: {'stop requested' if stopped else 'already ended'}")
+    except jobs.JobError as e:
+        print(f"gvseg: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -285,14 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="one process, no Ray")
     p.set_defaults(fn=cmd_train)
 
-    from gvseg.runtime.ray_tune import add_tune_parser  # no ray/mlflow/torch at import: they load per sweep
-
     add_tune_parser(sub)
-
     add_predict_parser(sub)
-
-    from gvseg.runtime.jobs import add_jobs_parser, add_submit_parser  # ray loads lazily
-
     add_submit_parser(sub)
     add_jobs_parser(sub)
     return parser

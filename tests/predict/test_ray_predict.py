@@ -9,16 +9,7 @@ from predict_helpers import write_video
 from gvseg.metrics.panoptic_io import read_id_png
 from gvseg.predict import predict
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-@pytest.fixture()
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.ray_local(num_cpus=3)]  # ray_local: tests/conftest.py
 
 
 def test_batch_prediction_matches_sequential(ray_local, make_checkpoint, tmp_path):

@@ -143,3 +143,25 @@ def test_images_are_logged_as_png(cfg, tmp_path):
     logger.log_image(np.zeros((8, 8, 3), np.uint8), key="val_overlay", step=0)
     names = [a.path for a in logger.client.list_artifacts(logger.run_id, "images/val_overlay")]
     assert names == ["images/val_overlay/val_overlay_step_0000.png"]  # no webp: the browser previews PNG
+
+
+def test_log_params_batches_redacts_and_makes_keys_legal():
+    from gvseg.runtime.mlflow_log import log_params
+
+    class Client:
+        batches: list = []
+
+        def log_batch(self, run_id, params):
+            assert run_id == "r1"
+            self.batches.append({p.key: p.value for p in params})
+
+    client = Client()
+    params = {f"p{i:03d}": i for i in range(230)}
+    params.update({"variant.+spa": "x", "tracking.tracking_uri": "http://alice:SECRET@host", "api_key": "k",
+                   "long": "v" * 7000})
+    log_params(client, "r1", params)
+    assert [len(b) for b in client.batches] == [100, 100, 34]  # MLflow takes at most 100 params a call
+    logged = {k: v for b in client.batches for k, v in b.items()}
+    assert logged["variant._spa"] == "x" and "variant.+spa" not in logged
+    assert logged["tracking.tracking_uri"] == f"http://{REDACTED}@host" and logged["api_key"] == REDACTED
+    assert logged["p007"] == "7" and len(logged["long"]) == 6000

@@ -20,23 +20,12 @@ from live_services import _session_pids, _stop, unique_series
 
 from gvseg import checkpoint
 from gvseg.config import apply_overrides
-from gvseg.runtime.ray_init import init_embedded
 from gvseg.runtime.ray_train import run_dir, run_train
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+# ray_local (tests/conftest.py): with the dashboard, as training starts Ray (runtime.dashboard)
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.ray_local(num_cpus=3, dashboard=True)]
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = ROOT / "platform"
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    # workers import this checkout's gvseg, not whichever one the venv has installed (editable elsewhere)
-    init_embedded(num_cpus=3, dashboard=True, log_to_driver=False,  # as training starts it (runtime.dashboard)
-                  runtime_env={"env_vars": {"PYTHONPATH": str(PLATFORM)}})
-    yield
-    ray.shutdown()
 
 
 def _loss_steps(cfg):

@@ -1,6 +1,7 @@
 """`gvseg tune`: Ray Tune sweeps of tiny CPU trials -> MLflow parent + nested children, table, plot; a
 crashing trial fails alone; ASHA-stopped trials end KILLED; a killed driver resumes without reruns.
-The pure pieces (trial names, resources, table, plots, CLI errors) are tested first, without Ray."""
+The driver's Ray-free pieces (finding a sweep to resume, reading Tune's results, CLI errors) are tested
+first. Trial planning and the table are tests/test_sweep.py, the plots tests/test_visualize.py."""
 
 import json
 import os
@@ -8,91 +9,22 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import mlflow
 import pytest
 
 from gvseg.cli import main
-from gvseg.config import ConfigError, apply_overrides, to_dict
-from gvseg.runtime.ray_tune import (
-    _find_experiment,
-    best_row,
-    sweep_plot,
-    to_csv,
-    to_markdown,
-    trial_name,
-    trial_resources,
-)
-from gvseg.sweep import Sweep
+from gvseg.config import Config, apply_overrides, to_dict
+from gvseg.runtime.ray_tune import TRIAL_TAG, _find_experiment, results_table
+from gvseg.sweep import Sweep, build_trials
 
+PLATFORM = Path(__file__).resolve().parents[2] / "platform"
 GRID = {"loss.contrastive.tau": [0.1, 0.3], "loss.contrastive.queue_size": [4, 8]}
-BINS = "model.descriptor.angle_bins,model.descriptor.radius_bins"
 
 
 # ------------------------------------------------------------------------------------------ no Ray
-
-
-def test_trial_names_are_short_unique_and_name_split_grid_keys(tiny_cfg):
-    sweep = Sweep(name="b", base=tiny_cfg, grid={BINS: [(12, 6), (36, 12)]}, num_samples=2)
-    axes = ["model.descriptor.angle_bins", "model.descriptor.radius_bins", "train.seed"]
-    names = [trial_name(i, t, axes) for i, t in enumerate(sweep.trials())]
-    assert names[:2] == ["t00-angle_bins=12,radius_bins=6,seed=0", "t01-angle_bins=36,radius_bins=12,seed=0"]
-    assert len(set(names)) == 4
-    assert trial_name(3, {"variant": "+spa"}, []) == "t03-+spa"
-
-
-def test_trial_resources_map_onto_the_runtime(tiny_cfg):
-    def resources(res, workers):
-        sweep = Sweep(name="r", base=tiny_cfg, resources_per_trial=res)
-        return trial_resources(sweep, apply_overrides(tiny_cfg, [f"runtime.num_workers={workers}"]))
-
-    cfg, held = resources({"cpu": 2, "gpu": 0.5}, 1)  # in-process: the trial holds a GPU fraction
-    assert cfg.runtime.local and cfg.runtime.use_gpu and held == {"cpu": 2.0, "gpu": 0.5}
-    cfg, held = resources({"cpu": 8, "gpu": 8}, 2)  # the paper's 8-GPU DDP: one worker per GPU
-    assert (cfg.runtime.num_workers, cfg.runtime.gpus_per_worker, cfg.runtime.cpus_per_worker) == (8, 1.0, 1.0)
-    assert not cfg.runtime.local and held == {"cpu": 0.01}
-    cfg, held = resources({"cpu": 1}, 2)  # CPU workers share the trial's CPUs
-    assert cfg.runtime.cpus_per_worker == 0.5 and not cfg.runtime.use_gpu
-    with pytest.raises(ConfigError, match="uses one GPU"):
-        resources({"cpu": 1, "gpu": 2}, 1)
-    with pytest.raises(ConfigError, match="whole number"):
-        resources({"cpu": 1, "gpu": 1.5}, 2)
-
-
-def _rows():
-    out, i = [], 0
-    for tau in (0.1, 0.3):
-        for q in (4, 8):
-            status = "FAILED" if i == 1 else "FINISHED"
-            out.append({"trial": i, "name": f"t{i:02d}", "tau": tau, "queue_size": q, "status": status,
-                        "vpq": None if i == 1 else 0.1 * i})
-            i += 1
-    return out
-
-
-def test_table_formats_and_best_ignores_failed_trials():
-    rows = _rows()
-    md = to_markdown(rows).splitlines()
-    assert md[0].split("|")[1].strip() == "trial" and len(md) == 2 + 4
-    assert "| 0.1 " in md[2] and "FAILED" in md[3]
-    assert to_csv(rows).splitlines()[0] == "trial,name,tau,queue_size,status,vpq"
-    assert best_row(rows, "vpq", "max")["name"] == "t03"
-    assert best_row(rows, "vpq", "min")["name"] == "t00"
-    assert best_row([{**r, "status": "FAILED"} for r in rows], "vpq", "max") is None
-    assert to_markdown([]) == "(no trials)"
-
-
-def test_plots_heatmap_over_two_axes_else_bars(tiny_cfg, tmp_path):
-    sweep = Sweep(name="h", base=tiny_cfg, grid=GRID, metric="vpq", plot="heatmap")
-    path = sweep_plot(_rows(), sweep, tmp_path)
-    image = cv2.imread(str(path))
-    assert path.name == "vpq_heatmap.png" and image.shape[2] == 3
-    assert len({tuple(p) for p in image.reshape(-1, 3)}) > 10  # colour cells, not a blank canvas
-    with_variants = Sweep(name="h", base=tiny_cfg, grid=GRID, variants={"a": {}}, metric="vpq", plot="heatmap")
-    assert sweep_plot(_rows(), with_variants, tmp_path).name == "vpq_bar.png"  # no 2-D grid: bars
-    line = Sweep(name="l", base=tiny_cfg, metric="vpq", plot="line")
-    assert cv2.imread(str(sweep_plot(_rows(), line, tmp_path))) is not None
 
 
 def test_resume_finds_only_this_sweeps_runs(tmp_path):
@@ -104,6 +36,29 @@ def test_resume_finds_only_this_sweeps_runs(tmp_path):
         _find_experiment(tmp_path, "other")
 
 
+def test_results_table_reads_tunes_results_and_the_child_runs(tmp_path):
+    """What Tune's ResultGrid and MLflow say, stood in for by plain objects: a finished trial, a crashed one,
+    one the scheduler stopped (its child run's tag) and one that never ran."""
+    from types import SimpleNamespace as NS
+
+    sweep = Sweep(name="s", base=Config(), grid={"loss.contrastive.tau": [0.1, 0.2, 0.3, 0.4]}, metric="stq")
+    trials = build_trials(sweep, tmp_path, "sqlite:///db")
+    grid = [NS(config={"trial": 0}, metrics={"completed": 1, "step": 4, "stq": 0.5}, error=None),
+            NS(config={"trial": 1}, metrics=None, error=RuntimeError("boom")),
+            NS(config={"trial": 2}, metrics={"step": 2, "stq": 0.1}, error=None)]
+    runs = [NS(info=NS(run_id=f"r{i}"), data=NS(tags={TRIAL_TAG: f"exp/{i}", **tags}))
+            for i, tags in ((0, {}), (1, {}), (2, {"stopped_early": "true"}))]
+
+    class Client:
+        def search_runs(self, experiment_ids, filter_string, max_results):
+            assert experiment_ids == ["7"] and filter_string == "tags.gvseg_sweep = 'exp'"
+            return runs
+
+    rows = results_table(grid, trials, sweep, Client(), "7", "exp")
+    assert [(r["status"], r["run_id"], r["error"]) for r in rows] == [
+        ("FINISHED", "r0", ""), ("FAILED", "r1", "boom"), ("STOPPED", "r2", ""), ("INCOMPLETE", "", "")]
+
+
 def test_cli_tune_help_and_bad_sweep_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["tune", "--help"])
@@ -113,15 +68,6 @@ def test_cli_tune_help_and_bad_sweep_file(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ Ray
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture()
@@ -224,7 +170,9 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_local, base,
     spec = tmp_path / "resumable.py"
     spec.write_text(SWEEP_FILE.format(cfg=str(tmp_path / "base.json")))
     storage = tmp_path / "runs"
-    driver = subprocess.Popen([sys.executable, "-m", "gvseg.cli", "tune", str(spec)], cwd=tmp_path,
+    # PYTHONPATH: the driver runs this checkout's gvseg, not the one the venv may have installed elsewhere
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLATFORM), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    driver = subprocess.Popen([sys.executable, "-m", "gvseg.cli", "tune", str(spec)], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:  # kill the whole driver (and its embedded Ray) once the first trial has finished
         deadline = time.time() + 240

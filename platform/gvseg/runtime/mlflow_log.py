@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -45,6 +46,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow  # noqa: E402
 
 MODEL_LOADER = "gvseg.runtime.mlflow_model"
+_PARAM_KEY = re.compile(r"[^\w\-. :/]")  # what MLflow refuses in a param key
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +81,16 @@ def git_sha() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def log_params(client: mlflow.MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Log ``params`` on the run, the one way gvseg logs params (a training run's config, a sweep's search
+    space, a trial's config): credentials redacted (:func:`redact`), keys made MLflow-legal (only
+    ``[\\w\\-. :/]``: ``variant.+spa`` -> ``variant._spa``; at most 250 characters), values cut at 6000
+    characters (MLflow's limit), in batches of 100 (the most one ``log_batch`` call takes)."""
+    items = [mlflow.entities.Param(_PARAM_KEY.sub("_", k)[:250], str(v)[:6000]) for k, v in redact(params).items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
 
 
 class RunLogger:
@@ -138,10 +150,7 @@ class RunLogger:
         else:
             run = client.create_run(exp_id, run_name=run_name, tags=tags)
             run_id = run.info.run_id
-            params = redact(flatten(cfg))
-            items = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()]
-            for i in range(0, len(items), 100):
-                client.log_batch(run_id, params=items[i:i + 100])
+            log_params(client, run_id, flatten(cfg))
         return RunLogger(uri, run_id, fallback_dir, recipe=recipe)
 
     def start_system_metrics(self, node_id: str | None = None, interval: float = 5.0) -> SystemMetrics | None:
@@ -217,10 +226,6 @@ class RunLogger:
         self.pending.clear()
         self.failures = 0
         return True
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        self._safe(lambda: self.client.log_batch(
-            self.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in redact(params).items()]))
 
     # ---------------------------------------------------------------------------------- artifacts
 
