@@ -174,8 +174,7 @@ def train_step(parts: Parts, clip: Clip, cfg: Config, *, inject_nan: bool = Fals
     use_amp = cfg.train.amp == "bf16" and device.type == "cuda"
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
         losses = compute_losses(parts, clip, cfg)
-    weights = parts.criterion.weight_dict
-    total = sum(weights[k] * v for k, v in losses.items() if k in weights)
+    total = parts.criterion.total(losses)
     if inject_nan:  # fault injection for tests (train.fault.nan_at_steps)
         total = total * float("nan")
     finite = _all_ranks_finite(bool(torch.isfinite(total).item()), device)
