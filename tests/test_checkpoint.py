@@ -112,3 +112,22 @@ def test_prune_never_deletes_the_newest_valid_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_2", "step_3"]
     with pytest.raises(ValueError, match="not a gvseg training checkpoint"):
         checkpoint.verify(checkpoint.save({"x": 1}, tmp_path / "other"))
+
+
+def test_load_model_reads_a_checkpoint_or_a_bare_state_dict(tmp_path):
+    from gvseg.model.gvseg import build_gvseg, debug_model_config
+
+    cfg = debug_model_config("vps")
+    torch.manual_seed(0)
+    weights = build_gvseg(cfg).state_dict()
+    checkpoint.save({"model": weights, "step": 1}, tmp_path / "step_1")  # a training checkpoint's layout
+    torch.save(weights, tmp_path / "model.pt")  # what benchmarks/learning.py writes
+    for path in (tmp_path / "step_1", tmp_path / "model.pt"):
+        torch.manual_seed(1)  # a different init: equal weights below can only come from the file
+        model = checkpoint.load_model(path, cfg)
+        assert not model.training
+        loaded = model.state_dict()
+        assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
+    torch.save({"step": 3, "note": "no weights"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: neither a gvseg checkpoint .* nor a model state dict$"):
+        checkpoint.load_model(tmp_path / "other.pt", cfg)

@@ -438,13 +438,11 @@ def train_and_evaluate(cfg: Config, logger: Any, *, address: str | None = None, 
 def evaluate_checkpoint(cfg: Config, path: str | Path, *, logger: Any = None) -> dict[str, float]:
     """Predict the val split with the checkpoint, write official-format predictions, score them."""
     from gvseg.evaluation import evaluate_split
-    from gvseg.model.gvseg import build_gvseg
 
     device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
-    model = build_gvseg(cfg.model).to(device)
-    model.load_state_dict(checkpoint.load(path, map_location=device)["model"])
+    model = checkpoint.load_model(path, cfg.model, device)
     out_dir = run_dir(cfg) / "eval"
-    metrics, overlays = evaluate_split(model.eval(), cfg, out_dir, device=device)
+    metrics, overlays = evaluate_split(model, cfg, out_dir, device=device)
     if logger is not None:
         for i, image in enumerate(overlays):
             logger.log_image(image, key="val_overlay", step=i)
