@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from gvseg.config import ModelConfig
+    from gvseg.config import Config, ModelConfig
 
 FILENAME = "checkpoint.pt"
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|access[_-]?key|credential)", re.I)
@@ -195,6 +195,15 @@ def verify(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{path}: not a gvseg training checkpoint (no 'model' or 'step')")
     return state
+
+
+def run_dir(cfg: Config) -> Path:
+    """This run's local files (eval outputs, metric fallback, final checkpoint copy). Under storage_path
+    when it is a filesystem (NFS/PVC) path; under <cwd>/runs when it is a URI (s3://, gs://), where Ray
+    Train writes the checkpoints itself and a local Path would become a bogus "s3:" directory."""
+    storage = cfg.runtime.storage_path
+    base = Path.cwd() / "runs" if "://" in storage else Path(storage)
+    return base / cfg.tracking.run_name
 
 
 def step_key(path: str | Path) -> tuple[int, str]:

@@ -19,9 +19,10 @@ import pytest
 from live_services import _session_pids, _stop, unique_series
 
 from gvseg import checkpoint
+from gvseg.checkpoint import run_dir
 from gvseg.config import apply_overrides
 from gvseg.runtime.ray_init import init_embedded
-from gvseg.runtime.ray_train import run_dir, run_train
+from gvseg.runtime.ray_train import run_train
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
