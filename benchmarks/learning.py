@@ -197,13 +197,12 @@ def rescore_one(spec: dict) -> dict:
     """Score a finished run's saved weights again (post-processing or association settings changed)."""
     import torch
 
-    from gvseg.model.gvseg import build_gvseg
+    from gvseg.checkpoint import load_model
 
     torch.set_num_threads(1)
     cfg = config(spec["task"], spec["overrides"])
-    model = build_gvseg(cfg.model)
-    model.load_state_dict(torch.load(Path(spec["out"]) / "model.pt", weights_only=True))
-    return {"name": spec["name"], "metrics": score(cfg, model.eval(), spec)}
+    model = load_model(Path(spec["out"]) / "model.pt", cfg.model)  # a bare state dict (see run_one)
+    return {"name": spec["name"], "metrics": score(cfg, model, spec)}
 
 
 def plan(s: dict, data: dict[str, Path], work: Path) -> list[dict]:

@@ -99,7 +99,7 @@ def gvseg_train(cfg: ModelConfig, loss_cfg: LossConfig, clip: Clip, dev: torch.d
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
             out = model(clip)
             losses = crit(out, clip.targets, out["indices"])
-            total = sum(crit.weight_dict[k] * v for k, v in losses.items() if k in crit.weight_dict)
+            total = crit.total(losses)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()

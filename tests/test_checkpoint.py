@@ -1,4 +1,5 @@
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,38 +7,76 @@ import torch
 
 from gvseg import checkpoint
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def _objects():
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
-    model.register_buffer("bank", torch.randn(4, 2))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [5])
-    model(torch.randn(1, 3)).sum().backward()
-    opt.step()
-    sched.step()
     return model, opt, sched
 
 
-def test_round_trip_restores_everything(tmp_path):
-    model, opt, sched = _objects()
-    crit = torch.nn.Module()
-    crit.register_buffer("queue", torch.arange(6.0))
-    state = checkpoint.build_state(model=model, criterion=crit, optimizer=opt, scheduler=sched, step=7, epoch=2,
-                                   config={"train": {"lr": 1e-3}})
-    path = checkpoint.save(state, tmp_path / "step_7")
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The VPS debug recipe shrunk to CPU size, with one training batch (key + TCL reference clip)."""
+    from gvseg.config import apply_overrides
+    from gvseg.data.pipeline import build_records, iterate_batches
+    from gvseg.data.synthetic import synth_dataset
+    from gvseg.recipes import load_recipe
+
+    root = tmp_path_factory.mktemp("vipseg")
+    synth_dataset("vipseg", root, videos=2, frames=6, height=48, width=64, seed=0, thing_classes=3,
+                  stuff_classes=4, progress=False)
+    cfg = apply_overrides(load_recipe(f"{ROOT}/tasks/vps_vipseg.py:debug"), [
+        f"data.root={root}", "data.synthetic=false", "data.min_size=(48,)", "data.test_size=48",
+        "train.batch_size=2", "train.lr=1e-3", "train.warmup_iters=2", "train.lr_steps=(2,)",
+        "loss.num_points=64", "model.decoder.num_layers=2"])
+    records = build_records(cfg.data, "train")
+    clip = next(iter(iterate_batches(records, cfg.data, batch_size=2, seed=0, epoch=0, train=True)))
+    return cfg, clip
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[tuple[int, str], torch.Tensor]:
+    """Every per-parameter AdamW tensor, keyed by (parameter index, name), so two optimizers compare exactly."""
+    state = opt.state_dict()["state"]
+    return {(i, k): torch.as_tensor(v) for i, s in state.items() for k, v in s.items()}
+
+
+def test_round_trip_restores_everything(tiny_run, tmp_path):
+    """Save after real steps (moments, schedule, class bank and TCL queues all moved), restore into parts
+    built afresh from another seed, and every piece equals the original."""
+    from gvseg.engine import LoopState, build_parts, restore_state, save_state, seed_everything, train_step
+
+    cfg, clip = tiny_run
+    seed_everything(0)
+    parts = build_parts(cfg)
+    for _ in range(3):
+        assert train_step(parts, clip, cfg).finite
+    model, loss_state = parts.model.state_dict(), parts.loss_state().state_dict()
+    # the test means something only if the state to restore differs from a fresh build's
+    assert model["query_init.class_bank"].abs().sum() > 0 and loss_state["contrastive.queue_count"].sum() > 0
+    assert set(_optimizer_tensors(parts.optimizer)) >= {(0, "exp_avg"), (0, "exp_avg_sq"), (0, "step")}
+    path = save_state(parts, LoopState(step=3, epoch=1, nonfinite_total=2), cfg, tmp_path / "step_3")
     expect = (torch.rand(1).item(), np.random.rand(), random.random())
 
-    model2, opt2, sched2 = _objects()
-    with torch.no_grad():
-        model2.bank.zero_()
-    crit2 = torch.nn.Module()
-    crit2.register_buffer("queue", torch.zeros(6))
-    step, epoch = checkpoint.restore(checkpoint.load(path), model=model2, criterion=crit2, optimizer=opt2,
-                                     scheduler=sched2)
-    assert (step, epoch) == (7, 2)
-    assert torch.equal(model2.bank, model.bank) and torch.equal(crit2.queue, torch.arange(6.0))
-    assert sched2.last_epoch == sched.last_epoch
+    seed_everything(1)
+    fresh = build_parts(cfg)
+    assert not torch.equal(fresh.model.state_dict()["query_init.class_bank"], model["query_init.class_bank"])
+    state = restore_state(fresh, path.parent, torch.device("cpu"))
+
+    assert (state.step, state.epoch, state.nonfinite_total) == (3, 1, 2)
+    restored = fresh.model.state_dict()
+    assert restored.keys() == model.keys() and all(torch.equal(restored[k], model[k]) for k in model)
+    restored_loss = fresh.loss_state().state_dict()
+    assert restored_loss.keys() == loss_state.keys()
+    assert all(torch.equal(restored_loss[k], loss_state[k]) for k in loss_state)  # TCL queues, ptrs, counts
+    before, after = _optimizer_tensors(parts.optimizer), _optimizer_tensors(fresh.optimizer)
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert fresh.optimizer.state_dict()["param_groups"] == parts.optimizer.state_dict()["param_groups"]
+    assert fresh.scheduler.state_dict() == parts.scheduler.state_dict()
+    assert fresh.scheduler.last_epoch == 3 and fresh.scheduler.get_last_lr() == parts.scheduler.get_last_lr()
     assert (torch.rand(1).item(), np.random.rand(), random.random()) == expect  # RNG resumes exactly
 
 
@@ -112,3 +151,22 @@ def test_prune_never_deletes_the_newest_valid_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_2", "step_3"]
     with pytest.raises(ValueError, match="not a gvseg training checkpoint"):
         checkpoint.verify(checkpoint.save({"x": 1}, tmp_path / "other"))
+
+
+def test_load_model_reads_a_checkpoint_or_a_bare_state_dict(tmp_path):
+    from gvseg.model.gvseg import build_gvseg, debug_model_config
+
+    cfg = debug_model_config("vps")
+    torch.manual_seed(0)
+    weights = build_gvseg(cfg).state_dict()
+    checkpoint.save({"model": weights, "step": 1}, tmp_path / "step_1")  # a training checkpoint's layout
+    torch.save(weights, tmp_path / "model.pt")  # what benchmarks/learning.py writes
+    for path in (tmp_path / "step_1", tmp_path / "model.pt"):
+        torch.manual_seed(1)  # a different init: equal weights below can only come from the file
+        model = checkpoint.load_model(path, cfg)
+        assert not model.training
+        loaded = model.state_dict()
+        assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
+    torch.save({"step": 3, "note": "no weights"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: neither a gvseg checkpoint .* nor a model state dict$"):
+        checkpoint.load_model(tmp_path / "other.pt", cfg)

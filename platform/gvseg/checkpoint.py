@@ -21,10 +21,13 @@ import random
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from gvseg.config import Config, ModelConfig
 
 FILENAME = "checkpoint.pt"
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|access[_-]?key|credential)", re.I)
@@ -160,6 +163,31 @@ def restore(
     return int(state["step"]), int(state["epoch"])
 
 
+def model_weights(saved: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """The model's state dict in ``saved`` (what :func:`load` read from ``path``): a training checkpoint's
+    ``"model"`` entry, or ``saved`` itself when it is a bare ``torch.save(model.state_dict())``. Anything else
+    is one ``ValueError`` naming the file."""
+    if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
+        return saved["model"]
+    if isinstance(saved, dict) and saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
+        return saved
+    raise ValueError(f"{path}: neither a gvseg checkpoint (no 'model' entry) nor a model state dict")
+
+
+def load_model(path: str | Path, model_cfg: ModelConfig, device: torch.device | str = "cpu", *,
+               saved: Any = None) -> torch.nn.Module:
+    """A GvSeg built from ``model_cfg`` with the weights of ``path`` (a checkpoint file or ``step_*`` folder,
+    or a bare state dict file), on ``device``, in eval mode. ``saved``: what :func:`load` already read from
+    ``path`` (a caller that needed its config first), so the file is not read twice."""
+    from gvseg.model.gvseg import build_gvseg
+
+    if saved is None:
+        saved = load(path, map_location=device)
+    model = build_gvseg(model_cfg)
+    model.load_state_dict(model_weights(saved, path))
+    return model.to(device).eval()
+
+
 def verify(path: str | Path) -> dict[str, Any]:
     """Load ``path`` back (weights_only) and check it holds a model and a step; returns the state.
     Raises ``ValueError`` naming the file otherwise. Call it before anything older is deleted."""
@@ -167,6 +195,15 @@ def verify(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{path}: not a gvseg training checkpoint (no 'model' or 'step')")
     return state
+
+
+def run_dir(cfg: Config) -> Path:
+    """This run's local files (eval outputs, metric fallback, final checkpoint copy). Under storage_path
+    when it is a filesystem (NFS/PVC) path; under <cwd>/runs when it is a URI (s3://, gs://), where Ray
+    Train writes the checkpoints itself and a local Path would become a bogus "s3:" directory."""
+    storage = cfg.runtime.storage_path
+    base = Path.cwd() / "runs" if "://" in storage else Path(storage)
+    return base / cfg.tracking.run_name
 
 
 def step_key(path: str | Path) -> tuple[int, str]:

@@ -93,7 +93,8 @@ def _eval_checkpoint(args: argparse.Namespace) -> int:
 
     from gvseg import checkpoint
     from gvseg.config import Config, from_dict
-    from gvseg.runtime.ray_train import evaluate_checkpoint, resolve_paths
+    from gvseg.evaluation import evaluate_checkpoint
+    from gvseg.runtime.ray_train import resolve_paths  # absolute paths + the MLflow tracking URI; no Ray
 
     cfg = apply_overrides(from_dict(Config, checkpoint.load(args.checkpoint)["config"]), args.sets)
     if args.eval_dir:

@@ -1,26 +1,34 @@
 """The training engine: build the parts, one train step, and the loop. Pure PyTorch, no Ray, no MLflow.
 
-``runtime.ray_train`` (one Ray Train worker per rank) and ``--local`` (one process) both call
-:func:`fit`; they differ only in the ``batches`` they feed it and in the ``on_metrics`` /
+``runtime.ray_train`` (one Ray Train worker per rank) and ``--local`` (:func:`train_local`, one process)
+both call :func:`fit`; they differ only in the ``batches`` they feed it and in the ``on_metrics`` /
 ``on_checkpoint`` hooks. DDP-safe: every rank takes the same decisions (a non-finite loss on any rank
 skips the step on all ranks, so the gradient all-reduce never deadlocks).
+
+What both share around the loop lives here too: saving and restoring a run's state (:func:`save_state`,
+:func:`restore_newest_valid`), the periodic evaluation (:class:`PeriodicEval`), what a checkpoint reports
+(:func:`checkpoint_metrics`) and the crash injection of the fault tests (:func:`maybe_crash`). The run's
+tracker is injected (:class:`RunLog`; MLflow's ``RunLogger`` in production), so nothing here imports MLflow.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from gvseg import counters
-from gvseg.config import Config, TrainConfig
+from gvseg import checkpoint, counters
+from gvseg.config import Config, TrainConfig, to_dict
 from gvseg.structures import Clip
 
 
@@ -174,8 +182,7 @@ def train_step(parts: Parts, clip: Clip, cfg: Config, *, inject_nan: bool = Fals
     use_amp = cfg.train.amp == "bf16" and device.type == "cuda"
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
         losses = compute_losses(parts, clip, cfg)
-    weights = parts.criterion.weight_dict
-    total = sum(weights[k] * v for k, v in losses.items() if k in weights)
+    total = parts.criterion.total(losses)
     if inject_nan:  # fault injection for tests (train.fault.nan_at_steps)
         total = total * float("nan")
     finite = _all_ranks_finite(bool(torch.isfinite(total).item()), device)
@@ -249,3 +256,149 @@ def fit(
         state.epoch += 1
     bar.close()
     return state
+
+
+# ------------------------------------------------------------------------------ around the loop (local and Ray)
+
+
+class RunLog(Protocol):
+    """What the loop needs of the run's tracker (``runtime.mlflow_log.RunLogger``, injected so the engine never
+    imports MLflow): training metrics are held until the checkpoint covering their step is committed."""
+
+    def hold(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def commit(self, step: int) -> None: ...
+
+    def set_tag(self, key: str, value: str) -> None: ...
+
+
+def save_state(parts: Parts, state: LoopState, cfg: Config, directory: str | Path) -> Path:
+    """Everything a resumed run needs (weights, loss queues, optimizer, schedule, step, RNG, config) to
+    ``directory/checkpoint.pt``, atomically."""
+    return checkpoint.save(
+        checkpoint.build_state(model=parts.model, criterion=parts.loss_state(), optimizer=parts.optimizer,
+                               scheduler=parts.scheduler, step=state.step, epoch=state.epoch,
+                               config=to_dict(cfg),
+                               extra={"nonfinite_total": state.nonfinite_total}),
+        directory,
+    )
+
+
+def restore_state(parts: Parts, directory: str | Path, device: torch.device,
+                  saved: dict[str, Any] | None = None) -> LoopState:
+    """Load the checkpoint in ``directory`` (or ``saved``, already read from it) into ``parts``; the loop
+    state to continue from."""
+    saved = saved if saved is not None else checkpoint.load(directory, map_location=device)
+    step, epoch = checkpoint.restore(saved, model=parts.model, criterion=parts.loss_state(),
+                                     optimizer=parts.optimizer, scheduler=parts.scheduler)
+    return LoopState(step=step, epoch=epoch, nonfinite_total=int(saved["extra"].get("nonfinite_total", 0)))
+
+
+def restore_newest_valid(parts: Parts, candidates: list[Path], device: torch.device,
+                         logger: RunLog | None, *, verbose: bool = True) -> LoopState:
+    """Resume from the newest of ``candidates`` (oldest first) that loads; a torn newer one is skipped with
+    one line (when ``verbose``) and a ``checkpoint_fallback`` tag on the run. None loading is one clear error."""
+    found = checkpoint.newest_valid(candidates, map_location=device, quiet=True)
+    if found is None:
+        raise ValueError(f"no readable checkpoint to resume from among {[str(c) for c in candidates]}")
+    path, saved, skipped = found
+    if skipped:
+        note = f"resumed from {path.name}: newer checkpoint unreadable ({'; '.join(skipped)})"
+        if verbose:
+            print(f"gvseg: {note}")
+        if logger is not None:
+            logger.set_tag("checkpoint_fallback", note)
+    elif verbose:
+        print(f"gvseg: resuming from {path}")
+    return restore_state(parts, path, device, saved)
+
+
+class PeriodicEval:
+    """Rank 0's evaluation every ``train.eval_every`` steps: metrics to the run (prefixed ``val/``), and the
+    best checkpoint so far by the headline metric kept as ``<run>/best_checkpoint``."""
+
+    def __init__(self, cfg: Config, parts: Parts, logger: RunLog | None, device: torch.device):
+        from gvseg.evaluation import headline_metric
+
+        self.cfg, self.parts, self.logger, self.device = cfg, parts, logger, device
+        self.key = headline_metric(cfg)
+        self.best = float("-inf")
+
+    def __call__(self, state: LoopState) -> None:
+        from gvseg.evaluation import evaluate_split
+
+        model = unwrap(self.parts.model)
+        was_training = model.training
+        metrics, _ = evaluate_split(model.eval(), self.cfg,
+                                    checkpoint.run_dir(self.cfg) / f"eval_step_{state.step}",
+                                    device=self.device, progress=False)
+        model.train(was_training)
+        if self.logger is not None:  # held, like the losses, until the checkpoint covering this step commits
+            self.logger.hold({f"val/{k}": v for k, v in metrics.items() if v == v}, state.step)
+        score = metrics.get(self.key, float("nan"))
+        if score != score and self.best == float("-inf"):
+            print(f"gvseg: {self.key} is undefined on this val split (e.g. videos shorter than its spans); "
+                  f"no best checkpoint is kept until it is defined")
+        if score == score and score > self.best:
+            self.best = score
+            save_state(self.parts, state, self.cfg, checkpoint.run_dir(self.cfg) / "best_checkpoint")
+
+
+def maybe_crash(cfg: Config, step: int, rank: int, world: int) -> None:
+    """Fault injection: the last rank dies abruptly once at each of ``crash_at_steps`` (a marker file
+    remembers which it did)."""
+    fault = cfg.train.fault
+    if step in fault.crash_at_steps and rank == world - 1:
+        marker = Path(fault.crash_marker or Path(cfg.runtime.storage_path) / ".crashed")
+        done = marker.read_text().splitlines() if marker.exists() else []
+        if f"crashed at step {step}" not in done:
+            with marker.open("a") as f:
+                f.write(f"crashed at step {step}\n")
+            os._exit(17)
+
+
+def checkpoint_metrics(cfg: Config, st: LoopState, directory: str | Path | None, evaluate: bool) -> dict[str, float]:
+    """What every checkpoint reports: step, epoch, last finite loss, and, when ``evaluate`` (Ray Tune's ASHA
+    needs the sweep metric mid-run), the val metrics of the checkpoint in ``directory``. The final step is
+    not evaluated here: the driver evaluates it anyway."""
+    metrics = {"step": st.step, "epoch": st.epoch, "loss": st.history[-1] if st.history else float("nan")}
+    if evaluate and directory is not None and st.step < cfg.train.max_iters:
+        from gvseg.evaluation import evaluate_checkpoint
+
+        metrics.update(evaluate_checkpoint(cfg, directory))
+    return metrics
+
+
+def train_local(cfg: Config, logger: RunLog, *, on_checkpoint: Callable[[dict[str, float]], None] | None = None,
+                eval_at_checkpoints: bool = False, progress: bool = True) -> Path:
+    """The same engine in one process, no Ray. Checkpoints under <storage>/<run>/checkpoints/step_*.
+    ``on_checkpoint(metrics)`` gets :func:`checkpoint_metrics` after each save (a Tune trial reports them).
+    Returns the newest valid checkpoint directory."""
+    from gvseg.data.pipeline import build_records, check_label_space, iterate_batches, label_space_for
+
+    device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
+    seed_everything(cfg.train.seed)
+    parts = build_parts(cfg, device)
+    ckpt_root = checkpoint.run_dir(cfg) / "checkpoints"
+    state = LoopState()
+    if checkpoint.step_dirs(ckpt_root):
+        state = restore_newest_valid(parts, checkpoint.step_dirs(ckpt_root), device, logger)
+    records = build_records(cfg.data, cfg.data.train_split, progress=progress)
+    check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)
+
+    def save(st: LoopState) -> None:
+        path = save_state(parts, st, cfg, ckpt_root / f"step_{st.step:07d}")
+        checkpoint.verify(path)  # before anything older is pruned
+        checkpoint.prune(ckpt_root, cfg.train.num_to_keep)
+        logger.commit(st.step)
+        if on_checkpoint is not None:
+            on_checkpoint(checkpoint_metrics(cfg, st, path, eval_at_checkpoints))
+
+    fit(cfg, parts,
+        lambda epoch: iterate_batches(records, cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                                      epoch=epoch, train=True),
+        device=device, state=state, on_metrics=logger.hold, on_checkpoint=save,
+        on_eval=PeriodicEval(cfg, parts, logger, device), progress=progress)
+    found = checkpoint.newest_valid(checkpoint.step_dirs(ckpt_root), quiet=True)
+    assert found is not None
+    return found[0]

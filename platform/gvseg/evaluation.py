@@ -28,11 +28,12 @@ import json
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from gvseg import counters
+from gvseg import checkpoint, counters
 from gvseg.config import Config, ConfigError
 from gvseg.structures import VideoRecord
 
@@ -131,6 +132,28 @@ def evaluate_baseline(cfg: Config, name: str, out_dir: str | Path, *, progress: 
     space = label_space_for(build_records(cfg.data, cfg.data.val_split))
     fn, t = BASELINES[name], cfg.model.association.clip_frames
     return evaluate_predictions(cfg, out_dir, lambda v, rec: fn(rec, space, cfg.model.task, t), progress=progress)
+
+
+class EvalLog(Protocol):
+    """Where :func:`evaluate_checkpoint` sends its overlays and metrics (``runtime.mlflow_log.RunLogger``,
+    injected so this module never imports MLflow)."""
+
+    def log_image(self, image: Any, key: str, step: int) -> None: ...
+
+    def log_dict(self, data: dict[str, Any], name: str) -> None: ...
+
+
+def evaluate_checkpoint(cfg: Config, path: str | Path, *, logger: EvalLog | None = None) -> dict[str, float]:
+    """Predict the val split with the checkpoint, write official-format predictions (under the run's
+    ``eval/``), score them; with a ``logger``, the overlays and metrics go to the run too."""
+    device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
+    model = checkpoint.load_model(path, cfg.model, device)
+    metrics, overlays = evaluate_split(model, cfg, checkpoint.run_dir(cfg) / "eval", device=device)
+    if logger is not None:
+        for i, image in enumerate(overlays):
+            logger.log_image(image, key="val_overlay", step=i)
+        logger.log_dict(metrics, "eval/metrics.json")
+    return metrics
 
 
 def _empty_frames(record: VideoRecord, task: str) -> Iterator:

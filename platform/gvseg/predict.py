@@ -80,15 +80,12 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tu
     """A checkpoint (file or ``step_*`` folder) -> (GvSeg in eval mode on ``device``, its Config)."""
     from gvseg import checkpoint as ckpt
     from gvseg.config import from_dict
-    from gvseg.model.gvseg import build_gvseg
 
     state = ckpt.load(checkpoint)
     if not isinstance(state.get("config"), dict) or "model" not in state:
         raise ValueError(f"{checkpoint}: checkpoint has no 'config' dict or no 'model' weights")
     cfg = from_dict(Config, state["config"])
-    model = build_gvseg(cfg.model)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg
+    return ckpt.load_model(checkpoint, cfg.model, device, saved=state), cfg
 
 
 def label_space(cfg: Config, categories=None) -> LabelSpace:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gvseg.config import ConfigError, RuntimeConfig
-from gvseg.runtime.ray_train import check_cluster_fits
+from gvseg.resources import check_cluster_fits
 
 
 def test_a_run_that_fits_passes():

@@ -5,8 +5,9 @@ import mlflow
 import pytest
 from live_services import MlflowServer
 
+from gvseg.checkpoint import run_dir
 from gvseg.config import apply_overrides
-from gvseg.runtime.ray_train import run_dir, run_train
+from gvseg.runtime.ray_train import run_train
 
 pytestmark = pytest.mark.slow
 

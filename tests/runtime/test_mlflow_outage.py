@@ -11,9 +11,10 @@ import pytest
 from live_services import MlflowServer, _session_pids, unique_series
 
 from gvseg import checkpoint, engine
+from gvseg.checkpoint import run_dir
 from gvseg.config import apply_overrides
 from gvseg.runtime.mlflow_log import RunLogger
-from gvseg.runtime.ray_train import run_dir, run_train
+from gvseg.runtime.ray_train import run_train
 
 pytestmark = [pytest.mark.slow]
 

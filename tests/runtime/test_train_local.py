@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from gvseg import checkpoint
+from gvseg.checkpoint import run_dir
 from gvseg.config import apply_overrides
 from gvseg.engine import NonFiniteLossError
-from gvseg.runtime.ray_train import run_dir, run_train
+from gvseg.runtime.ray_train import run_train
 
 
 def _run(cfg):

@@ -19,8 +19,9 @@ import pytest
 from live_services import _session_pids, _stop, unique_series
 
 from gvseg import checkpoint
+from gvseg.checkpoint import run_dir
 from gvseg.config import apply_overrides
-from gvseg.runtime.ray_train import run_dir, run_train
+from gvseg.runtime.ray_train import run_train
 
 # ray_local (tests/conftest.py): with the dashboard, as training starts Ray (runtime.dashboard)
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.ray_local(num_cpus=3, dashboard=True)]

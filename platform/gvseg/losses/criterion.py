@@ -3,8 +3,8 @@
 Contract
 --------
 ``SetCriterion(cfg, num_classes)(outputs, targets, indices=None) -> dict[str, Tensor]`` of **unweighted**
-scalar losses; ``criterion.weight_dict`` maps every key to its weight (DETR style), so the total is
-``sum(weight_dict[k] * v for k, v in losses.items())``.
+scalar losses; ``criterion.weight_dict`` maps every key to its weight (DETR style), and
+``criterion.total(losses)`` is the weighted sum that is back-propagated (keys without a weight are left out).
 
 * ``outputs``: ``pred_logits [B, Q, C+1]``, ``pred_masks [B, Q, T, h, w]`` (mask logits), optional
   ``aux_outputs`` (list of dicts with the same two keys, one per earlier decoder layer).
@@ -55,6 +55,12 @@ class SetCriterion(nn.Module):
         for i in range(num_aux):
             for k in ("loss_ce", "loss_mask", "loss_dice"):
                 self.weight_dict[f"{k}_{i}"] = self.weight_dict[k]
+
+    def total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training objective: ``sum(weight_dict[k] * losses[k])`` over the keys that have a weight. A loss
+        without one (a diagnostic) is reported but never back-propagated. One definition, so the engine, the
+        MVC term and the benchmarks all optimise the same number."""
+        return sum(self.weight_dict[k] * v for k, v in losses.items() if k in self.weight_dict)
 
     def forward(
         self,

@@ -18,11 +18,15 @@ A partial patch at the right/bottom border is masked like a whole one. ``ratio``
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from gvseg.config import MVCConfig
 from gvseg.structures import Clip
+
+if TYPE_CHECKING:
+    from gvseg.losses.criterion import SetCriterion
 
 
 def patch_mask(b: int, t: int, h: int, w: int, patch: int, ratio: float, *, device: torch.device | str = "cpu",
@@ -45,7 +49,7 @@ def mask_clip(clip: Clip, cfg: MVCConfig, generator: torch.Generator | None = No
                 clip.targets, clip.exemplars, None)
 
 
-def mvc_loss(model: torch.nn.Module, criterion: torch.nn.Module, clip: Clip, cfg: MVCConfig,
+def mvc_loss(model: torch.nn.Module, criterion: SetCriterion, clip: Clip, cfg: MVCConfig,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """L^M of Eq. (4): the criterion's weighted loss on the masked clip's predictions (Eq. 3)."""
     if clip.targets is None:
@@ -54,5 +58,4 @@ def mvc_loss(model: torch.nn.Module, criterion: torch.nn.Module, clip: Clip, cfg
     outputs = model(masked)  # ŷ^M, Eq. (3)
     indices = outputs.get("indices")
     losses = criterion(outputs, masked.targets, indices)
-    weights = criterion.weight_dict
-    return sum(weights[k] * v for k, v in losses.items() if k in weights)
+    return criterion.total(losses)

@@ -1,13 +1,17 @@
 """Training on Ray Train (DDP: NCCL on GPU, gloo on CPU), or in one process with ``--local``.
 
 Driver (``run_train``): resolve paths → synthesise data if the recipe asks → create or resume the MLflow
-run → ``TorchTrainer.fit()`` (or the local loop) → evaluate the last checkpoint on the val split → log
-checkpoints, overlays and the registered model → end the run FINISHED, or FAILED on any error.
+run → ``TorchTrainer.fit()`` (or ``engine.train_local``) → evaluate the last checkpoint on the val split
+(``evaluation.evaluate_checkpoint``) → log checkpoints, overlays and the registered model → end the run
+FINISHED, or FAILED on any error.
 
 Worker (``train_worker``): build the parts → restore the latest checkpoint (Ray hands it over after a
 worker failure or when the same run name is re-run) → wrap in DDP → ``engine.fit`` over this worker's
 Ray Data shard (disjoint videos) → at every checkpoint step all ranks ``ray.train.report`` (a barrier),
 rank 0 attaching the checkpoint. Only rank 0 talks to MLflow.
+
+Only what touches Ray or MLflow is here; the Ray-free pieces both paths share (state save/restore, the
+periodic evaluation, checkpoint metrics) are in ``gvseg.engine``, ``gvseg.evaluation`` and ``gvseg.resources``.
 """
 
 from __future__ import annotations
@@ -22,9 +26,23 @@ from typing import Any
 import torch
 
 from gvseg import checkpoint
-from gvseg.config import Config, ConfigError, RuntimeConfig, from_dict, to_dict
-from gvseg.engine import LoopState, Parts, build_parts, fit, seed_everything
-from gvseg.evaluation import headline_metric
+from gvseg.checkpoint import run_dir
+from gvseg.config import Config, from_dict, to_dict
+from gvseg.engine import (
+    LoopState,
+    PeriodicEval,
+    build_parts,
+    checkpoint_metrics,
+    fit,
+    maybe_crash,
+    restore_newest_valid,
+    restore_state,
+    save_state,
+    seed_everything,
+    train_local,
+)
+from gvseg.evaluation import evaluate_checkpoint
+from gvseg.resources import check_cluster_fits
 from gvseg.runtime.ray_init import init_ray
 
 # Ray workers chdir into a per-run directory: every path that crosses to them must be absolute.
@@ -47,104 +65,7 @@ def resolve_paths(cfg: Config) -> Config:
     )
 
 
-def run_dir(cfg: Config) -> Path:
-    """This run's local files (eval outputs, metric fallback, final checkpoint copy). Under storage_path
-    when it is a filesystem (NFS/PVC) path; under <cwd>/runs when it is a URI (s3://, gs://), where Ray
-    Train writes the checkpoints itself and a local Path would become a bogus "s3:" directory."""
-    storage = cfg.runtime.storage_path
-    base = Path.cwd() / "runs" if "://" in storage else Path(storage)
-    return base / cfg.tracking.run_name
-
-
-class PeriodicEval:
-    """Rank 0's evaluation every ``train.eval_every`` steps: metrics to MLflow (prefixed ``val/``), and the
-    best checkpoint so far by the headline metric kept as ``<run>/best_checkpoint``."""
-
-    def __init__(self, cfg: Config, parts: Parts, logger: Any, device: torch.device):
-        self.cfg, self.parts, self.logger, self.device = cfg, parts, logger, device
-        self.key = headline_metric(cfg)
-        self.best = float("-inf")
-
-    def __call__(self, state: LoopState) -> None:
-        from gvseg.evaluation import evaluate_split
-
-        model = getattr(self.parts.model, "module", self.parts.model)
-        was_training = model.training
-        metrics, _ = evaluate_split(model.eval(), self.cfg, run_dir(self.cfg) / f"eval_step_{state.step}",
-                                    device=self.device, progress=False)
-        model.train(was_training)
-        if self.logger is not None:  # held, like the losses, until the checkpoint covering this step commits
-            self.logger.hold({f"val/{k}": v for k, v in metrics.items() if v == v}, state.step)
-        score = metrics.get(self.key, float("nan"))
-        if score != score and self.best == float("-inf"):
-            print(f"gvseg: {self.key} is undefined on this val split (e.g. videos shorter than its spans); "
-                  f"no best checkpoint is kept until it is defined")
-        if score == score and score > self.best:
-            self.best = score
-            _save_state(self.parts, state, self.cfg, run_dir(self.cfg) / "best_checkpoint")
-
-
 # --------------------------------------------------------------------------------------------- worker
-
-
-def _save_state(parts: Parts, state: LoopState, cfg: Config, directory: str | Path) -> Path:
-    return checkpoint.save(
-        checkpoint.build_state(model=parts.model, criterion=parts.loss_state(), optimizer=parts.optimizer,
-                               scheduler=parts.scheduler, step=state.step, epoch=state.epoch,
-                               config=to_dict(cfg),
-                               extra={"nonfinite_total": state.nonfinite_total}),
-        directory,
-    )
-
-
-def _restore_state(parts: Parts, directory: str | Path, device: torch.device,
-                   saved: dict[str, Any] | None = None) -> LoopState:
-    saved = saved if saved is not None else checkpoint.load(directory, map_location=device)
-    step, epoch = checkpoint.restore(saved, model=parts.model, criterion=parts.loss_state(),
-                                     optimizer=parts.optimizer, scheduler=parts.scheduler)
-    return LoopState(step=step, epoch=epoch, nonfinite_total=int(saved["extra"].get("nonfinite_total", 0)))
-
-
-def _restore_newest_valid(parts: Parts, candidates: list[Path], device: torch.device,
-                          logger: Any, *, verbose: bool = True) -> LoopState:
-    """Resume from the newest of ``candidates`` (oldest first) that loads; a torn newer one is skipped with
-    one line (when ``verbose``) and a ``checkpoint_fallback`` tag on the run. None loading is one clear error."""
-    found = checkpoint.newest_valid(candidates, map_location=device, quiet=True)
-    if found is None:
-        raise ValueError(f"no readable checkpoint to resume from among {[str(c) for c in candidates]}")
-    path, saved, skipped = found
-    if skipped:
-        note = f"resumed from {path.name}: newer checkpoint unreadable ({'; '.join(skipped)})"
-        if verbose:
-            print(f"gvseg: {note}")
-        if logger is not None:
-            logger.set_tag("checkpoint_fallback", note)
-    elif verbose:
-        print(f"gvseg: resuming from {path}")
-    return _restore_state(parts, path, device, saved)
-
-
-def _maybe_crash(cfg: Config, step: int, rank: int, world: int) -> None:
-    """Fault injection: the last rank dies abruptly once at each of ``crash_at_steps`` (a marker file
-    remembers which it did)."""
-    fault = cfg.train.fault
-    if step in fault.crash_at_steps and rank == world - 1:
-        marker = Path(fault.crash_marker or Path(cfg.runtime.storage_path) / ".crashed")
-        done = marker.read_text().splitlines() if marker.exists() else []
-        if f"crashed at step {step}" not in done:
-            with marker.open("a") as f:
-                f.write(f"crashed at step {step}\n")
-            os._exit(17)
-
-
-def checkpoint_metrics(cfg: Config, st: LoopState, directory: str | Path | None, evaluate: bool) -> dict[str, float]:
-    """What every checkpoint reports: step, epoch, last finite loss, and, when ``evaluate`` (Ray Tune's ASHA
-    needs the sweep metric mid-run), the val metrics of the checkpoint in ``directory``. The final step is
-    not evaluated here: the driver evaluates it anyway."""
-    metrics = {"step": st.step, "epoch": st.epoch, "loss": st.history[-1] if st.history else float("nan")}
-    if evaluate and directory is not None and st.step < cfg.train.max_iters:
-        metrics.update(evaluate_checkpoint(cfg, directory))
-    return metrics
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -169,12 +90,12 @@ def train_worker(config: dict[str, Any]) -> None:
     if ckpt is not None:
         local = Path(ckpt.path)
         if ckpt.filesystem.type_name == "local" and local.is_dir():  # siblings to fall back on if it is torn
-            state = _restore_newest_valid(parts, [d for d in checkpoint.step_dirs(local.parent)
+            state = restore_newest_valid(parts, [d for d in checkpoint.step_dirs(local.parent)
                                                   if checkpoint.step_key(d) <= checkpoint.step_key(local)],
                                           device, logger, verbose=rank == 0)
         else:
             with ckpt.as_directory() as d:
-                state = _restore_state(parts, d, device)
+                state = restore_state(parts, d, device)
     seed_everything(cfg.train.seed + 1000 * rank + state.step)  # different augmentation per rank and resume
     parts.model = ray.train.torch.prepare_model(parts.model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
@@ -189,7 +110,7 @@ def train_worker(config: dict[str, Any]) -> None:
             logger.hold(metrics, step)  # logged once the checkpoint covering this step is reported
 
     def on_checkpoint(st: LoopState) -> None:
-        _maybe_crash(cfg, st.step, rank, world)
+        maybe_crash(cfg, st.step, rank, world)
         # One pass over the shard streams every epoch, so fit never counts one: the data epoch is that of
         # the last sample seen (as the local loop's epoch is that of the last batch).
         if config.get("samples_per_epoch"):
@@ -197,7 +118,7 @@ def train_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             reported = None
             if rank == 0:
-                checkpoint.verify(_save_state(parts, st, cfg, d))  # never hand Ray a torn file
+                checkpoint.verify(save_state(parts, st, cfg, d))  # never hand Ray a torn file
                 reported = ray.train.Checkpoint.from_directory(d)
             # rank 0's metrics are the ones Ray keeps (and forwards to Tune inside a sweep)
             metrics = checkpoint_metrics(cfg, st, d if rank == 0 else None, config.get("eval_at_checkpoints", False))
@@ -259,68 +180,6 @@ def _fail_fast_callback() -> Any:
                     raise found
 
     return FailFastOnDataError()
-
-
-def _train_local(cfg: Config, logger: Any, *, on_checkpoint: Any = None, eval_at_checkpoints: bool = False,
-                 progress: bool = True) -> Path:
-    """The same engine in one process, no Ray. Checkpoints under <storage>/<run>/checkpoints/step_*.
-    ``on_checkpoint(metrics)`` gets :func:`checkpoint_metrics` after each save (a Tune trial reports them)."""
-    from gvseg.data.pipeline import build_records, check_label_space, iterate_batches, label_space_for
-
-    device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
-    seed_everything(cfg.train.seed)
-    parts = build_parts(cfg, device)
-    ckpt_root = run_dir(cfg) / "checkpoints"
-    state = LoopState()
-    if checkpoint.step_dirs(ckpt_root):
-        state = _restore_newest_valid(parts, checkpoint.step_dirs(ckpt_root), device, logger)
-    records = build_records(cfg.data, cfg.data.train_split, progress=progress)
-    check_label_space(label_space_for(records), cfg.model.num_classes, cfg.model.num_thing_classes, cfg.data.root)
-
-    def save(st: LoopState) -> None:
-        path = _save_state(parts, st, cfg, ckpt_root / f"step_{st.step:07d}")
-        checkpoint.verify(path)  # before anything older is pruned
-        checkpoint.prune(ckpt_root, cfg.train.num_to_keep)
-        logger.commit(st.step)
-        if on_checkpoint is not None:
-            on_checkpoint(checkpoint_metrics(cfg, st, path, eval_at_checkpoints))
-
-    fit(cfg, parts,
-        lambda epoch: iterate_batches(records, cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-                                      epoch=epoch, train=True),
-        device=device, state=state, on_metrics=logger.hold, on_checkpoint=save,
-        on_eval=PeriodicEval(cfg, parts, logger, device), progress=progress)
-    found = checkpoint.newest_valid(checkpoint.step_dirs(ckpt_root), quiet=True)
-    assert found is not None
-    return found[0]
-
-
-DATA_CPUS = 1.0  # Ray Data's read/decode/augment task (flat_map) takes one CPU beside the train workers
-
-
-def check_cluster_fits(rt: RuntimeConfig, have: dict) -> None:
-    """One line naming what is missing and the ``--set`` that fixes it, when the cluster cannot hold the run:
-    ``num_workers`` train workers of ``cpus_per_worker`` CPUs (and ``gpus_per_worker`` GPUs) plus Ray Data's
-    task. Without this check Ray Train and Ray Data wait for resources that never come ("The job may hang
-    forever unless the cluster scales up"). An autoscaling cluster that will grow can skip it with
-    ``RAY_GVSEG_SKIP_FIT_CHECK=1``."""
-    if os.environ.get("RAY_GVSEG_SKIP_FIT_CHECK") == "1":
-        return
-    cpus, gpus = float(have.get("CPU", 0.0)), float(have.get("GPU", 0.0))
-    need_cpu = rt.num_workers * rt.cpus_per_worker + DATA_CPUS
-    fit_workers = int((cpus - DATA_CPUS) // rt.cpus_per_worker) if rt.cpus_per_worker > 0 else rt.num_workers
-    if rt.use_gpu and rt.gpus_per_worker > 0:
-        fit_workers = min(fit_workers, int(gpus // rt.gpus_per_worker))
-    if cpus < need_cpu:
-        raise ConfigError(f"the Ray cluster has {cpus:g} CPUs but the run needs {need_cpu:g} ({rt.num_workers} "
-                          f"train workers x {rt.cpus_per_worker:g} CPUs + {DATA_CPUS:g} for Ray Data): "
-                          f"--set runtime.num_workers={max(fit_workers, 0)} or a smaller runtime.cpus_per_worker"
-                          + (" (or add nodes)" if fit_workers < 1 else ""))
-    if rt.use_gpu and gpus < rt.num_workers * rt.gpus_per_worker:
-        raise ConfigError(f"the Ray cluster has {gpus:g} GPUs but the run needs "
-                          f"{rt.num_workers * rt.gpus_per_worker:g} ({rt.num_workers} workers x "
-                          f"{rt.gpus_per_worker:g}): --set runtime.num_workers={max(fit_workers, 0)}, "
-                          f"runtime.gpus_per_worker or runtime.use_gpu=false")
 
 
 def _train_ray(cfg: Config, logger: Any, address: str | None, *, callbacks: Any = (),
@@ -411,8 +270,8 @@ def train_and_evaluate(cfg: Config, logger: Any, *, address: str | None = None, 
     ``train_callbacks`` (Tune's ``TuneReportCallback``) see them. Does not end the run."""
     t0 = time.time()
     if cfg.runtime.local:
-        final = _train_local(cfg, logger, on_checkpoint=on_checkpoint, eval_at_checkpoints=eval_at_checkpoints,
-                             progress=progress)
+        final = train_local(cfg, logger, on_checkpoint=on_checkpoint, eval_at_checkpoints=eval_at_checkpoints,
+                            progress=progress)
     else:
         final = _train_ray(cfg, logger, address or cfg.runtime.address or None, callbacks=train_callbacks,
                            eval_at_checkpoints=eval_at_checkpoints, progress=progress)
@@ -432,21 +291,4 @@ def train_and_evaluate(cfg: Config, logger: Any, *, address: str | None = None, 
         logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("baseline/")}, step=cfg.train.max_iters)
     if log_model:  # a pyfunc of weights + config (no pickle), registered when a name is configured
         logger.log_model(final / checkpoint.FILENAME, cfg.tracking.registered_model, metrics=metrics)
-    return metrics
-
-
-def evaluate_checkpoint(cfg: Config, path: str | Path, *, logger: Any = None) -> dict[str, float]:
-    """Predict the val split with the checkpoint, write official-format predictions, score them."""
-    from gvseg.evaluation import evaluate_split
-    from gvseg.model.gvseg import build_gvseg
-
-    device = torch.device("cuda" if cfg.runtime.use_gpu and torch.cuda.is_available() else "cpu")
-    model = build_gvseg(cfg.model).to(device)
-    model.load_state_dict(checkpoint.load(path, map_location=device)["model"])
-    out_dir = run_dir(cfg) / "eval"
-    metrics, overlays = evaluate_split(model.eval(), cfg, out_dir, device=device)
-    if logger is not None:
-        for i, image in enumerate(overlays):
-            logger.log_image(image, key="val_overlay", step=i)
-        logger.log_dict(metrics, "eval/metrics.json")
     return metrics
