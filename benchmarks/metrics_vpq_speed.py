@@ -6,7 +6,7 @@
 The set (GT ``panomasksRGB`` + JSON and predictions ``pan_pred`` + ``pred.json``, simple moving shapes with
 void borders, ID switches and class errors) is written once under ``--data`` and reused when the parameters
 match. In one run the script times (a) reading every GT and prediction PNG (``panoptic_io.read_id_png``,
-same worker count) and (b) ``vpq.evaluate(..., with_stq=True)``, interleaved ``--repeats`` times (plus a
+same worker count) and (b) ``vipseg.evaluate(..., with_stq=True)``, interleaved ``--repeats`` times (plus a
 final (a)); the best time of each is compared, since the machine may be shared. Target: (b) <= 2 x (a) on 2 cores (the official scripts take ~18x (a) for VPQ alone).
 Writes ``benchmarks/results/metrics_vpq_speed.json`` with the machine named.
 """
@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from gvseg.metrics import panoptic_io as pio  # noqa: E402
-from gvseg.metrics import vpq  # noqa: E402
+from gvseg.metrics import vipseg  # noqa: E402
 
 NUM_CATS = 124
 THING_IDS = list(range(0, 58))  # 58 things, 66 stuff as in VIPSeg (ids only matter via isthing)
@@ -142,7 +142,7 @@ def main() -> None:
     for _ in range(args.repeats):
         reads.append(time_reading(split, args.workers))
         t0 = time.perf_counter()
-        res = vpq.evaluate(root / "gt", root / "pred", workers=args.workers, with_stq=True, progress=False)
+        res = vipseg.evaluate(root / "gt", root / "pred", workers=args.workers, with_stq=True, progress=False)
         metrics.append(time.perf_counter() - t0)
     reads.append(time_reading(split, args.workers))
     read_s, metric_s = min(reads), min(metrics)

@@ -2,34 +2,64 @@ from pathlib import Path
 
 import pytest
 
-from gvseg.config import Config, ConfigError, from_dict, to_dict
+from gvseg.config import Config, ConfigError, apply_overrides, flatten, from_dict, to_dict
+from gvseg.data.formats import format_of
+from gvseg.data.synthetic import synthetic_label_space
 from gvseg.recipes import load_recipe, load_sweep
-from gvseg.sweep import Sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = sorted((ROOT / "tasks").glob("*.py"))
 SWEEPS = sorted((ROOT / "sweeps").glob("*.py"))
-PAIRS = {"vps_vipseg", "vps_kitti_step", "vss_vspw", "vis_ytvis21", "vis_ovis", "evs_ytvos18", "evs_burst"}
+# recipe file -> the dataset format it trains on (the file name says <task>_<dataset>)
+PAIRS = {"vps_vipseg": "vipseg", "vps_kitti_step": "kitti-step", "vss_vspw": "vspw", "vis_ytvis21": "ytvis",
+         "vis_ovis": "ovis", "evs_ytvos18": "ytvos", "evs_burst": "burst"}
 
 
 def test_every_task_dataset_pair_has_a_recipe():
-    assert {p.stem for p in TASKS} >= PAIRS
+    assert {p.stem for p in TASKS} >= set(PAIRS)
 
 
 @pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("fn", ["full", "debug"])
-def test_recipe_builds_and_round_trips(path, fn):
+def test_recipe_round_trips_through_dict_and_overrides(path, fn):
+    # what a Ray worker (dict) and a sweep trial or `--set` (dotted overrides) rebuild must be the same config
     cfg = load_recipe(f"{path}:{fn}")
-    assert isinstance(cfg, Config)
     assert from_dict(Config, to_dict(cfg)) == cfg
-    assert 0 <= cfg.model.num_thing_classes <= cfg.model.num_classes
+    assert apply_overrides(Config(), [f"{k}={v!r}" for k, v in flatten(cfg).items()]) == cfg
 
 
 @pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
-def test_debug_recipe_is_cpu_sized(path):
-    cfg = load_recipe(f"{path}:debug")
-    assert not cfg.runtime.use_gpu and cfg.data.synthetic
-    assert cfg.train.max_iters <= 1000 and cfg.model.decoder.dim <= 64
+@pytest.mark.parametrize("fn", ["full", "debug"])
+def test_recipe_matches_its_file_name(path, fn):
+    cfg = load_recipe(f"{path}:{fn}")
+    task = path.stem.split("_")[0]
+    assert cfg.name == (path.stem if fn == "full" else f"{path.stem}_debug")
+    assert cfg.model.task == task
+    assert cfg.data.format == PAIRS.get(path.stem, cfg.data.format)
+    assert format_of(cfg.data.format).task == task
+
+
+@pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
+def test_label_space_matches_the_dataset(path):
+    full, debug = load_recipe(f"{path}:full"), load_recipe(f"{path}:debug")
+    fmt = full.data.format
+    # full: the dataset's whole label space; debug: the few classes its synthetic set draws
+    assert (full.model.num_classes, full.model.num_thing_classes) == synthetic_label_space(fmt)
+    assert (debug.model.num_classes, debug.model.num_thing_classes) == synthetic_label_space(
+        fmt, *format_of(fmt).debug_classes)
+
+
+@pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
+def test_debug_recipe_is_a_cpu_sized_version_of_the_full_one(path):
+    full, debug = load_recipe(f"{path}:full"), load_recipe(f"{path}:debug")
+    assert not debug.runtime.use_gpu and debug.data.synthetic and not full.data.synthetic
+    assert debug.train.max_iters < full.train.max_iters and debug.train.max_iters <= 1000
+    assert debug.train.batch_size < full.train.batch_size
+    assert debug.model.decoder.dim < full.model.decoder.dim and debug.model.decoder.dim <= 64
+    assert debug.model.decoder.num_queries < full.model.decoder.num_queries
+    assert max(debug.data.min_size) < max(full.data.min_size)
+    assert debug.data.max_size < full.data.max_size and debug.data.test_size < full.data.test_size
+    assert debug.data.format == full.data.format and debug.model.task == full.model.task
 
 
 def test_full_recipes_follow_the_paper_schedule():
@@ -44,11 +74,14 @@ def test_full_recipes_follow_the_paper_schedule():
 @pytest.mark.parametrize("fn", ["sweep", "debug"])
 def test_sweep_builds_every_trial_config(path, fn):
     sweep = load_sweep(f"{path}:{fn}")
-    assert isinstance(sweep, Sweep)
     trials = sweep.trials()
     assert trials
     configs = [sweep.trial_config(t) for t in trials]
     assert len({repr(to_dict(c)) for c in configs}) == len(configs)  # every trial differs
+    for trial, cfg in zip(trials, configs):  # and each really carries its trial's values
+        got = flatten(cfg)
+        want = {k: list(v) if isinstance(v, tuple) else v for k, v in trial.items() if k != "variant"}
+        assert {k: got[k] for k in want} == want, trial
 
 
 def test_tau_queue_sweep_is_table_4b():

@@ -170,7 +170,7 @@ def _empty_frames(record: VideoRecord, task: str) -> Iterator:
 
 
 def _score_vipseg(cfg: Config, out_dir: Path, records: list[VideoRecord], progress: bool) -> dict:
-    from gvseg.metrics import vpq
+    from gvseg.metrics import vipseg
 
     root, split = Path(cfg.data.root), cfg.data.val_split
     gt_root, gt_json = root, root / f"panoptic_gt_VIPSeg_{split}.json"
@@ -181,7 +181,7 @@ def _score_vipseg(cfg: Config, out_dir: Path, records: list[VideoRecord], progre
         gt_json = convert_raw(records, gt_root, split)
     elif len(records) < _count_vipseg(gt_json):  # max_videos: score the evaluated videos only
         gt_json = _filtered_vipseg_gt(gt_json, {r.video_id for r in records}, out_dir)
-    return vpq.evaluate(gt_root, out_dir, gt_json=str(gt_json), gt_png_dir=str(gt_root / "panomasksRGB"),
+    return vipseg.evaluate(gt_root, out_dir, gt_json=str(gt_json), gt_png_dir=str(gt_root / "panomasksRGB"),
                         with_stq=True, progress=progress, workers=0)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gvseg.metrics import panoptic_io as pio
-from gvseg.metrics import stq, vpq
+from gvseg.metrics import stq, vipseg
 
 CATS = [
     {"id": 0, "name": "person", "isthing": 1},
@@ -178,7 +178,7 @@ def test_vipseg_path_matches_reference(seed, tmp_path):
     pr_v = {k: ([f"{t:08d}" for t in range(len(v[0]))], list(v[2]), v[3]) for k, v in videos.items()}
     pio.write_vipseg(tmp_path / "gt", gt_v, CATS)
     pio.write_vipseg(tmp_path / "pred", pr_v, kind="pred")
-    res = vpq.evaluate_stq(tmp_path / "gt", tmp_path / "pred", workers=1, progress=False)
+    res = vipseg.evaluate_stq(tmp_path / "gt", tmp_path / "pred", workers=1, progress=False)
     ref = reference_stq(
         {k: (vipseg_label_maps(v[0], v[1]), vipseg_label_maps(v[2], v[3])) for k, v in videos.items()}, 124, THINGS
     )
@@ -256,4 +256,4 @@ def test_vipseg_pred_json_missing_video_is_an_error(tmp_path):
     pj = pio.write_vipseg(tmp_path / "pred", {"b": (["0", "1"], list(pred), psegs)}, kind="pred")
     assert json.loads(pj.read_text())["annotations"][0]["video_id"] == "b"
     with pytest.raises(ValueError, match="no prediction for video 'a'"):
-        vpq.evaluate_stq(tmp_path / "gt", tmp_path / "pred", workers=1, progress=False)
+        vipseg.evaluate_stq(tmp_path / "gt", tmp_path / "pred", workers=1, progress=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gvseg.metrics import panoptic_io as pio
-from gvseg.metrics import vpq
+from gvseg.metrics import vipseg, vpq
 
 CATS = [
     {"id": 0, "name": "person", "isthing": 1},
@@ -324,7 +324,7 @@ def test_evaluate_on_disk_matches_array_core_and_aligns_by_position(tmp_path):
     rng = np.random.default_rng(7)
     videos = {"0_a": random_video(rng, T=9), "1_b": random_video(rng, T=3, crowd=True)}
     gt_dir, pred_dir = write_pair(tmp_path, videos, shuffle_pred_image_ids=True)
-    res = vpq.evaluate(gt_dir, pred_dir, workers=1, progress=False)
+    res = vipseg.evaluate(gt_dir, pred_dir, workers=1, progress=False)
     accs = {n: vpq.PQAccumulator.zeros(len(CATS)) for n in vpq.SPANS}
     for gt, gsegs, pred, psegs in videos.values():
         for n, a in vpq.vpq_video(gt, gsegs, pred, psegs, CATS).items():
@@ -340,8 +340,8 @@ def test_evaluate_parallel_equals_serial_and_stq_rides_along(tmp_path):
     rng = np.random.default_rng(8)
     videos = {f"{i}_v": random_video(rng, T=7 + i) for i in range(3)}
     gt_dir, pred_dir = write_pair(tmp_path, videos)
-    serial = vpq.evaluate(gt_dir, pred_dir, workers=1, progress=False)
-    par = vpq.evaluate(gt_dir, pred_dir, workers=2, progress=False, with_stq=True)
+    serial = vipseg.evaluate(gt_dir, pred_dir, workers=1, progress=False)
+    par = vipseg.evaluate(gt_dir, pred_dir, workers=2, progress=False, with_stq=True)
     assert par["vpq_mean_12468"] == pytest.approx(serial["vpq_mean_12468"], abs=1e-12)
     assert 0.0 <= par["stq"] <= 1.0 and "aq" in par and "sq" in par
 
@@ -359,7 +359,7 @@ def test_missing_prediction_frame_names_the_file(tmp_path):
     missing = sorted((pred_dir / "pan_pred" / "v").glob("*.png"))[1]
     missing.unlink()
     with pytest.raises(FileNotFoundError, match=missing.name):
-        vpq.evaluate(gt_dir, pred_dir, workers=1, progress=False)
+        vipseg.evaluate(gt_dir, pred_dir, workers=1, progress=False)
 
 
 def test_size_mismatch_names_the_file(tmp_path):
@@ -367,7 +367,7 @@ def test_size_mismatch_names_the_file(tmp_path):
     f = sorted((pred_dir / "pan_pred" / "v").glob("*.png"))[0]
     pio.write_id_png(f, np.ones((5, 6), np.uint32))
     with pytest.raises(ValueError, match=f"{f.name}.*5x6"):
-        vpq.evaluate(gt_dir, pred_dir, workers=1, progress=False)
+        vipseg.evaluate(gt_dir, pred_dir, workers=1, progress=False)
 
 
 @pytest.mark.parametrize("bad", ["png_only", "json_only", "unknown_category"])
@@ -388,7 +388,7 @@ def test_prediction_json_png_disagreement_is_an_error(tmp_path, bad):
         match = "unknown category_id"
     (pred_dir / "pred.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=match):
-        vpq.evaluate(gt_dir, pred_dir, workers=1, progress=False)
+        vipseg.evaluate(gt_dir, pred_dir, workers=1, progress=False)
 
 
 def test_iou_above_one_from_bad_gt_area_is_an_error():

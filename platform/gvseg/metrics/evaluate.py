@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 METRICS = {
-    "vpq": "gvseg.metrics.vpq",
-    "stq": "gvseg.metrics.evaluate:evaluate_stq",  # VIPSeg (joint scan in vpq) or KITTI-STEP, by GT layout
+    "vpq": "gvseg.metrics.vipseg",  # VIPSeg split runner (VPQ, optionally STQ, one pass)
+    "stq": "gvseg.metrics.evaluate:evaluate_stq",  # VIPSeg (joint scan in vipseg) or KITTI-STEP, by GT layout
     "miou": "gvseg.metrics.semantic",
     "ytvis": "gvseg.metrics.ytvis",
     "jf": "gvseg.metrics.jf",
@@ -54,13 +54,13 @@ def get_metric(name: str):
 
 
 def evaluate_stq(gt: str | os.PathLike, pred: str | os.PathLike, *, dataset: str | None = None, **options) -> dict:
-    """STQ for either layout: VIPSeg through ``vpq.evaluate_stq`` (one pass with VPQ's scan), KITTI-STEP through
+    """STQ for either layout: VIPSeg through ``vipseg.evaluate_stq`` (one pass with VPQ's scan), KITTI-STEP through
     ``stq.evaluate``. ``dataset``: 'vipseg' | 'kitti-step' | None (from the GT layout)."""
     from gvseg.metrics import panoptic_io as pio
 
     fmt = (dataset or pio.detect_format(gt)).lower().replace("_", "-")
     if fmt == "vipseg":
-        from gvseg.metrics.vpq import evaluate_stq as vipseg_stq
+        from gvseg.metrics.vipseg import evaluate_stq as vipseg_stq
 
         options.pop("split", None)
         return vipseg_stq(gt, pred, **options)

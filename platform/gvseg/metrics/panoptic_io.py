@@ -20,6 +20,11 @@ Frames of a video are paired the way the official scripts pair them: the GT PNG 
 ``videos[v].images[i].file_name``, its segments are ``annotations[v].annotations[i]`` and the prediction is
 ``pan_pred/<video>/<same file_name>`` with segments ``pred annotations[v].annotations[i]`` (by position, never
 by ``image_id``). Every malformed input raises ``ValueError``/``FileNotFoundError`` naming the file.
+
+Layers: this is the bottom of ``gvseg.metrics``' panoptic scorers and imports none of them. Besides the files it
+holds what VPQ (``vpq``) and STQ (``stq``) both count with: the array view of a video's ``segments_info``
+(``SegmentTable``, ``segment_table``, ``compact``), the per-frame joint histogram (``pair_counts``) and the
+ordered process-pool map over videos (``map_videos``).
 """
 
 from __future__ import annotations
@@ -372,6 +377,80 @@ def detect_format(gt: str | os.PathLike) -> str:
     raise FileNotFoundError(f"{gt}: ground truth not found")
 
 
+# ------------------------------------------------------------- VIPSeg segments as arrays, shared by VPQ and STQ
+# VPQ reads a table's first listings, areas and crowd flags, STQ its last listings and first-appearance
+# index; both index the per-frame intersection tables by the same compact ids, so the table lives below both.
+
+
+@dataclass
+class SegmentTable:
+    """One side (GT or prediction) of a video's JSON, indexed [frame, compact segment].
+
+    ``ids`` always contains VOID (0) so that the void row/column of the intersection table exists."""
+
+    ids: np.ndarray  # [N] int64 sorted unique segment ids of the video (with 0)
+    listed: np.ndarray  # [T, N] bool: listed in that frame's segments_info
+    cat_first: np.ndarray  # [T, N] int64 category of the first listing in the frame (VPQ dict keeps first)
+    cat_last: np.ndarray  # [T, N] int64 category of the last listing (STQ's mask writes, last wins)
+    crowd: np.ndarray  # [T, N] bool iscrowd of the first listing
+    area: np.ndarray  # [T, N] int64 JSON area, summed over duplicate listings (VPQ)
+    order: np.ndarray  # [T, N] int64 position of the first listing in the frame's list (dict insertion)
+    inst: np.ndarray  # [N] int64 first-appearance index over the whole video, stuff included (STQ), -1 never
+
+    @property
+    def num(self) -> int:
+        return len(self.ids)
+
+    @property
+    def void_index(self) -> int:
+        return int(np.searchsorted(self.ids, VOID))
+
+
+def segment_table(segments: Sequence[Sequence[Mapping]], where: str = "", need_area: bool = False) -> SegmentTable:
+    """Build a :class:`SegmentTable` from per-frame ``segments_info`` lists (``where`` names the JSON)."""
+    video_order: dict[int, int] = {}  # eval_stq_vspw.py: index = order of first appearance in the video
+    for f, segs in enumerate(segments):
+        for s in segs:
+            if "id" not in s or "category_id" not in s:
+                raise ValueError(f"{where}: frame {f} has a segment without 'id'/'category_id': {s}")
+            video_order.setdefault(int(s["id"]), len(video_order))
+    ids = np.array(sorted(set(video_order) | {VOID}), dtype=np.int64)
+    if ids[0] < 0 or ids[-1] >= (1 << 32):
+        raise ValueError(f"{where}: segment ids must lie in [0, 2^32)")
+    col = {int(i): k for k, i in enumerate(ids)}
+    T, N = len(segments), len(ids)
+    listed = np.zeros((T, N), bool)
+    cat_first = np.full((T, N), -1, np.int64)
+    cat_last = np.full((T, N), -1, np.int64)
+    crowd = np.zeros((T, N), bool)
+    area = np.zeros((T, N), np.int64)
+    order = np.zeros((T, N), np.int64)
+    for f, segs in enumerate(segments):
+        for pos, s in enumerate(segs):
+            k = col[int(s["id"])]
+            if need_area and "area" not in s:
+                raise ValueError(f"{where}: frame {f} segment {s['id']} has no 'area' (VPQ takes GT area from JSON)")
+            if not listed[f, k]:
+                listed[f, k] = True
+                cat_first[f, k] = int(s["category_id"])
+                crowd[f, k] = int(s.get("iscrowd", 0)) == 1
+                order[f, k] = pos
+            cat_last[f, k] = int(s["category_id"])
+            area[f, k] += int(s.get("area", 0))
+    inst = np.full(N, -1, np.int64)
+    for i, o in video_order.items():
+        inst[col[i]] = o
+    return SegmentTable(ids, listed, cat_first, cat_last, crowd, area, order, inst)
+
+
+def compact(ids_sorted: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in ``ids_sorted``; values not there get ``len(ids_sorted)`` (the "other" bucket)."""
+    idx = np.searchsorted(ids_sorted, values)
+    idx_c = np.minimum(idx, len(ids_sorted) - 1)
+    return np.where(ids_sorted[idx_c] == values, idx_c, len(ids_sorted))
+
+
+
 # --------------------------------------------------------------------------------- counting, shared by VPQ and STQ
 
 
@@ -411,7 +490,7 @@ def _pool_context():
     "spawn" would import numpy, cv2 and gvseg again in every worker of every pool. The server is started
     once per process and forks clean workers in milliseconds."""
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["gvseg.metrics.vpq", "gvseg.metrics.stq"])
+    ctx.set_forkserver_preload(["gvseg.metrics.vipseg", "gvseg.metrics.stq"])  # names only: both sit above
     return ctx
 
 

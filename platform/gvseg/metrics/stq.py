@@ -26,10 +26,10 @@ whole sequence (labels int64); ``stq_video(gt_labels [T,H,W], pred_labels [T,H,W
 label maps. ``stq_result`` merges sequences. STQ/AQ/SQ are fractions in [0, 1] (the script prints them so).
 An empty split (no GT tube) gives AQ = 0, as deeplab2 (division by max(0, 1e-15)).
 
-Layers: the shared per-frame counting (``pair_counts``, ``map_videos``) lives in ``panoptic_io``; this module
-holds the core and the KITTI-STEP front end (``evaluate``); VIPSeg's labels are built here
-(``vipseg_labels``) but scanned by ``vpq.scan_vipseg`` in one pass with VPQ (``vpq.evaluate_stq``), so
-``vpq`` imports this module and never the reverse.
+Layers: the shared per-frame counting (``pair_counts``, ``map_videos``) and the segment tables live in
+``panoptic_io``, the only module this one imports; it holds the core and the KITTI-STEP front end
+(``evaluate``). VIPSeg's labels are built here (``vipseg_labels``) but scanned by ``vipseg.scan_vipseg`` in one
+pass with VPQ (``vipseg.evaluate_stq``); ``vpq`` and this module never import each other.
 """
 
 from __future__ import annotations
@@ -161,8 +161,8 @@ def _miou(conf: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------- front ends
 
 
-def vipseg_labels(table, ignore: int = IGNORE_LABEL) -> np.ndarray:
-    """eval_stq_vspw.py label per (frame, compact id) of a ``vpq.SegmentTable``: [T, N+1] int64.
+def vipseg_labels(table: pio.SegmentTable, ignore: int = IGNORE_LABEL) -> np.ndarray:
+    """eval_stq_vspw.py label per (frame, compact id) of a ``panoptic_io.SegmentTable``: [T, N+1] int64.
 
     Listed in the frame -> (category << 16) + video first-appearance index; otherwise (255 << 16) + 255. The
     last column is the "other" bucket (ids in no JSON of the video)."""
@@ -227,10 +227,10 @@ def evaluate(
 ) -> dict:
     """STQ of a KITTI-STEP prediction directory: ``gt`` = folder of ``<seq>/<frame>.png`` (or root with
     panoptic_maps/<split>/), ``pred`` alike. VIPSeg's STQ comes from the joint one-pass scan,
-    ``gvseg.metrics.vpq.evaluate_stq`` (``gvseg eval --metric stq`` picks by the GT layout)."""
+    ``gvseg.metrics.vipseg.evaluate_stq`` (``gvseg eval --metric stq`` picks by the GT layout)."""
     fmt = (dataset or pio.detect_format(gt)).lower().replace("_", "-")
     if fmt != "kitti-step":
-        raise ValueError(f"{gt}: stq.evaluate scores KITTI-STEP; for {fmt!r} use gvseg.metrics.vpq.evaluate_stq")
+        raise ValueError(f"{gt}: stq.evaluate scores KITTI-STEP; for {fmt!r} use gvseg.metrics.vipseg.evaluate_stq")
     nc = KITTI_STEP_NUM_CLASSES if num_classes is None else num_classes
     th = KITTI_STEP_THINGS if things is None else tuple(things)
     sequences = pio.load_kitti_step(gt, pred, split=split)

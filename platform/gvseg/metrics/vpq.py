@@ -22,26 +22,26 @@ names: ``vpq_mean_12468`` (the script's final ``vpq-final.txt`` number, spans 1,
 Speed: the official script re-reads each PNG once per span and window (~18x the reading time). Here each
 frame pair is read once; a run-length-encoded ``np.unique`` of the joint (gt, pred) id gives a per-frame
 intersection table ``[G+1, P+1]`` (video-level GT ids incl. void + "other", pred ids incl. void + "other"),
-windows of every span are differences of the cumulative table, and STQ comes from the same tables
-(``scan_vipseg``). Videos run in parallel (process pool); only one video's tables are held at a time.
+and windows of every span are differences of the cumulative table.
 
 Array core: ``vpq_video(gt_ids [T,H,W], gt_segments, pred_ids [T,H,W], pred_segments, categories, spans)``
-returns ``{span: PQAccumulator}``; ``summarize`` turns accumulators into the result dict; ``evaluate`` runs a
-whole split (parallel over videos, progress bar) and returns that dict.
+returns ``{span: PQAccumulator}``; ``vpq_from_counts`` does the same from ready intersection tables;
+``summarize`` turns accumulators into the result dict.
+
+Layers: this module holds VPQ alone and imports only ``panoptic_io`` (segment tables, ``pair_counts``). It
+never imports ``stq`` nor the reverse; the split runner that reads the PNGs once and feeds both metrics is
+``gvseg.metrics.vipseg`` (``vipseg.evaluate`` is ``gvseg eval --metric vpq``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 
 import numpy as np
 
 from gvseg.metrics import panoptic_io as pio
-from gvseg.metrics import stq as stq_core
-from gvseg.metrics.panoptic_io import map_videos, pair_counts
+from gvseg.metrics.panoptic_io import SegmentTable, compact, pair_counts, segment_table
 
 SPANS = (1, 2, 4, 6, 8)
 PAPER_SPANS = (1, 2, 4, 6)  # VIPSeg paper / GvSeg tables
@@ -74,78 +74,7 @@ class PQAccumulator:
         return self
 
 
-# ------------------------------------------------------------------------------------------- segment tables
-
-
-@dataclass
-class SegmentTable:
-    """One side (GT or prediction) of a video's JSON, indexed [frame, compact segment].
-
-    ``ids`` always contains VOID (0) so that the void row/column of the intersection table exists."""
-
-    ids: np.ndarray  # [N] int64 sorted unique segment ids of the video (with 0)
-    listed: np.ndarray  # [T, N] bool: listed in that frame's segments_info
-    cat_first: np.ndarray  # [T, N] int64 category of the first listing in the frame (VPQ dict keeps first)
-    cat_last: np.ndarray  # [T, N] int64 category of the last listing (STQ's mask writes, last wins)
-    crowd: np.ndarray  # [T, N] bool iscrowd of the first listing
-    area: np.ndarray  # [T, N] int64 JSON area, summed over duplicate listings (VPQ)
-    order: np.ndarray  # [T, N] int64 position of the first listing in the frame's list (dict insertion)
-    inst: np.ndarray  # [N] int64 first-appearance index over the whole video, stuff included (STQ), -1 never
-
-    @property
-    def num(self) -> int:
-        return len(self.ids)
-
-    @property
-    def void_index(self) -> int:
-        return int(np.searchsorted(self.ids, pio.VOID))
-
-
-def segment_table(segments: Sequence[Sequence[Mapping]], where: str = "", need_area: bool = False) -> SegmentTable:
-    """Build a :class:`SegmentTable` from per-frame ``segments_info`` lists (``where`` names the JSON)."""
-    video_order: dict[int, int] = {}  # eval_stq_vspw.py: index = order of first appearance in the video
-    for f, segs in enumerate(segments):
-        for s in segs:
-            if "id" not in s or "category_id" not in s:
-                raise ValueError(f"{where}: frame {f} has a segment without 'id'/'category_id': {s}")
-            video_order.setdefault(int(s["id"]), len(video_order))
-    ids = np.array(sorted(set(video_order) | {pio.VOID}), dtype=np.int64)
-    if ids[0] < 0 or ids[-1] >= (1 << 32):
-        raise ValueError(f"{where}: segment ids must lie in [0, 2^32)")
-    col = {int(i): k for k, i in enumerate(ids)}
-    T, N = len(segments), len(ids)
-    listed = np.zeros((T, N), bool)
-    cat_first = np.full((T, N), -1, np.int64)
-    cat_last = np.full((T, N), -1, np.int64)
-    crowd = np.zeros((T, N), bool)
-    area = np.zeros((T, N), np.int64)
-    order = np.zeros((T, N), np.int64)
-    for f, segs in enumerate(segments):
-        for pos, s in enumerate(segs):
-            k = col[int(s["id"])]
-            if need_area and "area" not in s:
-                raise ValueError(f"{where}: frame {f} segment {s['id']} has no 'area' (VPQ takes GT area from JSON)")
-            if not listed[f, k]:
-                listed[f, k] = True
-                cat_first[f, k] = int(s["category_id"])
-                crowd[f, k] = int(s.get("iscrowd", 0)) == 1
-                order[f, k] = pos
-            cat_last[f, k] = int(s["category_id"])
-            area[f, k] += int(s.get("area", 0))
-    inst = np.full(N, -1, np.int64)
-    for i, o in video_order.items():
-        inst[col[i]] = o
-    return SegmentTable(ids, listed, cat_first, cat_last, crowd, area, order, inst)
-
-
 # ------------------------------------------------------------------------------------------- frame tables
-
-
-def compact(ids_sorted: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Index of each value in ``ids_sorted``; values not there get ``len(ids_sorted)`` (the "other" bucket)."""
-    idx = np.searchsorted(ids_sorted, values)
-    idx_c = np.minimum(idx, len(ids_sorted) - 1)
-    return np.where(ids_sorted[idx_c] == values, idx_c, len(ids_sorted))
 
 
 def check_prediction_frame(
@@ -388,142 +317,4 @@ def summarize(accs: Mapping[int, PQAccumulator], categories: Sequence[Mapping]) 
                 res[f"vpq{suffix}_mean_{tag}"] = sum(vals) / len(vals)
     res["spans"] = spans_out
     res["per_class"] = per_class_out
-    return res
-
-
-# ------------------------------------------------------------------------------------------- split runner
-
-
-@dataclass
-class VideoResult:
-    video_id: str
-    vpq: dict[int, PQAccumulator] = field(default_factory=dict)
-    stq: stq_core.STQSequence | None = None
-
-
-def scan_video(
-    video: pio.PanopticVideo,
-    categories: Sequence[Mapping],
-    spans: Sequence[int] = SPANS,
-    with_vpq: bool = True,
-    with_stq: bool = False,
-    stq_num_classes: int = 124,
-    stq_ignore_label: int = 255,
-    stq_things: Sequence[int] | None = None,
-) -> VideoResult:
-    """One pass over one video: each GT and prediction PNG is read once; VPQ (all spans) and STQ both come from
-    the per-frame intersection tables."""
-    gt = segment_table(video.gt_segments, f"GT JSON video {video.video_id!r}", need_area=with_vpq)
-    pred = segment_table(video.pred_segments, f"prediction JSON video {video.video_id!r}")
-    cat_index = category_index(categories)
-    known = np.isin(pred.cat_first, list(cat_index))
-    frames = []
-    for f, (gp, pp) in enumerate(zip(video.gt_paths, video.pred_paths)):
-        g = pio.read_id_png(gp)
-        if not os.path.isfile(pp):
-            raise FileNotFoundError(f"{pp}: prediction frame missing (GT frame {gp})")
-        p = pio.read_id_png(pp)
-        if g.shape != p.shape:
-            raise ValueError(f"{pp}: prediction is {p.shape[0]}x{p.shape[1]} but GT {gp} is {g.shape[0]}x{g.shape[1]}")
-        gu, pu, n = pair_counts(g, p)
-        gi, pi = compact(gt.ids, gu), compact(pred.ids, pu)
-        if with_vpq:
-            check_prediction_frame(pi, pu, n, pred, f, known, pp)
-        frames.append((gi, pi, n))
-    out = VideoResult(video.video_id)
-    if with_vpq:
-        counts = dense_counts(frames, gt.num + 1, pred.num + 1)
-        out.vpq = vpq_from_counts(counts, gt, pred, cat_index, spans, f"video {video.video_id!r}")
-    if with_stq:
-        # eval_stq_vspw.py: things = categories with isthing
-        things = stq_things if stq_things is not None else [int(c["id"]) for c in categories if c.get("isthing", 0)]
-        gl_tab = stq_core.vipseg_labels(gt, stq_ignore_label)  # [T, G+1] label per compact id and frame
-        pl_tab = stq_core.vipseg_labels(pred, stq_ignore_label)
-        gl = np.concatenate([gl_tab[f, gi] for f, (gi, _, _) in enumerate(frames)]) if frames else np.zeros(0, np.int64)
-        pl = np.concatenate([pl_tab[f, pi] for f, (_, pi, _) in enumerate(frames)]) if frames else np.zeros(0, np.int64)
-        n = np.concatenate([fr[2] for fr in frames]) if frames else np.zeros(0, np.int64)
-        out.stq = stq_core.stq_sequence(
-            gl, pl, n, num_classes=stq_num_classes, things=things, ignore_label=stq_ignore_label,
-            length=len(frames), where=f"video {video.video_id!r}",
-        )
-    return out
-
-
-def scan_vipseg(
-    split: pio.PanopticSplit,
-    *,
-    spans: Sequence[int] = SPANS,
-    with_vpq: bool = True,
-    with_stq: bool = False,
-    stq_num_classes: int = 124,
-    stq_ignore_label: int = 255,
-    stq_things: Sequence[int] | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-) -> tuple[dict[int, PQAccumulator], dict[str, stq_core.STQSequence]]:
-    """Run :func:`scan_video` over a split; returns (VPQ accumulators per span, STQ stats per video)."""
-    C = len(split.categories)
-    accs = {int(n): PQAccumulator.zeros(C) for n in spans}
-    seqs: dict[str, stq_core.STQSequence] = {}
-    fn = partial(
-        scan_video, categories=split.categories, spans=tuple(spans), with_vpq=with_vpq, with_stq=with_stq,
-        stq_num_classes=stq_num_classes, stq_ignore_label=stq_ignore_label, stq_things=stq_things,
-    )
-    for r in map_videos(fn, split.videos, workers, progress, "VPQ/STQ" if with_stq else "VPQ"):
-        for n, a in r.vpq.items():
-            accs[n] += a
-        if r.stq is not None:
-            seqs[r.video_id] = r.stq
-    return accs, seqs
-
-
-def evaluate(
-    gt: str | os.PathLike,
-    pred: str | os.PathLike,
-    *,
-    progress: bool = True,
-    workers: int | None = None,
-    spans: Sequence[int] = SPANS,
-    with_stq: bool = False,
-    gt_json: str | None = None,
-    gt_png_dir: str | None = None,
-    pred_json: str | None = None,
-    **options,
-) -> dict:
-    """VPQ of a VIPSeg-format prediction directory against a VIPSeg-format GT (root dir or JSON file).
-
-    ``with_stq=True`` adds the STQ keys (``stq``, ``aq``, ``sq``) from the same single pass."""
-    if options:
-        raise TypeError(f"vpq.evaluate: unknown options {sorted(options)}")
-    if pio.detect_format(gt) != "vipseg":
-        raise ValueError(f"{gt}: VPQ needs VIPSeg-format ground truth (panomasksRGB/ + JSON)")
-    split = pio.load_vipseg(gt, pred, gt_json=gt_json, gt_png_dir=gt_png_dir, pred_json=pred_json)
-    accs, seqs = scan_vipseg(split, spans=spans, with_stq=with_stq, workers=workers, progress=progress)
-    res = summarize(accs, split.categories)
-    res["num_videos"] = len(split.videos)
-    if with_stq:
-        res.update(stq_core.stq_result(seqs, num_classes=124, ignore_label=255))
-    return res
-
-
-def evaluate_stq(
-    gt: str | os.PathLike,
-    pred: str | os.PathLike,
-    *,
-    progress: bool = True,
-    workers: int | None = None,
-    num_classes: int | None = None,
-    things: Sequence[int] | None = None,
-    ignore_label: int = stq_core.IGNORE_LABEL,
-    gt_json: str | None = None,
-    gt_png_dir: str | None = None,
-    pred_json: str | None = None,
-) -> dict:
-    """STQ alone of a VIPSeg-format prediction (``eval_stq_vspw.py``), through the same one-pass scan."""
-    nc = stq_core.VIPSEG_NUM_CLASSES if num_classes is None else num_classes
-    data = pio.load_vipseg(gt, pred, gt_json=gt_json, gt_png_dir=gt_png_dir, pred_json=pred_json)
-    _, seqs = scan_vipseg(data, spans=(), with_vpq=False, with_stq=True, stq_num_classes=nc,
-                          stq_ignore_label=ignore_label, stq_things=things, workers=workers, progress=progress)
-    res = stq_core.stq_result(seqs, num_classes=nc, ignore_label=ignore_label)
-    res["num_videos"] = len(seqs)
     return res
