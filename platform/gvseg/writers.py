@@ -13,7 +13,7 @@ RLEs in one entry: it spools frames to a JSONL file on disk and, at ``end_video`
 (track, class) pairs and reads back only their RLEs (a few hundred bytes per mask).
 
   writer              files (under ``out_dir``)                                 read back / scored by
-  VipsegWriter        pan_pred/<video>/<stem>.png (R + 256G + 65536B) + pred.json  metrics.vpq / metrics.stq
+  VipsegWriter        pan_pred/<video>/<stem>.png (R + 256G + 65536B) + pred.json  metrics.vipseg (VPQ + STQ)
   KittiStepWriter     <seq>/<stem>.png (R = trainId, G*256 + B = instance)        metrics.stq (kitti-step)
   VspwWriter          <video>/<stem>.png uint8 dataset class ids, 255 = none      metrics.semantic
   PaletteWriter       [Annotations/]<video>/<stem>.png mode P, VOC palette,       metrics.jf

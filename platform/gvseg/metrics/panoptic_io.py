@@ -491,6 +491,12 @@ def _pool_context():
     once per process and forks clean workers in milliseconds."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["gvseg.metrics.vipseg", "gvseg.metrics.stq"])  # names only: both sit above
+    # The server is a fresh interpreter that ignores this process's sys.path: it would import whichever gvseg
+    # the environment's install points at (an editable install of another checkout), not this one.
+    root = str(Path(__file__).resolve().parents[2])  # the source root that holds this gvseg
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
     return ctx
 
 

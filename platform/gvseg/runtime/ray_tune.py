@@ -77,7 +77,7 @@ def _child_run(cfg: Config, spec: dict[str, Any], info: dict[str, Any]) -> Any:
     import mlflow
 
     from gvseg.runtime.mlflow_log import RunLogger, git_sha, log_params
-    from gvseg.runtime.ray_train import run_dir
+    from gvseg.checkpoint import run_dir
 
     client = mlflow.MlflowClient(spec["tracking_uri"])
     key = f"{spec['experiment']}/{info['index']}"
@@ -101,7 +101,8 @@ def tune_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from gvseg.runtime.ray_train import run_dir, train_and_evaluate
+    from gvseg.checkpoint import run_dir
+    from gvseg.runtime.ray_train import train_and_evaluate
 
     info = spec["trials"][config["trial"]]
     cfg = from_dict(Config, info["cfg"])
