@@ -167,11 +167,22 @@ class QueryMeta:
         return torch.where(kind == QUERY_EXEMPLAR, same_id, ok)  # [Q, K]; EVS: a query is its hint's track (Eq. 7)
 
 
+PIXEL_MEAN = (123.675, 116.28, 103.53)  # ImageNet, RGB, 0-255 scale (detectron2 / Mask2Former)
+PIXEL_STD = (58.395, 57.12, 57.375)
+_SCALE = 1.0 / torch.tensor(PIXEL_STD).view(3, 1, 1)  # [3, 1, 1] float32
+_SHIFT = -torch.tensor(PIXEL_MEAN).view(3, 1, 1) * _SCALE
+
+
 @dataclass
 class Clip:
-    """A batch of B clips, each T frames, padded to a common H×W."""
+    """A batch of B clips, each T frames, padded to a common H×W.
 
-    frames: torch.Tensor  # [B, T, 3, H, W] float, normalised
+    ``frames`` are either raw uint8 RGB (what ``collate`` gives: a quarter of the bytes to build, ship and move
+    to the device) or float32 already ImageNet-normalised with 0 in the padding (what callers that build clips
+    by hand may give). The model reads :meth:`float_frames`, which normalises uint8 frames on their own device,
+    as Mask2Former's ``preprocess_image`` does (issue #17)."""
+
+    frames: torch.Tensor  # [B, T, 3, H, W] uint8 RGB 0-255, or float normalised
     image_sizes: torch.Tensor  # [B, 2] int64 (h, w) of the valid, unpadded canvas
     frame_index: torch.Tensor  # [B, T] int64, position of each frame in its video
     video_ids: list[str]  # [B]
@@ -183,6 +194,20 @@ class Clip:
     def shape(self) -> tuple[int, int, int, int]:
         b, t, _, h, w = self.frames.shape
         return b, t, h, w
+
+    def float_frames(self) -> torch.Tensor:
+        """[B, T, 3, H, W] float32 ImageNet-normalised, 0 outside each clip's ``image_sizes`` (Mask2Former's zero
+        padding after normalisation). uint8 frames: x * (1/std) - mean/std in float32, the same ops (so the
+        same bits) as the CPU normalisation this replaced; float frames are returned as they are."""
+        if self.frames.dtype != torch.uint8:
+            return self.frames
+        dev = self.frames.device
+        x = self.frames.float().mul_(_SCALE.to(dev)).add_(_SHIFT.to(dev))  # [B, T, 3, H, W]
+        h, w = x.shape[-2:]
+        sizes = self.image_sizes.to(dev)
+        valid = (torch.arange(h, device=dev)[None, :, None] < sizes[:, 0, None, None]) \
+            & (torch.arange(w, device=dev)[None, None, :] < sizes[:, 1, None, None])  # [B, H, W]
+        return x.masked_fill_(~valid[:, None, None], 0.0)
 
     def to(self, device: torch.device | str) -> Clip:
         return Clip(

@@ -250,13 +250,13 @@ def test_samples_and_batches_match_the_old_pipeline(datasets, fmt):
                 assert_same_sample(new.reference, old.reference)
                 batch = collate([new, load_sample(recs[1 - v], cfg, space, sample_rng(0, 0, 1 - v, k))])
                 olds = [old, old_load_sample(recs[1 - v], cfg, space, sample_rng(0, 0, 1 - v, k))]
-                assert torch.equal(batch.frames, old_collate_frames(olds))
+                assert batch.frames.dtype == torch.uint8 and torch.equal(batch.float_frames(), old_collate_frames(olds))
                 ph, pw = batch.frames.shape[-2:]
                 for tg, o in zip(batch.targets, olds):
                     assert torch.equal(tg.masks, old_pad(o.masks, ph, pw, False))
                     assert torch.equal(tg.ignore, old_pad(o.ignore, ph, pw, True))
                 single = collate([new])  # B = 1: make_sample's padded buffers are used as they are
                 ph, pw = single.frames.shape[-2:]
-                assert torch.equal(single.frames, old_collate_frames([old]))
+                assert torch.equal(single.float_frames(), old_collate_frames([old]))
                 assert torch.equal(single.targets[0].masks, old_pad(old.masks, ph, pw, False))
                 assert torch.equal(single.targets[0].ignore, old_pad(old.ignore, ph, pw, True))

@@ -165,15 +165,16 @@ def test_collate_pads_to_32_and_records_sizes():
     a = make_sample("a", frames, anns, np.arange(3), AugmentParams((40, 60), (0, 0, 40, 60), False), SPACE)
     b = make_sample("b", frames, anns, np.array([4, 5, 6]), AugmentParams((70, 105), (0, 0, 70, 105), False), SPACE)
     c = collate([a, b])
-    assert c.frames.shape == (2, 3, 3, 96, 128) and c.frames.dtype == torch.float32
+    assert c.frames.shape == (2, 3, 3, 96, 128) and c.frames.dtype == torch.uint8  # normalised on the device
     assert c.image_sizes.tolist() == [[40, 60], [70, 105]]
     assert c.frame_index.tolist() == [[0, 1, 2], [4, 5, 6]] and c.video_ids == ["a", "b"]
-    assert (c.frames[0, :, :, 40:] == 0).all() and (c.frames[0, :, :, :, 60:] == 0).all()
+    x = c.float_frames()
+    assert (x[0, :, :, 40:] == 0).all() and (x[0, :, :, :, 60:] == 0).all()
     t = c.targets[0]
     assert t.masks.shape == (2, 3, 96, 128) and not t.masks[:, :, 40:].any()
     assert t.ignore[:, 40:].all() and not t.ignore[:, :40, :60].any()
     # normalisation: a red pixel has a positive R channel, black is negative
-    assert c.frames[0, 0, 0, 10, 10] > 0 and c.frames[0, 0, 1, 10, 10] < 0
+    assert x[0, 0, 0, 10, 10] > 0 and x[0, 0, 1, 10, 10] < 0
     assert c.reference is None and c.exemplars is None
 
 

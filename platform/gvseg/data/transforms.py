@@ -7,13 +7,14 @@ Pipeline for one training sample (all NumPy until :func:`collate`):
       -> make_sample(...)                        the same flip, resize and crop on every frame and mask;
                                                  [K, T, H', W'] tubes over the union of ids in the clip
       -> Sample                                  (+ reference Sample, + EVS exemplars)
-    collate([Sample]) -> Clip                    normalise, pad to a multiple of 32, torch tensors
+    collate([Sample]) -> Clip                    pad to a multiple of 32, torch tensors (uint8 frames: the
+                                                 model normalises them on its device, ``Clip.float_frames``)
 
 Speed (issue #17; benchmarks/clip_pipeline.py, results in benchmarks/results/clip_pipeline_cpu*.json): label-map
 annotations (and RLE frames without overlaps) arrive as one index map per frame
 (``formats._common.IndexedAnnotation``), which is resized once and turned into tubes afterwards; masks are built
-inside buffers already padded to /32 which collate uses as they are; collate normalises in cache-sized blocks
-into recycled float memory (fresh memory costs a page fault per 4 KB). ``build_tubes`` + ``augment_masks`` remain the reference definition (and the path for callers that
+inside buffers already padded to /32 which collate uses as they are; collate copies uint8 frames into recycled
+memory (fresh memory costs a page fault per 4 KB). ``build_tubes`` + ``augment_masks`` remain the reference definition (and the path for callers that
 hold full-resolution masks); tests/data/test_pipeline_equivalence.py checks that both give the same arrays.
 
 Conventions:
@@ -30,7 +31,9 @@ Conventions:
   * ``ignore`` [T, H, W] = void pixels of the dataset | crowd | unannotated frames | padding.
   * Labels: :class:`LabelSpace` maps dataset category ids to contiguous model labels, **things first**
     (``[0, num_thing_classes)`` are things, the rest stuff; DVIS++ ``dataset_mapper_vps.py`` order).
-  * Frames are ImageNet-normalised RGB in :func:`collate`; padding is 0 after normalisation (Mask2Former).
+  * Frames stay uint8 RGB through :func:`collate`; ``Clip.float_frames`` ImageNet-normalises them where the
+    model runs, with 0 in the padding (Mask2Former). Normalising 6 frames here was ~15 ms of a sample on one
+    CPU thread and 4x the bytes to build, pin and copy to a GPU.
   * EVS training hints (:func:`draw_exemplars`) come from each clip's own first frame, key and reference alike,
     with the dataset's track ids, and the clip's targets keep hinted objects only (:func:`keep_hinted`).
 """
@@ -50,10 +53,17 @@ import numpy as np
 import torch
 
 from gvseg.data.arrays import lookup
-from gvseg.structures import Category, Clip, ClipExemplars, Exemplar, FrameAnnotation, Targets
+from gvseg.structures import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    Category,
+    Clip,
+    ClipExemplars,
+    Exemplar,
+    FrameAnnotation,
+    Targets,
+)
 
-PIXEL_MEAN = (123.675, 116.28, 103.53)  # ImageNet, RGB, 0-255 scale (detectron2 / Mask2Former)
-PIXEL_STD = (58.395, 57.12, 57.375)
 SIZE_DIVISIBILITY = 32  # backbone stride: padded H and W are multiples of this
 EXEMPLAR_KINDS = {"point": 0, "box": 1, "mask": 2}
 KIND_NAMES = {v: k for k, v in EXEMPLAR_KINDS.items()}
@@ -628,22 +638,22 @@ def normalize(frames: torch.Tensor) -> torch.Tensor:
 
 
 class _FrameBuffers:
-    """Recycled float32 memory for :func:`collate`'s frames: a fresh 20-30 MB buffer per clip costs a page
-    fault per 4 KB on first write (10-80 ms of system time a clip on the 2-core benchmark VM, more than the
-    normalisation itself; issue #17), so the last few buffers are kept and handed out again once the array
+    """Recycled memory for :func:`collate`'s frames: a fresh buffer per clip costs a page fault per 4 KB on
+    first write (10-80 ms of system time a clip on the 2-core benchmark VM when frames were float32, more than
+    the normalisation itself; issue #17), so the last few buffers are kept and handed out again once the array
     handed out over one is gone. That array goes only to ``torch.from_numpy``, whose tensor (and every view of
     it) keeps it alive, so a buffer is reused only after the Clip that used it is freed. Holds at most
-    ``keep`` buffers (~30 MB each for 3 frames at 800x1088); a request while all are in use gets a plain new
-    array. Thread-safe (Ray may collate on several threads)."""
+    ``keep`` buffers (~8 MB each for 3 uint8 frames at 800x1088); a request while all are in use gets a plain
+    new array. Thread-safe (Ray may collate on several threads)."""
 
     def __init__(self, keep: int = 4):
         self.keep = keep
         self.slots: list[tuple[np.ndarray, weakref.ref]] = []  # (buffer, the array last handed out over it)
         self.lock = threading.Lock()
 
-    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
-        """An uninitialised C-contiguous float32 array of ``shape``; pass it to torch.from_numpy only."""
-        n = math.prod(shape)
+    def empty(self, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape``; pass it to torch.from_numpy only."""
+        n = math.prod(shape) * np.dtype(dtype).itemsize
         with self.lock:
             free = [i for i, (_, user) in enumerate(self.slots) if user() is None]
             fits = [i for i in free if self.slots[i][0].size >= n]
@@ -651,12 +661,12 @@ class _FrameBuffers:
                 buf = self.slots[fits[0]][0]
                 del self.slots[fits[0]]
             else:
-                buf = np.empty(n, np.float32)
+                buf = np.empty(n, np.uint8)
                 if len(self.slots) >= self.keep:
                     if not free:
-                        return buf.reshape(shape)  # every kept buffer is in use: this one is not kept
+                        return buf.view(dtype).reshape(shape)  # every kept buffer is in use: this one is not kept
                     del self.slots[free[0]]  # a free one too small for this request gives way
-            out = buf[:n].reshape(shape)
+            out = buf[:n].view(dtype).reshape(shape)
             self.slots.append((buf, weakref.ref(out)))
             return out
 
@@ -664,36 +674,21 @@ class _FrameBuffers:
 _FRAME_BUFFERS = _FrameBuffers()
 
 
-def _float_buffer(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 tensor of ``shape`` on recycled memory (:class:`_FrameBuffers`)."""
+def _frame_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor of ``shape`` on recycled memory (:class:`_FrameBuffers`)."""
     return torch.from_numpy(_FRAME_BUFFERS.empty(shape))
 
 
-_SCALE = 1.0 / torch.tensor(PIXEL_STD).view(3, 1, 1)  # [3, 1, 1] float32
-_SHIFT = -torch.tensor(PIXEL_MEAN).view(3, 1, 1) * _SCALE
-
-
-def _normalise_into(out: torch.Tensor, frame: np.ndarray, planes: np.ndarray) -> None:
-    """[h, w, 3] uint8 RGB -> ``out`` [3, h, w] float32, ImageNet-normalised (x * (1/std) - mean/std).
-
-    The hot loop of data loading. ``cv2.split`` deinterleaves into ``planes`` (uint8 [3, >= h, >= w] scratch;
-    a permuted copy_ of 3x736x981 took 28 ms against 8 ms), then copy_, mul_, add_ run on blocks of rows that
-    stay in cache: three passes over a whole 640x853 frame went to memory each time (3.0 ms a frame with
-    cold caches), over ~1 MB blocks 0.95 ms. Every fused form tried was slower or rounded differently
-    (``torch.mul`` of the uint8 plane 1.4 ms, a float ``cv2.LUT`` 2.9 ms, ``cv2.addWeighted`` other roundings);
-    these are the same float32 ops as before (x * scale, then + shift), so the values are unchanged."""
+def _planar_into(out: torch.Tensor, frame: np.ndarray, planes: np.ndarray) -> None:
+    """[h, w, 3] uint8 RGB -> ``out`` [3, h, w] uint8 (channels first). ``cv2.split`` deinterleaves into
+    ``planes`` (uint8 [3, >= h, >= w] scratch; a permuted copy_ of 3x736x981 took 28 ms against 8 ms)."""
     h, w = frame.shape[:2]
     mv = [planes[c, :h, :w] for c in range(3)]
     got = cv2.split(frame, mv)
     if any(g.ctypes.data != m.ctypes.data for g, m in zip(got, mv)):  # cv2 did not write into the scratch
         for g, m in zip(got, mv):
             m[...] = g
-    src = torch.from_numpy(planes)[:, :h, :w]  # [3, h, w] uint8
-    rows = max(8, (1 << 18) // (3 * w))  # ~1 MB of float32 per block
-    for r in range(0, h, rows):
-        block = out[:, r:r + rows]
-        block.copy_(src[:, r:r + rows])
-        block.mul_(_SCALE).add_(_SHIFT)
+    out.copy_(torch.from_numpy(planes)[:, :h, :w])
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -722,8 +717,9 @@ def _pad_bool(a: np.ndarray, ph: int, pw: int, fill: bool) -> torch.Tensor:
 def collate(samples: Sequence[Sample]) -> Clip:
     """B samples -> one :class:`Clip`, padded to a common H×W (multiples of 32) at the bottom/right.
 
-    ``image_sizes`` holds each sample's valid (h, w); padded pixels are 0 in ``frames``, False in masks and
-    True in ``ignore``. Samples with references give ``Clip.reference`` (all or none must have one).
+    ``image_sizes`` holds each sample's valid (h, w); ``frames`` are uint8 RGB (``Clip.float_frames``
+    normalises them and zeroes the padding); padded pixels are 0 in ``frames``, False in masks and True in
+    ``ignore``. Samples with references give ``Clip.reference`` (all or none must have one).
     Only the padding strips are filled (``torch.zeros`` of the whole batch plus the copy were 15% of the
     clip pipeline, issue #17), and masks made by :func:`make_sample` at this padded size are used as they are.
     """
@@ -736,16 +732,16 @@ def collate(samples: Sequence[Sample]) -> Clip:
     sizes = [s.frames.shape[1:3] for s in samples]
     ph, pw = pad_size(sizes)
     b = len(samples)
-    frames = _float_buffer((b, t_len, 3, ph, pw))
+    frames = _frame_buffer((b, t_len, 3, ph, pw))
     targets: list[Targets] = []
     exemplars: list[ClipExemplars] = []
     planes = np.empty((3, max(sz[0] for sz in sizes), max(sz[1] for sz in sizes)), np.uint8)  # split scratch
     for i, s in enumerate(samples):
         h, w = s.frames.shape[1:3]
-        frames[i, :, :, h:, :] = 0  # padding = 0 (= the mean colour after normalisation)
+        frames[i, :, :, h:, :] = 0  # padding (Clip.float_frames makes it 0 after normalisation too)
         frames[i, :, :, :h, w:] = 0
         for t in range(t_len):
-            _normalise_into(frames[i, t, :, :h, :w], s.frames[t], planes)
+            _planar_into(frames[i, t, :, :h, :w], s.frames[t], planes)
         masks = _pad_bool(s.masks, ph, pw, False)
         ignore = _pad_bool(s.ignore, ph, pw, True)  # padding is ignored
         labels = torch.from_numpy(s.labels)
@@ -763,7 +759,7 @@ def collate(samples: Sequence[Sample]) -> Clip:
     if any(r is not None for r in refs) and not all(r is not None for r in refs):
         raise ValueError("either every sample of a batch has a reference clip or none has")
     return Clip(
-        frames=frames,  # [B, T, 3, H, W]
+        frames=frames,  # [B, T, 3, H, W] uint8
         image_sizes=torch.tensor([list(sz) for sz in sizes], dtype=torch.int64),  # [B, 2]
         frame_index=torch.from_numpy(np.stack([s.frame_index for s in samples])),  # [B, T]
         video_ids=[s.video_id for s in samples],

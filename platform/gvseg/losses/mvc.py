@@ -45,7 +45,8 @@ def mask_clip(clip: Clip, cfg: MVCConfig, generator: torch.Generator | None = No
     """Eq. (2): the clip with patches withheld; targets and exemplars unchanged, no reference clip."""
     b, t, _, h, w = clip.frames.shape
     m = patch_mask(b, t, h, w, cfg.patch, cfg.ratio, device=clip.frames.device, generator=generator)
-    return Clip(clip.frames * m.to(clip.frames.dtype), clip.image_sizes, clip.frame_index, clip.video_ids,
+    frames = clip.float_frames()  # normalised: a withheld patch is 0, the mean colour (module docstring)
+    return Clip(frames * m.to(frames.dtype), clip.image_sizes, clip.frame_index, clip.video_ids,
                 clip.targets, clip.exemplars, None)
 
 

@@ -90,7 +90,8 @@ class GvSeg(nn.Module):
         """
         b, t, _, h, w = clip.frames.shape
         hp, wp = math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
-        x = F.pad(clip.frames, (0, wp - w, 0, hp - h)).flatten(0, 1)  # [B*T, 3, Hp, Wp]
+        # uint8 frames are normalised here, on the model's device (Mask2Former preprocess_image; Clip.float_frames)
+        x = F.pad(clip.float_frames(), (0, wp - w, 0, hp - h)).flatten(0, 1)  # [B*T, 3, Hp, Wp]
         crop = (math.ceil(h / 4), math.ceil(w / 4))
 
         feats = self.backbone(x)  # {4,8,16,32: [B*T, C_s, Hp/s, Wp/s]}

@@ -23,8 +23,9 @@ every decoded frame is yielded, and then the error is raised again, saying how m
   the CPU as compact per-frame results, so memory does not grow with video length: nothing per-frame is
   kept once yielded, and the model never holds more than one clip.
 
-Inputs: ``frames_iter`` yields ``[H, W, 3]`` uint8 RGB arrays (normalised here with the ImageNet mean/std of
-``gvseg.data.transforms``) or already-normalised float tensors ``[3, H, W]``, all at the model input size.
+Inputs: ``frames_iter`` yields ``[H, W, 3]`` uint8 RGB arrays (sent to the device as uint8 and normalised there,
+``Clip.float_frames``) or ``[3, H, W]`` tensors (uint8 RGB, or float already normalised), one kind per video,
+all at the model input size.
 ``out_size`` (default: the input size) is the resolution of the results, e.g. the original video size;
 exemplar coordinates and masks are given at ``out_size``.
 
@@ -53,7 +54,6 @@ from tqdm.auto import tqdm
 from gvseg import counters
 from gvseg.config import ModelConfig
 from gvseg.data.errors import DataError
-from gvseg.data.transforms import PIXEL_MEAN, PIXEL_STD
 from gvseg.structures import QUERY_THING, Clip, ClipExemplars, Exemplar, FramePrediction, Segment
 from gvseg.video.postprocess import (
     allowed_classes,
@@ -67,19 +67,20 @@ from gvseg.video.postprocess import (
 )
 from gvseg.video.tta import semantic_tta
 
-_MEAN = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
-_STD = torch.tensor(PIXEL_STD).view(3, 1, 1)
-
 
 def _default_preprocess(frame: Any) -> torch.Tensor:
+    """A frame -> [3, H, W]: uint8 RGB arrays stay uint8 (the model normalises them on its device: a quarter of
+    the bytes to copy there; ``Clip.float_frames``), tensors are taken as they are."""
     if isinstance(frame, torch.Tensor):
-        return frame.float()
+        return frame if frame.dtype == torch.uint8 else frame.float()
     arr = np.asarray(frame)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"predict_video: frames must be [H, W, 3] RGB arrays or [3, H, W] tensors, got {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"predict_video: RGB arrays must be uint8 0-255, got {arr.dtype}")
     if not arr.flags.writeable:  # decoded frames may be read-only views; torch wants writable memory
         arr = arr.copy()
-    return (torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() - _MEAN) / _STD
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -198,6 +199,9 @@ def predict_video(
 
     def run(window: list[tuple[int, torch.Tensor]]) -> Iterator[FramePrediction]:
         start = window[0][0]
+        if len({f.dtype for _, f in window}) > 1:
+            raise ValueError(f"video {video_id!r}: frames {window[0][0]}..{window[-1][0]} mix uint8 RGB and "
+                             "normalised float frames; give one kind per video")
         frames = torch.stack([f for _, f in window])[None].to(dev, non_blocking=True)  # [1, T', 3, h, w]
         h, w = frames.shape[-2:]
         size = out_size or (h, w)
@@ -211,7 +215,8 @@ def predict_video(
         clip = Clip(frames, sizes, index, [video_id], None, None if ex is None else [ex])
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
             if tta:  # VSS test-time augmentation (paper 003, Eq. 8): the voted class map of every scale/flip
-                sem = semantic_tta(model, frames[0], scales=cfg.postprocess.tta_scales, flip=cfg.postprocess.tta_flip,
+                sem = semantic_tta(model, clip.float_frames()[0], scales=cfg.postprocess.tta_scales,
+                                   flip=cfg.postprocess.tta_flip,
                                    video_id=video_id, start=start, size=size, cfg=cfg)  # [T', H, W]
                 results = {"t": len(window), "semantic": sem.to(torch.int32).cpu().numpy()}
             else:
