@@ -246,11 +246,11 @@ class StepMemory:
 def settings(args) -> dict:
     """Sizes and models of a run: the paper model on CUDA, the debug model at toy sizes with --smoke."""
     from gvseg.config import ModelConfig
-    from gvseg.model.gvseg import debug_model_config
+    from gvseg.recipes import unit_model_config
 
     if args.smoke:
-        model = debug_model_config("vps", 4, 2)
-        return dict(model=model, model_name="debug_model_config('vps') (test_resnet, fpn, width 32)",
+        model = unit_model_config("vps", 4, 2)
+        return dict(model=model, model_name="unit_model_config('vps') (test_resnet, fpn, width 32)",
                     train=(1, 3, 64, 64), targets_per_clip=3, num_points=256, infer_hw=(48, 80),
                     predict_frames=6, desc_hw=(72, 128), desc_quarter_hw=(18, 32), long_frames=args.long_frames or 12,
                     long_sample_every=3, long_check_frame=6, long_cap_s=60.0, data_hw=(80, 112), data_crop=(64, 64),

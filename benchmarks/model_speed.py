@@ -37,7 +37,8 @@ import torch  # noqa: E402
 
 from gvseg.config import LossConfig, ModelConfig  # noqa: E402
 from gvseg.losses.matcher import HungarianMatcher
-from gvseg.model.gvseg import build_gvseg, debug_model_config  # noqa: E402
+from gvseg.model.gvseg import build_gvseg  # noqa: E402
+from gvseg.recipes import unit_model_config
 from gvseg.structures import Clip, Targets  # noqa: E402
 
 
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     amp = dev.type == "cuda"
     if args.smoke:
-        cfg = debug_model_config("vps")
+        cfg = unit_model_config("vps")
         loss_cfg = LossConfig(num_points=256)
         train_shape, infer_hw, desc_hw, n_desc, k = (1, 3, 64, 64), (96, 160), (96, 160), 10, 3
         warmup, iters, video = 1, args.iters or 2, 6

@@ -43,7 +43,8 @@ import torch  # noqa: E402
 
 from gvseg import checkpoint as ckpt  # noqa: E402
 from gvseg.config import Config, DataConfig, ModelConfig, SyntheticConfig, to_dict  # noqa: E402
-from gvseg.model.gvseg import build_gvseg, debug_model_config  # noqa: E402
+from gvseg.model.gvseg import build_gvseg  # noqa: E402
+from gvseg.recipes import unit_model_config
 
 TASKS = ("vps", "vss", "vis", "evs")
 FORMAT = {"vps": "vipseg", "vss": "vspw", "vis": "ytvis", "evs": "davis"}
@@ -66,7 +67,7 @@ def make_checkpoint(task: str, smoke: bool, directory: Path) -> Path:
     nc, nt = (4, 2) if smoke else CLASSES[task]
     if task == "evs":
         nc, nt = 1, 1
-    model_cfg = debug_model_config(task, nc, nt) if smoke else ModelConfig(task=task, num_classes=nc,
+    model_cfg = unit_model_config(task, nc, nt) if smoke else ModelConfig(task=task, num_classes=nc,
                                                                             num_thing_classes=nt)
     if task == "vis":  # random weights score low: keep every query so the run does VIS's real work (RLEs, JSON)
         model_cfg.postprocess.track_min_score = 0.0

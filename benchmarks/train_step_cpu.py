@@ -60,13 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     from gvseg import engine
     from gvseg.config import Config, DataConfig, LossConfig, TrainConfig
     from gvseg.losses.matcher import HungarianMatcher
-    from gvseg.model.gvseg import debug_model_config
-    from gvseg.recipes import load_recipe
+    from gvseg.recipes import load_recipe, unit_model_config
 
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (2 if args.smoke else 5)
     size = 48 if args.smoke else args.size
-    model_cfg = debug_model_config("vps", 6, 3) if args.smoke else load_recipe(
+    model_cfg = unit_model_config("vps", 6, 3) if args.smoke else load_recipe(
         str(ROOT / "tasks" / "vps_vipseg.py:full")).model
     model_cfg = dataclasses.replace(model_cfg, pretrained="")  # random weights: nothing is loaded
     cfg = Config(name="train_step_cpu", model=model_cfg, data=DataConfig(format="vipseg"),

@@ -154,9 +154,10 @@ def test_prune_never_deletes_the_newest_valid_checkpoint(tmp_path):
 
 
 def test_load_model_reads_a_checkpoint_or_a_bare_state_dict(tmp_path):
-    from gvseg.model.gvseg import build_gvseg, debug_model_config
+    from gvseg.model.gvseg import build_gvseg
+    from gvseg.recipes import unit_model_config
 
-    cfg = debug_model_config("vps")
+    cfg = unit_model_config("vps")
     torch.manual_seed(0)
     weights = build_gvseg(cfg).state_dict()
     checkpoint.save({"model": weights, "step": 1}, tmp_path / "step_1")  # a training checkpoint's layout

@@ -13,8 +13,8 @@ from gvseg.engine import build_parts, train_step
 from gvseg.losses.matcher import HungarianMatcher
 from gvseg.model.backbone import Backbone, load_backbone_checkpoint
 from gvseg.model.convert_d2 import load_d2_checkpoint, load_d2_pkl, rename_d2
-from gvseg.model.gvseg import build_gvseg, debug_model_config
-from gvseg.recipes import load_recipe
+from gvseg.model.gvseg import build_gvseg
+from gvseg.recipes import load_recipe, unit_model_config
 from gvseg.structures import Clip
 
 torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
@@ -84,7 +84,7 @@ def _d2_pickle(path, arrays):
 
 
 def test_convert_d2_renames_and_reports(tmp_path):
-    cfg = debug_model_config("vis")
+    cfg = unit_model_config("vis")
     cfg.pixel_decoder.kind = "msdeform"
     cfg.queries.task_oriented = False  # learned queries: query_feat / query_embed exist
     model = build_gvseg(cfg, HungarianMatcher(LossConfig(num_points=64)))
@@ -165,7 +165,7 @@ def _bn_state(model):
 @pytest.mark.parametrize("norm", ["frozen_bn", "bn"])
 def test_frozen_bn_stays_fixed_through_a_train_step(norm):
     torch.manual_seed(0)
-    model_cfg = debug_model_config("vps")
+    model_cfg = unit_model_config("vps")
     model_cfg = dataclasses.replace(model_cfg, backbone=dataclasses.replace(model_cfg.backbone, norm=norm))
     cfg = Config(model=model_cfg, loss=LossConfig(num_points=64, contrastive=ContrastiveConfig(enabled=False)))
     parts = build_parts(cfg)
@@ -191,7 +191,7 @@ def test_frozen_bn_stays_fixed_through_a_train_step(norm):
 
 
 def test_frozen_bn_loads_detectron2_frozen_bn_buffers(tmp_path):
-    cfg = debug_model_config("vis")
+    cfg = unit_model_config("vis")
     cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, norm="frozen_bn"))
     model = build_gvseg(cfg, LossConfig(num_points=64))
     shape = tuple(model.state_dict()["backbone.body.layer1.0.bn1.running_var"].shape)
@@ -231,7 +231,7 @@ def test_swin_runs_at_non_square_non_224_sizes(size):
 
 def test_swin_in_the_whole_model_pads_any_size():
     torch.manual_seed(0)
-    cfg = dataclasses.replace(debug_model_config("vis"), backbone=TINY_SWIN)
+    cfg = dataclasses.replace(unit_model_config("vis"), backbone=TINY_SWIN)
     model = build_gvseg(cfg, LossConfig(num_points=64)).eval()
     for h, w in [(192, 320), (160, 288), (150, 270)]:  # the last is padded to 160 x 288 inside
         frames = torch.randn(1, 3, 3, h, w)
@@ -264,7 +264,7 @@ def _queries_pkl(path, n, d=32):
 @pytest.mark.parametrize("n_file", [1, 2, 5])
 def test_convert_d2_puts_mask2former_queries_into_the_class_bank(tmp_path, n_file):
     torch.manual_seed(0)
-    model = build_gvseg(debug_model_config("vps"), LossConfig(num_points=64))  # bank of 2 stuff classes
+    model = build_gvseg(unit_model_config("vps"), LossConfig(num_points=64))  # bank of 2 stuff classes
     init = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("query_init.bank_")}
     arrays = _queries_pkl(tmp_path / "m.pkl", n_file)
     report = load_d2_checkpoint(model, tmp_path / "m.pkl")
@@ -285,7 +285,7 @@ def test_convert_d2_puts_mask2former_queries_into_the_class_bank(tmp_path, n_fil
 
 @pytest.mark.parametrize("task", ["vis", "evs"])
 def test_convert_d2_names_dropped_queries_and_every_reinitialised_group(tmp_path, task):
-    model = build_gvseg(debug_model_config(task, 2, 2), LossConfig(num_points=64))
+    model = build_gvseg(unit_model_config(task, 2, 2), LossConfig(num_points=64))
     _queries_pkl(tmp_path / "m.pkl", 10)
     report = load_d2_checkpoint(model, tmp_path / "m.pkl")
     assert {"sem_seg_head.predictor.query_feat.weight", "sem_seg_head.predictor.query_embed.weight"} <= set(report.unexpected)

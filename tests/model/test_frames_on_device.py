@@ -38,10 +38,11 @@ def test_float_frames_pass_through_unchanged():
 
 
 def test_model_outputs_are_identical_for_uint8_and_host_normalised_frames():
-    from gvseg.model.gvseg import build_gvseg, debug_model_config
+    from gvseg.model.gvseg import build_gvseg
+    from gvseg.recipes import unit_model_config
 
     torch.manual_seed(0)
-    model = build_gvseg(debug_model_config("vps")).eval()
+    model = build_gvseg(unit_model_config("vps")).eval()
     clip = _uint8_clip(h=64, w=64, sizes=((64, 64), (48, 40)))
     host = Clip(_host_normalised(clip), clip.image_sizes, clip.frame_index, clip.video_ids)
     with torch.no_grad():

@@ -4,7 +4,8 @@ from model_helpers import make_clip
 
 from gvseg.config import LossConfig
 from gvseg.losses.matcher import HungarianMatcher
-from gvseg.model.gvseg import build_gvseg, debug_model_config
+from gvseg.model.gvseg import build_gvseg
+from gvseg.recipes import unit_model_config
 
 torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
 
@@ -13,7 +14,7 @@ LOSS = LossConfig(num_points=256)
 
 def _model(task, **dec):
     torch.manual_seed(0)
-    cfg = debug_model_config(task)
+    cfg = unit_model_config(task)
     for k, v in dec.items():
         setattr(cfg.decoder, k, v)
     return build_gvseg(cfg, HungarianMatcher(LOSS))
@@ -156,7 +157,7 @@ def test_every_layer_matching_obeys_the_query_type_gate(task):
 def test_pretrained_state_dict_roundtrip(tmp_path):
     src = _model("vis")
     torch.save({"model": src.state_dict()}, tmp_path / "m.pt")
-    cfg = debug_model_config("vis")
+    cfg = unit_model_config("vis")
     cfg.pretrained = str(tmp_path / "m.pt")
     dst = build_gvseg(cfg, HungarianMatcher(LOSS))
     assert not dst.load_report.missing and not dst.load_report.unexpected
@@ -170,12 +171,13 @@ def test_criterion_reuses_the_models_matchings():
     from gvseg import counters
     from gvseg.losses.criterion import SetCriterion
     from gvseg.losses.matcher import HungarianMatcher
-    from gvseg.model.gvseg import build_gvseg, debug_model_config
+    from gvseg.model.gvseg import build_gvseg
+    from gvseg.recipes import unit_model_config
 
     torch.manual_seed(0)
     cfg = LossConfig(num_points=64)
     matcher = HungarianMatcher(cfg)
-    model = build_gvseg(debug_model_config("vps"), matcher).train()
+    model = build_gvseg(unit_model_config("vps"), matcher).train()
     crit = SetCriterion(cfg, 4, matcher)
     clip = make_clip("vps")
     counters.reset()

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from gvseg.model.gvseg import build_gvseg, debug_model_config
+from gvseg.model.gvseg import build_gvseg
+from gvseg.recipes import unit_model_config
 from gvseg.structures import Exemplar
 from gvseg.video.postprocess import upsample
 from gvseg.video.stream import predict_video
@@ -17,7 +18,7 @@ H = W = 64
 
 def _model(task, overlap=0, score=0.0):
     torch.manual_seed(0)
-    cfg = debug_model_config(task)
+    cfg = unit_model_config(task)
     cfg.association.clip_overlap = overlap
     # an untrained model: keep every query so every path runs
     cfg.postprocess.track_min_score = score  # VIS: what the tracker sees
@@ -207,7 +208,7 @@ def _halves(q=2):
 def test_vis_track_whose_score_dips_in_one_clip_keeps_its_id_and_frames():
     """No per-clip threshold ends a track: at p = 0.2 in clip 1 (below the old 0.5 cut) query 0 is still
     tracked, so frames 3-5 keep its masks and its id."""
-    cfg = debug_model_config("vis")
+    cfg = unit_model_config("vis")
     logits = [_rows((0, 0.9), (1, 0.9)), _rows((0, 0.2), (1, 0.9)), _rows((0, 0.9), (1, 0.9))]
     out = list(predict_video(_Scripted(logits, _halves()), _frames(9), cfg, progress=False))
     ids = [{s.id: s for s in f.segments} for f in out]
@@ -220,7 +221,7 @@ def test_vis_track_whose_score_dips_in_one_clip_keeps_its_id_and_frames():
 
 
 def test_vis_track_min_score_is_only_a_noise_floor():
-    cfg = debug_model_config("vis")
+    cfg = unit_model_config("vis")
     out = list(predict_video(_Scripted([_rows((0, 0.04), (1, 0.9))], _halves()), _frames(3), cfg, progress=False))
     assert [s.label for s in out[0].segments] == [1]  # 0.04 < track_min_score 0.05
 
@@ -228,7 +229,7 @@ def test_vis_track_min_score_is_only_a_noise_floor():
 def test_vps_query_type_gate_in_predict_video():
     """Thing (grid) query 0 prefers stuff class 2 and bank query 1 (class 3) prefers thing class 0; the gate
     leaves each only what its kind allows."""
-    cfg = debug_model_config("vps")  # 4 classes, 0-1 things
+    cfg = unit_model_config("vps")  # 4 classes, 0-1 things
     lg = torch.full((2, 5), -20.0)
     lg[0, 0], lg[0, 2], lg[0, 4] = 4.0, 8.0, 0.0  # gated: p(0) = 0.98 > 0.8
     lg[1, 0], lg[1, 3], lg[1, 4] = 8.0, 4.0, 0.0  # gated: p(3) = 0.98
@@ -243,7 +244,7 @@ def test_vps_query_type_gate_in_predict_video():
 
 
 def test_vss_panoptic_mode_leaves_void():
-    cfg = debug_model_config("vss")
+    cfg = unit_model_config("vss")
     cfg.postprocess.vss_mode = "panoptic"
     masks = _halves()
     masks[1] = -20.0  # query 1 holds nothing: the bottom half is void
@@ -288,7 +289,7 @@ class _BoxModel(torch.nn.Module):
 
 def test_evs_later_clips_get_mask_hints_from_the_previous_clips_last_frame():
     """method.md: later clips re-initialise each object from the previous clip's last predicted mask."""
-    cfg = debug_model_config("evs")
+    cfg = unit_model_config("evs")
     model = _BoxModel()
     ex = [Exemplar(track_id=7, frame=0, kind="point", point=(10.0, 10.0)),
           Exemplar(track_id=9, frame=4, kind="box", box=(30.0, 20.0, 8.0, 8.0))]
@@ -324,7 +325,7 @@ def test_vps_keeps_several_instances_of_one_thing_class_in_a_frame():
     instances with two track ids in the same frame (the VPS bug: one segment per thing class)."""
     from gvseg.structures import QUERY_THING
 
-    cfg = debug_model_config("vps")  # 4 classes, 2 things
+    cfg = unit_model_config("vps")  # 4 classes, 2 things
     cfg.postprocess.object_mask_threshold = 0.5
     model = _Scripted([_rows((0, 0.9), (0, 0.9))], _halves(),
                       query_kind=torch.full((2,), QUERY_THING), query_meta=None)

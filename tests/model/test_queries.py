@@ -3,8 +3,9 @@ from torch import nn
 
 from gvseg.config import LossConfig
 from gvseg.losses.matcher import HungarianMatcher
-from gvseg.model.gvseg import build_gvseg, debug_model_config
+from gvseg.model.gvseg import build_gvseg
 from gvseg.model.queries import QueryInit
+from gvseg.recipes import unit_model_config
 from gvseg.structures import ClipExemplars, Targets
 
 torch.set_num_threads(1)  # 2 shared CPU cores: avoid oversubscription
@@ -18,7 +19,7 @@ def _feats(b=2, t=3, h=64, w=64, seed=0):
 
 
 def _init(task="vis", **qkw):
-    cfg = debug_model_config(task)
+    cfg = unit_model_config(task)
     for k, v in qkw.items():
         setattr(cfg.queries, k, v)
     torch.manual_seed(0)
@@ -150,7 +151,7 @@ def test_exemplar_padding_and_empty_mask():
 
 
 def test_build_rejects_too_many_grid_queries():
-    cfg = debug_model_config("vis")
+    cfg = unit_model_config("vis")
     cfg.decoder.num_queries = 17
     try:
         build_gvseg(cfg, HungarianMatcher(LossConfig()))

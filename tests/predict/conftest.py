@@ -6,7 +6,8 @@ import torch
 from gvseg import checkpoint
 from gvseg.config import Config, DataConfig, SyntheticConfig, to_dict
 from gvseg.data.synthetic import synthetic_label_space
-from gvseg.model.gvseg import build_gvseg, debug_model_config
+from gvseg.model.gvseg import build_gvseg
+from gvseg.recipes import unit_model_config
 
 FORMAT = {"vps": "vipseg", "vss": "vspw", "vis": "ytvis", "evs": "davis"}
 
@@ -14,7 +15,7 @@ FORMAT = {"vps": "vipseg", "vss": "vspw", "vis": "ytvis", "evs": "davis"}
 def make_cfg(task: str) -> Config:
     things, stuff = {"vps": (2, 2), "vss": (2, 2), "vis": (2, 0), "evs": (0, 0)}[task]
     nc, nt = synthetic_label_space(FORMAT[task], things, stuff)  # VSPW's 124 classes are fixed
-    model = debug_model_config(task, num_classes=nc, num_thing_classes=nt)
+    model = unit_model_config(task, num_classes=nc, num_thing_classes=nt)
     if task == "vis":  # an untrained model's scores are low; keep its queries so instances come out
         model.postprocess.track_min_score = 0.0
     data = DataConfig(format=FORMAT[task], synthetic=True, test_size=32, max_size=64,

@@ -11,7 +11,8 @@ from gvseg.config import Config, ConfigError, DataConfig, SyntheticConfig
 from gvseg.data.formats import FORMATS, val_split
 from gvseg.data.synthetic import synthetic_label_space
 from gvseg.evaluation import evaluate_split
-from gvseg.model.gvseg import build_gvseg, debug_model_config
+from gvseg.model.gvseg import build_gvseg
+from gvseg.recipes import unit_model_config
 
 CLASSES = {"vipseg": (2, 2), "kitti-step": (2, 2), "vspw": (2, 2), "ytvis": (2, 0), "ovis": (2, 0),
            "davis": (0, 0), "ytvos": (0, 0), "burst": (0, 0)}  # (thing, stuff) classes drawn
@@ -20,7 +21,7 @@ CLASSES = {"vipseg": (2, 2), "kitti-step": (2, 2), "vspw": (2, 2), "ytvis": (2, 
 def _cfg(task, fmt, root) -> Config:
     things, stuff = CLASSES[fmt]
     nc, nt = synthetic_label_space(fmt, things, stuff)  # KITTI-STEP and VSPW have fixed label spaces
-    model = debug_model_config(task, nc, nt)
+    model = unit_model_config(task, nc, nt)
     if task == "vis":  # random weights: keep the queries so instances (and RLEs) are written
         model = dataclasses.replace(model, postprocess=dataclasses.replace(model.postprocess, track_min_score=0.0))
     synth = SyntheticConfig(videos=3, frames=4, height=32, width=48, seed=0, thing_classes=things,

@@ -47,10 +47,10 @@ def test_masked_clip_zeroes_withheld_patches_only():
 
 def _losses(weight):
     from gvseg.engine import build_parts, compute_losses
-    from gvseg.model.gvseg import debug_model_config
+    from gvseg.recipes import unit_model_config
 
     torch.manual_seed(0)
-    cfg = Config(model=debug_model_config("vps"),
+    cfg = Config(model=unit_model_config("vps"),
                  loss=LossConfig(num_points=64, contrastive=ContrastiveConfig(enabled=False),
                                  mvc=MVCConfig(weight=weight, patch=8, ratio=0.5)))
     parts = build_parts(cfg)
@@ -93,10 +93,11 @@ def test_vote_edge_cases():
 
 
 def test_semantic_tta_runs_every_view_at_the_original_size():
-    from gvseg.model.gvseg import build_gvseg, debug_model_config
+    from gvseg.model.gvseg import build_gvseg
+    from gvseg.recipes import unit_model_config
 
     torch.manual_seed(0)
-    model = build_gvseg(debug_model_config("vss")).eval()
+    model = build_gvseg(unit_model_config("vss")).eval()
     out = semantic_tta(model, torch.randn(2, 3, 32, 40), scales=(0.75, 1.0), flip=True)
     assert out.shape == (2, 32, 40) and out.dtype == torch.int64 and out.min() >= 0 and out.max() < 4
 

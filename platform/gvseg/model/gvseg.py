@@ -37,12 +37,7 @@ from torch import nn
 
 from gvseg import counters
 from gvseg.config import (
-    BackboneConfig,
-    DecoderConfig,
-    DescriptorConfig,
     ModelConfig,
-    PixelDecoderConfig,
-    QueryInitConfig,
 )
 from gvseg.model.backbone import Backbone, build_backbone
 from gvseg.model.decoder import MaskedAttentionDecoder, build_decoder
@@ -257,18 +252,3 @@ def load_pretrained(model: GvSeg, path: str):
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     return load_into(model, state, path)
-
-
-def debug_model_config(task: str = "vps", num_classes: int = 4, num_thing_classes: int = 2) -> ModelConfig:
-    """A model that runs on CPU in well under a second per 64x64 clip: timm ``test_resnet`` (0.4M params),
-    FPN pixel decoder, width 32, 3 decoder layers, 10 instance queries, a 4x4 query grid."""
-    return ModelConfig(
-        task=task,  # type: ignore[arg-type]
-        num_classes=num_classes,
-        num_thing_classes=num_thing_classes,
-        backbone=BackboneConfig(name="test_resnet"),
-        pixel_decoder=PixelDecoderConfig(kind="fpn", dim=32, num_layers=1, num_heads=4, num_points=2, ffn_dim=64),
-        decoder=DecoderConfig(num_layers=3, dim=32, num_heads=4, ffn_dim=64, num_queries=10),
-        descriptor=DescriptorConfig(angle_bins=12, radius_bins=6, num_points=50),
-        queries=QueryInitConfig(grid_size=4, bank_warmup=2),
-    )

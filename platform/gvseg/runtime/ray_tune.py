@@ -76,8 +76,8 @@ def _child_run(cfg: Config, spec: dict[str, Any], info: dict[str, Any]) -> Any:
     """The trial's nested MLflow run: created once, reopened (RUNNING again) when the trial runs again."""
     import mlflow
 
-    from gvseg.runtime.mlflow_log import RunLogger, git_sha, log_params
     from gvseg.checkpoint import run_dir
+    from gvseg.runtime.mlflow_log import RunLogger, git_sha, log_params
 
     client = mlflow.MlflowClient(spec["tracking_uri"])
     key = f"{spec['experiment']}/{info['index']}"
