@@ -21,7 +21,9 @@ Runs, each its own process on one thread (``--jobs`` at a time), each a shipped 
   * vis, vss, evs (seed 0)          the task recipes.
 The vps/gvseg checkpoints are also scored with ``association.thing_cues`` = appearance and position (Table 4d,
 inference only, same weights), on the plain val set and on the look-alike one, with the identity switches
-counted directly (:func:`identity_switches`: inside a clip vs across clip boundaries). Ground-truth
+counted directly (:func:`identity_switches`: inside a clip vs across clip boundaries), and against an oracle
+that associates the same per-frame masks perfectly (:func:`oracle_association`: the headroom of any
+association rule, and the retention VPQ_6/VPQ_1 that the segmentation alone allows). Ground-truth
 baselines (``gvseg.baselines``: ids re-drawn every clip; copy the first frame) go through the same writers and
 metrics.
 
@@ -69,10 +71,10 @@ def sizes(smoke: bool) -> dict:
     # VSS takes 2 frames more in its data_overrides (mVC_8 needs more than 8). 16 val videos of 12 frames: the
     # saved checkpoints of the first run scored on 4 val videos of 8 frames moved by up to 7 VPQ points against
     # 16 of 12 (thing VPQ_1 25.0 vs 18.3 on the same weights); scoring costs seconds, training is the budget.
-    # 600 steps: the whole run takes 28 min on 2 idle cores (2026-12-02). A side run of vps/gvseg at 900 steps
-    # (2 seeds, same data) gave thing VPQ_1 44.4 vs 41.1, but retention VPQ_6/VPQ_1 0.74 either way: more
-    # steps buy segmentation, not association.
-    return {"steps": 600, "videos": 64, "val_videos": 16, "frames": 12, "height": 128, "width": 192,
+    # 900 steps (600 until 2026-12-03): at 600 the whole run took 28 min on 2 idle cores (2026-12-02), so 900 fits
+    # the 45-min budget. A side run of vps/gvseg at 900 steps (2 seeds, same data) gave thing VPQ_1 44.4 vs 41.1,
+    # but retention VPQ_6/VPQ_1 0.74 either way: more steps buy segmentation, not association.
+    return {"steps": 900, "videos": 64, "val_videos": 16, "frames": 12, "height": 128, "width": 192,
             "seeds": (0, 1)}
 
 
@@ -150,7 +152,32 @@ def score(cfg, model, spec: dict) -> dict:
             if cfg.model.task == "vps":  # where identities are lost: inside a clip or at the tracker
                 results[prefix + cue]["idsw"] = identity_switches(Path(root or cfg.data.root), out / f"eval_{prefix}{cue}",
                                                                   cfg.model.association.clip_frames)
+        if cfg.model.task == "vps" and "spa" in spec["cues"]:  # the same masks, perfectly associated
+            results[prefix + "oracle"] = oracle_association(Path(root or cfg.data.root), out / f"eval_{prefix}spa",
+                                                            out / f"oracle_{prefix}spa")
     return results
+
+
+def _thing_pairs(gt_root: Path, pred_dir: Path):
+    """Per val video, per frame: (video, t, gt ids, pred ids, [K] GT id, pred id, overlap, union of each
+    overlapping pair, GT thing id -> class, pred id -> class), from the files the writer wrote."""
+    import numpy as np
+
+    from gvseg.metrics import panoptic_io as pio
+
+    gt_json = gt_root / "panoptic_gt_VIPSeg_val.json"
+    split = pio.load_vipseg(gt_root, pred_dir, gt_json=str(gt_json), gt_png_dir=str(gt_root / "panomasksRGB"))
+    thing = {c["id"] for c in split.categories if c["isthing"]}
+    for v in split.videos:
+        for t, (gt_png, pred_png) in enumerate(zip(v.gt_paths, v.pred_paths)):
+            g, p = pio.read_id_png(gt_png), pio.read_id_png(pred_png)
+            gi, pi, inter = pio.pair_counts(g, p)  # [K] joint histogram
+            ids_g, area_g = np.unique(g, return_counts=True)
+            ids_p, area_p = np.unique(p, return_counts=True)
+            union = area_g[np.searchsorted(ids_g, gi)] + area_p[np.searchsorted(ids_p, pi)] - inter
+            gcat = {s["id"]: s["category_id"] for s in v.gt_segments[t] if s["category_id"] in thing}
+            pcat = {s["id"]: s["category_id"] for s in v.pred_segments[t]}
+            yield v, t, g, p, gi, pi, inter, union, gcat, pcat
 
 
 def identity_switches(gt_root: Path, pred_dir: Path, clip_frames: int) -> dict:
@@ -161,36 +188,65 @@ def identity_switches(gt_root: Path, pred_dir: Path, clip_frames: int) -> dict:
     matching, Table 4d)."""
     import numpy as np
 
-    from gvseg.metrics import panoptic_io as pio
-
-    gt_json = gt_root / "panoptic_gt_VIPSeg_val.json"
-    split = pio.load_vipseg(gt_root, pred_dir, gt_json=str(gt_json), gt_png_dir=str(gt_root / "panomasksRGB"))
-    thing = {c["id"] for c in split.categories if c["isthing"]}
     n = {"transitions_within_clip": 0, "switches_within_clip": 0, "transitions_across_clips": 0,
          "switches_across_clips": 0, "gt_thing_frames": 0, "matched_thing_frames": 0}
-    for v in split.videos:
-        last: dict[int, tuple[int, int]] = {}  # GT id -> (frame, predicted id) of its last match
-        for t, (gt_png, pred_png) in enumerate(zip(v.gt_paths, v.pred_paths)):
-            g, p = pio.read_id_png(gt_png), pio.read_id_png(pred_png)
-            gi, pi, inter = pio.pair_counts(g, p)  # [K] joint histogram
-            gcat = {s["id"]: s["category_id"] for s in v.gt_segments[t] if s["category_id"] in thing}
-            pcat = {s["id"]: s["category_id"] for s in v.pred_segments[t]}
-            ids_g, area_g = np.unique(g, return_counts=True)
-            ids_p, area_p = np.unique(p, return_counts=True)
-            union = area_g[np.searchsorted(ids_g, gi)] + area_p[np.searchsorted(ids_p, pi)] - inter
-            tp = np.array([gcat.get(a, -1) == pcat.get(b, -2) for a, b in zip(gi, pi)], bool) & (inter > 0.5 * union)
-            match = dict(zip(gi[tp].tolist(), pi[tp].tolist()))  # GT id -> predicted id; IoU > 0.5 is one-to-one
-            n["gt_thing_frames"] += sum(int(k in ids_g) for k in gcat)
-            n["matched_thing_frames"] += len(match)
-            for gid, pid in match.items():
-                if gid in last:
-                    where = "within_clip" if last[gid][0] // clip_frames == t // clip_frames else "across_clips"
-                    n[f"transitions_{where}"] += 1
-                    n[f"switches_{where}"] += int(last[gid][1] != pid)
-                last[gid] = (t, pid)
+    last: dict[tuple[str, int], tuple[int, int]] = {}  # (video, GT id) -> (frame, predicted id) of its last match
+    for v, t, g, _, gi, pi, inter, union, gcat, pcat in _thing_pairs(gt_root, pred_dir):
+        tp = np.array([gcat.get(a, -1) == pcat.get(b, -2) for a, b in zip(gi, pi)], bool) & (inter > 0.5 * union)
+        match = dict(zip(gi[tp].tolist(), pi[tp].tolist()))  # GT id -> predicted id; IoU > 0.5 is one-to-one
+        present = set(np.unique(g).tolist())
+        n["gt_thing_frames"] += sum(int(k in present) for k in gcat)
+        n["matched_thing_frames"] += len(match)
+        for gid, pid in match.items():
+            key = (v.video_id, gid)
+            if key in last:
+                where = "within_clip" if last[key][0] // clip_frames == t // clip_frames else "across_clips"
+                n[f"transitions_{where}"] += 1
+                n[f"switches_{where}"] += int(last[key][1] != pid)
+            last[key] = (t, pid)
     for where in ("within_clip", "across_clips"):
         n[f"switch_rate_{where}"] = n[f"switches_{where}"] / n[f"transitions_{where}"] if n[f"transitions_{where}"] else float("nan")
     return n
+
+
+def oracle_association(gt_root: Path, pred_dir: Path, out_dir: Path) -> dict:
+    """What perfect association scores with the model's own per-frame masks: every predicted thing segment
+    takes the identity of the GT thing of its class it overlaps most (in that frame); stuff and unmatched
+    segments keep their ids. The gap between this and a cue's VPQ is all that any association rule could
+    win back (Table 4d's headroom); the gap between its VPQ_6 and VPQ_1 is what segmentation alone loses."""
+    import shutil
+
+    import numpy as np
+
+    from gvseg.metrics import panoptic_io as pio
+    from gvseg.metrics import vpq
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(pred_dir, out_dir)
+    pred = json.loads((pred_dir / "pred.json").read_text())
+    frames = {a["video_id"]: a["annotations"] for a in pred["annotations"]}
+    fresh: dict[tuple[str, int], int] = {}  # (video, GT id) -> oracle id (past every predicted id)
+    for v, t, _, p, gi, pi, inter, _, gcat, pcat in _thing_pairs(gt_root, pred_dir):
+        best: dict[int, tuple[int, int]] = {}  # predicted id -> (overlap, GT id)
+        for a, b, k in zip(gi.tolist(), pi.tolist(), inter.tolist()):
+            if a in gcat and gcat[a] == pcat.get(b, -2) and k > best.get(b, (0, 0))[0]:
+                best[b] = (k, a)
+        if not best:
+            continue
+        remap = {b: fresh.setdefault((v.video_id, a), 1 << 20 | len(fresh)) for b, (_, a) in best.items()}
+        src, dst = np.array(list(remap), np.int64), np.array(list(remap.values()), np.int64)
+        order = np.argsort(src)
+        k = np.searchsorted(src[order], p).clip(0, len(src) - 1)
+        hit = src[order][k] == p
+        pio.write_id_png(out_dir / Path(v.pred_paths[t]).relative_to(pred_dir), np.where(hit, dst[order][k], p))
+        for seg in frames[v.video_id][t]["segments_info"]:
+            seg["id"] = remap.get(seg["id"], seg["id"])
+    (out_dir / "pred.json").write_text(json.dumps(pred))
+    gt_json = gt_root / "panoptic_gt_VIPSeg_val.json"
+    m = vpq.evaluate(gt_root, out_dir, gt_json=str(gt_json), gt_png_dir=str(gt_root / "panomasksRGB"),
+                     with_stq=False, progress=False, workers=0)
+    return {k: float(v) for k, v in m.items() if k.startswith("vpq_")}
 
 
 def rescore_one(spec: dict) -> dict:
@@ -262,6 +318,15 @@ def summarise(runs: list[dict], baselines: dict, s: dict) -> dict:
             out[key]["spa_minus_appearance"] = mean_sd([m[prefix + "spa"]["vpq_6_thing"]
                                                         - m[prefix + "appearance"]["vpq_6_thing"] for m in g.values()])
             out[key]["val_set"] = "lookalike" if prefix else "plain"
+            if all(prefix + "oracle" in m for m in g.values()):  # the headroom any association rule has
+                out[key]["oracle"] = mean_sd([m[prefix + "oracle"]["vpq_6_thing"] for m in g.values()])
+                out[key]["oracle_minus_appearance"] = mean_sd([m[prefix + "oracle"]["vpq_6_thing"]
+                                                               - m[prefix + "appearance"]["vpq_6_thing"] for m in g.values()])
+                out[key]["oracle_minus_spa"] = mean_sd([m[prefix + "oracle"]["vpq_6_thing"]
+                                                        - m[prefix + "spa"]["vpq_6_thing"] for m in g.values()])
+                out[key]["oracle_retention_vpq6_over_vpq1"] = mean_sd([m[prefix + "oracle"]["vpq_6_thing"]
+                                                                       / m[prefix + "oracle"]["vpq_1_thing"]
+                                                                       for m in g.values() if m[prefix + "oracle"]["vpq_1_thing"]])
     for variant in sorted({r["name"].split("/")[1] for r in runs if r["task"] == "vps"} - {"gvseg"}):
         a = {r["seed"]: r["metrics"]["spa"] for r in runs if r["name"].startswith("vps/gvseg/")}
         b = {r["seed"]: r["metrics"]["spa"] for r in runs if r["name"].startswith(f"vps/{variant}/")}
@@ -274,11 +339,15 @@ def summarise(runs: list[dict], baselines: dict, s: dict) -> dict:
         cf6 = baselines.get("vps", {}).get("copy_first", {}).get("vpq_6_thing", float("nan"))
         t = out["targets"]
         t["thing_vpq1_ge_40"] = {"value": v1, "met": v1 >= 40}
-        t["thing_retention_vpq6_over_vpq1_ge_0.8"] = {"value": v6 / v1 if v1 else float("nan"),
-                                                     "met": bool(v1) and v6 / v1 >= 0.8}
+        plain = out.get("association_ablation_plain_vpq6_thing", {})
+        t["thing_retention_vpq6_over_vpq1_ge_0.8"] = {
+            "value": v6 / v1 if v1 else float("nan"), "met": bool(v1) and v6 / v1 >= 0.8,
+            # the same masks with perfect association: what segmentation alone allows
+            "with_oracle_association": plain.get("oracle_retention_vpq6_over_vpq1", {}).get("mean", float("nan"))}
         t["beats_copy_first_on_thing_vpq6"] = {"value": v6, "copy_first": cf6, "met": v6 > cf6}
         d = out["association_ablation_vpq6_thing"]["spa_minus_appearance"]["mean"]
-        t["spa_ge_appearance_plus_3_thing_vpq6"] = {"value": d, "met": d >= 3}
+        room = out["association_ablation_vpq6_thing"].get("oracle_minus_appearance", {}).get("mean", float("nan"))
+        t["spa_ge_appearance_plus_3_thing_vpq6"] = {"value": d, "met": d >= 3, "oracle_minus_appearance": room}
     return out
 
 
@@ -315,6 +384,9 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
     ks = (1, 2, 4, 6)
     bars = {name: [summary["runs"][name][f"vpq_{k}_thing"]["mean"] if f"vpq_{k}_thing" in summary["runs"][name]
                    else math.nan for k in ks] for name in summary["runs"] if name.startswith("vps/")}
+    oracle = [r["metrics"]["oracle"] for r in runs if r["name"].startswith("vps/gvseg/") and "oracle" in r["metrics"]]
+    if oracle:  # vps/gvseg's own masks, perfectly associated
+        bars["vps/gvseg, oracle association"] = [statistics.fmean(o[f"vpq_{k}_thing"] for o in oracle) for k in ks]
     for b, res in summary["baselines"].get("vps", {}).items():
         bars[f"baseline {b}"] = [res.get(f"vpq_{k}_thing", math.nan) for k in ks]
     width = 0.8 / max(len(bars), 1)
