@@ -34,6 +34,11 @@ frames normalised on the device). Fresh memory is the other cost on this VM (a p
 sample's memory to the OS (vipseg: 2.9k faults a sample before, 0 in this run; other runs saw 1-5k after too,
 +5-15 ms); collate recycles its float buffers for that reason, the mask buffers are still fresh allocations.
 
+Since 2026-12-03 the Clip carries uint8 frames that the model normalises on its device (``Clip.float_frames``,
+bit-identical); interleaved against the float version (clip_pipeline_cpu_uint8_loaded.json, a loaded box, so
+only the before/after ratio holds) the pipeline takes 0.67-0.84x its former time. The idle ratios against the
+bound above are from before that change and are not re-measured yet.
+
     python benchmarks/clip_pipeline.py                 # all formats, ~1 min on 2 shared cores
     python benchmarks/clip_pipeline.py --smoke         # seconds
     python benchmarks/clip_pipeline.py --profile vipseg   # cProfile of the pipeline on one format

@@ -190,6 +190,11 @@ def add_predict_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="Ray workers for --ray (default 2)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray worker for --ray")
     p.add_argument("--address", default=None, help="Ray address for --ray (default: embedded local Ray)")
+    p.add_argument("--tta", action="store_true",
+                   help="VSS: vote the class maps of 4 scales x 2 flips per pixel (paper 003, Eq. 8; 8 forwards a clip)")
+    p.add_argument("--aggregate-with", default=None, metavar="CHECKPOINT",
+                   help="VSS: a second checkpoint; per video, write the model whose class maps are more consistent "
+                        "under optical-flow warping (paper 003, Eq. 5-7)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_predict)
 
@@ -199,15 +204,21 @@ def cmd_predict(args) -> int:
 
     formats = tuple(args.formats or FORMATS)
     if args.ray:
+        from gvseg.config import ConfigError
         from gvseg.runtime.ray_predict import predict_ray
 
+        if args.aggregate_with:  # it runs two models over each whole video: one process holds both
+            raise ConfigError("--aggregate-with runs without --ray (two models over each whole video in one process)")
         summary = predict_ray(args.input, args.checkpoint, args.task, exemplars=args.exemplars, out_dir=args.out,
                               formats=formats, clip=args.clip, overlap=args.overlap, num_workers=args.workers,
-                              gpus_per_worker=args.gpus_per_worker, address=args.address)
+                              gpus_per_worker=args.gpus_per_worker, address=args.address, tta=args.tta)
     else:
         summary = predict(args.input, args.checkpoint, args.task, exemplars=args.exemplars, out_dir=args.out,
                           formats=formats, clip=args.clip, overlap=args.overlap, device=args.device,
-                          progress=not args.quiet)
+                          progress=not args.quiet, tta=args.tta, aggregate_with=args.aggregate_with)
+    if "aggregate" in summary:
+        picks = [c["chosen"] for c in summary["aggregate"].values()]
+        print(f"aggregate: {picks.count(0)} video(s) from --checkpoint, {picks.count(1)} from --aggregate-with")
     print(f"predicted {summary['frames']} frames of {summary['videos']} video(s) at {summary['fps']:.2f} frames/s "
           f"(decode + model + writing); outputs in {summary['out_dir']}")
     return 0

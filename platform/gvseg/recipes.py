@@ -107,6 +107,9 @@ def debug_variant(cfg: Config, name: str) -> Config:
         queries=dataclasses.replace(cfg.model.queries, grid_size=6, bank_warmup=2),
         # a weak model's scores and mask edges: at Mask2Former's 0.8 the tube-level overlap rule voided most
         # things (demo checkpoint: thing VPQ_1 / VPQ_6 30.5 / 2.8 at 0.8, 41.2 / 28.2 at 0.5, 41.5 / 28.2 at 0.3)
+        # Re-scored on the learning benchmark's 2 checkpoints (benchmarks/results/postprocess_thresholds_cpu.json):
+        # thing VPQ_6 36.1 at 0.3/0.5 against 35.5 at 0.5/0.5, 30.7 at 0.8/0.5, 20.8 at 0.8/0.8, and lower
+        # overlaps lose tubes (0.3/0.3 31.4, 0.3/0.2 28.6): 0.5 is the peak of the overlap rule both ways.
         postprocess=dataclasses.replace(cfg.model.postprocess, object_mask_threshold=0.3, overlap_threshold=0.5),
     )
     data = dataclasses.replace(

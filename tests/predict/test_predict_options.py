@@ -101,3 +101,16 @@ def test_aggregate_is_refused_outside_vss(make_checkpoint, tmp_path):
     with pytest.raises(ConfigError, match="--aggregate-with.*VSS"):
         predict(video, make_checkpoint("vps"), "vps", out_dir=tmp_path / "o", aggregate_with=make_checkpoint("vps"),
                 progress=False)
+
+
+def test_cli_tta_and_aggregate_flags(make_checkpoint, tmp_path, capsys):
+    from gvseg.cli import main
+
+    video = write_video(tmp_path / "v.mp4", 3, h=32, w=48)
+    ck = str(make_checkpoint("vss"))
+    rc = main(["predict", str(video), "--checkpoint", ck, "--task", "vss", "--out", str(tmp_path / "t"),
+               "--format", "official", "--tta", "--aggregate-with", ck, "--quiet"])
+    assert rc == 0 and "aggregate: 1 video(s) from --checkpoint, 0 from --aggregate-with" in capsys.readouterr().out
+    rc = main(["predict", str(video), "--checkpoint", str(make_checkpoint("vps")), "--task", "vps",
+               "--out", str(tmp_path / "p"), "--tta", "--quiet"])
+    assert rc == 2 and "--tta" in capsys.readouterr().err
