@@ -439,38 +439,51 @@ def flatten(cfg: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ dotted overrides
 
 
-def override(cfg: C, assignment: str) -> C:
-    """Return a copy of ``cfg`` with one ``"a.b.c=value"`` applied. Values parse as Python literals
-    where they can (``1e-4``, ``true``, ``(3, 5)``), else as strings."""
+def _split(assignment: str) -> tuple[str, Any]:
+    """``"a.b.c=value"`` -> ("a.b.c", the value parsed as a Python literal where it can be, else the string)."""
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
     key, raw = assignment.split("=", 1)
-    key = key.strip()
+    return key.strip(), _parse_literal(raw.strip())
+
+
+def set_values(cfg: C, values: dict[str, Any]) -> C:
+    """A copy of ``cfg`` with typed values set at dotted keys (``{"train.lr": 1e-4}``), every key checked and
+    the whole tree type-checked once (``from_dict``): one round trip for any number of keys, and values keep
+    their Python type (a sweep's trial values never pass through strings)."""
+    if not values:
+        return cfg
     tree = to_dict(cfg)
-    node, cls, prefix = tree, type(cfg), ""
-    parts = key.split(".")
-    for part in parts[:-1]:
+    for key, value in values.items():
+        node, cls, prefix = tree, type(cfg), ""
+        parts = key.split(".")
+        for part in parts[:-1]:
+            names = [f.name for f in dataclasses.fields(cls)]
+            if part not in names:
+                raise ConfigError(_unknown(prefix, part, names))
+            sub = typing.get_type_hints(cls)[part]
+            if not dataclasses.is_dataclass(sub):
+                raise ConfigError(f"{prefix}{part}: is a {_type_name(sub)} value, not a section; cannot set {key}")
+            node, cls, prefix = node[part], sub, f"{prefix}{part}."
+        leaf = parts[-1]
         names = [f.name for f in dataclasses.fields(cls)]
-        if part not in names:
-            raise ConfigError(_unknown(prefix, part, names))
-        sub = typing.get_type_hints(cls)[part]
-        if not dataclasses.is_dataclass(sub):
-            raise ConfigError(f"{prefix}{part}: is a {_type_name(sub)} value, not a section; cannot set {key}")
-        node, cls, prefix = node[part], sub, f"{prefix}{part}."
-    leaf = parts[-1]
-    names = [f.name for f in dataclasses.fields(cls)]
-    if leaf not in names:
-        raise ConfigError(_unknown(prefix, leaf, names))
-    if dataclasses.is_dataclass(typing.get_type_hints(cls)[leaf]):
-        raise ConfigError(f"{key}: is a section; set one of its keys, e.g. {key}.<name>=...")
-    node[leaf] = _parse_literal(raw.strip())
+        if leaf not in names:
+            raise ConfigError(_unknown(prefix, leaf, names))
+        if dataclasses.is_dataclass(typing.get_type_hints(cls)[leaf]):
+            raise ConfigError(f"{key}: is a section; set one of its keys, e.g. {key}.<name>=...")
+        node[leaf] = value
     return from_dict(type(cfg), tree)
 
 
+def override(cfg: C, assignment: str) -> C:
+    """Return a copy of ``cfg`` with one ``"a.b.c=value"`` applied. Values parse as Python literals
+    where they can (``1e-4``, ``true``, ``(3, 5)``), else as strings."""
+    return set_values(cfg, dict([_split(assignment)]))
+
+
 def apply_overrides(cfg: C, assignments: list[str] | tuple[str, ...]) -> C:
-    for a in assignments:
-        cfg = override(cfg, a)
-    return cfg
+    """Every ``"a.b.c=value"`` applied in order (a later one of the same key wins), in one round trip."""
+    return set_values(cfg, dict(_split(a) for a in assignments))
 
 
 def _parse_literal(raw: str) -> Any:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gvseg.config import Config, ConfigError, apply_overrides, to_dict
+from gvseg.config import Config, ConfigError, apply_overrides, set_values, to_dict
 
 HEADLINE = ("vpq_mean_1246", "vpq_1", "stq", "miou", "ap", "jf", "hota")  # shown next to the sweep metric
 
@@ -64,8 +64,7 @@ class Sweep:
         return out
 
     def trial_config(self, trial: dict[str, Any]) -> Config:
-        sets = [f"{k}={v!r}" for k, v in trial.items() if k != "variant"]
-        return apply_overrides(self.base, sets)
+        return set_values(self.base, {k: v for k, v in trial.items() if k != "variant"})  # typed, no strings
 
 
 # Debug trials train inside the Tune trial process (runtime.num_workers=1: no TorchTrainer start-up per
