@@ -219,7 +219,7 @@ def oracle_association(gt_root: Path, pred_dir: Path, out_dir: Path) -> dict:
     import numpy as np
 
     from gvseg.metrics import panoptic_io as pio
-    from gvseg.metrics import vpq
+    from gvseg.metrics import vipseg
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -244,7 +244,7 @@ def oracle_association(gt_root: Path, pred_dir: Path, out_dir: Path) -> dict:
             seg["id"] = remap.get(seg["id"], seg["id"])
     (out_dir / "pred.json").write_text(json.dumps(pred))
     gt_json = gt_root / "panoptic_gt_VIPSeg_val.json"
-    m = vpq.evaluate(gt_root, out_dir, gt_json=str(gt_json), gt_png_dir=str(gt_root / "panomasksRGB"),
+    m = vipseg.evaluate(gt_root, out_dir, gt_json=str(gt_json), gt_png_dir=str(gt_root / "panomasksRGB"),
                      with_stq=False, progress=False, workers=0)
     return {k: float(v) for k, v in m.items() if k.startswith("vpq_")}
 

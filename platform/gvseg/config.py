@@ -281,6 +281,10 @@ class ContrastiveConfig:
     frame_window: int = 5  # thing_reference="frame": references at most this many frames from the key
     weight: float = 2.0  # multi-positive log-sum-exp term (CTVIS/IDOL)
     aux_weight: float = 3.0  # L2 on cosine
+    # The reference clip's samples anchor too, against the key clip's (Eq. 10 both ways; both clips feed the
+    # queues): with LossConfig.reference_segmentation the two clips of a step are then both key clips.
+    # False = key clip anchors only (IDOL's one-way loss).
+    symmetric: bool = False
 
 
 @dataclass
@@ -307,6 +311,11 @@ class LossConfig:
     # only. Default by measurement (VPS debug data, 600 CPU steps, one seed): thing VPQ_1 / VPQ_6 37.1 / 28.1
     # against 31.7 / 17.6, for ~1.2x the step time (the reference forward and backward run for TCL anyway).
     reference_segmentation: bool = True
+    # False: the reference clip is forwarded without autograd (torch.no_grad): Eq. (10) needs its embeddings
+    # only as the fixed positives/negatives k+ / k- of the key anchors v, log(1 + sum exp(v.k- - v.k+)), so no
+    # backward runs through it (a forward instead of a forward and a backward). Needs
+    # reference_segmentation=False and contrastive.symmetric=False (both put gradients through the reference).
+    reference_backward: bool = True
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     mvc: MVCConfig = field(default_factory=MVCConfig)
 

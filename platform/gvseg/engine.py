@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gvseg import checkpoint, counters
-from gvseg.config import Config, TrainConfig, to_dict
+from gvseg.config import Config, ConfigError, LossConfig, TrainConfig, to_dict
 from gvseg.structures import Clip
 
 
@@ -83,6 +83,7 @@ def build_parts(cfg: Config, device: torch.device | str = "cpu") -> Parts:
     from gvseg.losses.matcher import HungarianMatcher
     from gvseg.model.gvseg import build_gvseg
 
+    check_losses(cfg.loss)
     matcher = HungarianMatcher(cfg.loss)
     model = build_gvseg(cfg.model, matcher).to(device)
     criterion = SetCriterion(cfg.loss, cfg.model.num_classes, matcher).to(device)
@@ -94,6 +95,15 @@ def build_parts(cfg: Config, device: torch.device | str = "cpu") -> Parts:
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.train)
     return Parts(model, criterion, contrastive, optimizer, scheduler)
+
+
+def check_losses(cfg: LossConfig) -> None:
+    """Refuse loss settings that contradict each other, naming the keys."""
+    if not cfg.reference_backward and (cfg.reference_segmentation or cfg.contrastive.symmetric):
+        on = [k for k, v in (("loss.reference_segmentation", cfg.reference_segmentation),
+                             ("loss.contrastive.symmetric", cfg.contrastive.symmetric)) if v]
+        raise ConfigError(f"loss.reference_backward=false forwards the reference clip without gradients, but "
+                          f"{' and '.join(on)} need them: set {on[0]}=false")
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -135,7 +145,8 @@ def compute_losses(parts: Parts, clip: Clip, cfg: Config) -> dict[str, torch.Ten
         # Eq. (10): the reference clip comes from anywhere in the same video; its matched embeddings are the
         # positives/negatives, chosen by ΔH of the ground-truth descriptors.
         ref = clip.reference
-        ref_outputs = parts.model(ref)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.loss.reference_backward):
+            ref_outputs = parts.model(ref)
         ref_indices = _final_indices(parts, ref_outputs, ref)
         if cfg.loss.reference_segmentation:  # the same set losses on the reference clip, averaged with the key's
             ref_losses = parts.criterion(ref_outputs, ref.targets, ref_indices)

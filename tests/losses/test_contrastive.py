@@ -263,3 +263,44 @@ def test_slowly_moving_object_gives_tcl_positives_with_the_real_descriptor():
     key.desc, ref.desc = dk, dr
     pos, _ = positive_mask(key, ref, ContrastiveConfig(tau=0.2))
     assert pos[0, 0] and pos[1, 1] and not pos[0, 1] and not pos[1, 0]
+
+
+def _pair(dim=4):
+    """A key clip and a reference clip with two things each (ids 1, 2) and one stuff sample of class 4."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.ones(U)
+    desc = torch.stack([base, base * 1.05, base])  # ΔH 0.05: the same ids are positives both ways
+    key = samples([1, 2, 9], [0, 1, 4], [True, True, False], desc, embeds=torch.randn(3, dim, generator=g))
+    ref = samples([2, 1, 9], [1, 0, 4], [True, True, False], desc, embeds=torch.randn(3, dim, generator=g))
+    return key, ref
+
+
+def test_symmetric_averages_both_directions_over_their_anchors():
+    key, ref = _pair()
+    one_way = TemporalContrastive(ContrastiveConfig(queue_size=4), 5, 4)
+    both = TemporalContrastive(ContrastiveConfig(queue_size=4, symmetric=True), 5, 4)
+    fwd, back = one_way(key, ref, update_queue=False), one_way(ref, key, update_queue=False)
+    out = both(key, ref, update_queue=False)
+    # the same 3 anchors each way: the mean over all anchors is the mean of the two one-way losses
+    assert out["loss_tcl"].item() == pytest.approx((fwd["loss_tcl"] + back["loss_tcl"]).item() / 2, rel=1e-6)
+    assert out["loss_tcl_aux"].item() == pytest.approx((fwd["loss_tcl_aux"] + back["loss_tcl_aux"]).item() / 2, rel=1e-6)
+    assert not torch.allclose(out["loss_tcl"], fwd["loss_tcl"])  # the reverse direction is really there
+
+
+def test_symmetric_gradient_reaches_the_reference_anchors_and_both_clips_feed_the_queue():
+    key, ref = _pair()
+    ref.embeds.requires_grad_(True)
+    tcl = TemporalContrastive(ContrastiveConfig(queue_size=4, symmetric=True), 5, 4)
+    tcl(key, ref, update_queue=True)["loss_tcl"].backward()
+    assert ref.embeds.grad is not None and ref.embeds.grad.abs().sum() > 0
+    assert int(tcl.queue_count[4]) == 2  # the stuff sample of each clip
+    one_way = TemporalContrastive(ContrastiveConfig(queue_size=4), 5, 4)
+    one_way(key, ref, update_queue=True)
+    assert int(one_way.queue_count[4]) == 1  # the key's only
+
+
+def test_symmetric_with_no_samples_gives_attached_zeros():
+    empty = samples([], [], [], torch.zeros(0, U))
+    empty.embeds.requires_grad_(True)
+    out = TemporalContrastive(ContrastiveConfig(symmetric=True), 5, 4)(empty, empty, update_queue=False)
+    assert out["loss_tcl"].item() == 0 and out["loss_tcl"].requires_grad

@@ -16,6 +16,8 @@ Each key sample is an anchor; candidates are the reference samples **of the same
 * stuff / semantic classes: positives are the same class in the reference clip **and** in the class's FIFO
   queue (``stuff_reference="dataset"``); negatives are other classes there and their queues.
   ``stuff_reference="frame"`` disables the queue.
+``symmetric`` (default): the reference clip's samples anchor too, against the key clip's (both clips are
+segmented and both feed the queues), so each step's two clips are both key clips.
 Loss (IDOL / CTVIS): per anchor with >= 1 positive and >= 1 negative,
 ``log(1 + sum_{p,n} exp(k.n - k.p)) = softplus(lse_n(k.n) + lse_p(-k.p))`` on raw dot products, averaged over
 anchors; auxiliary ``(cos(k, c) - 1[c positive])^2`` averaged over all counted pairs. No anchors -> zeros
@@ -128,6 +130,21 @@ class TemporalContrastive(nn.Module):
             if s.embeds.dim() != 2 or s.embeds.shape[1] != self.dim:
                 raise ValueError(f"TemporalContrastive: {name} embeds {tuple(s.embeds.shape)} are not [K, {self.dim}]")
         zero = key.embeds.sum() * 0.0 + ref.embeds.sum() * 0.0  # attached: DDP needs every parameter used
+        # ``symmetric``: the reference clip is a key clip too (it is segmented like the key, LossConfig.
+        # reference_segmentation), so its samples anchor against the key clip's: Eq. (10) both ways.
+        terms = [self._anchor_terms(key, ref)] + ([self._anchor_terms(ref, key)] if self.cfg.symmetric else [])
+        loss_sum, anchors, aux_sum, pairs = (sum(t[i] for t in terms) for i in range(4))
+        losses = {"loss_tcl": zero + loss_sum / anchors.clamp_min(1),  # mean over the anchors of both ways
+                  "loss_tcl_aux": zero + aux_sum / pairs.clamp_min(1.0)}
+        if update_queue if update_queue is not None else self.training:  # queues see only what anchored
+            for s in (key, ref) if self.cfg.symmetric else (key,):
+                stuff = ~s.isthing
+                self.enqueue(s.labels[stuff], s.embeds[stuff])
+        return losses
+
+    def _anchor_terms(self, key: Samples, ref: Samples) -> tuple[torch.Tensor, ...]:
+        """Eq. (10) with ``key``'s samples as anchors against ``ref``'s (and the queues): (sum of the
+        per-anchor losses, anchors counted, sum of the auxiliary terms, pairs counted), all float scalars."""
         pos, neg = positive_mask(key, ref, self.cfg)  # [A, R]
         cand = ref.embeds  # [R, D]
         if self.cfg.stuff_reference == "dataset":  # stuff anchors also see the dataset-wide queues
@@ -139,23 +156,18 @@ class TemporalContrastive(nn.Module):
             neg = torch.cat([neg, stuff_anchor & filled & ~same], 1)
             cand = torch.cat([cand, q_emb.to(cand.dtype)], 0)
         self._count(key, pos, neg)
-        losses = {"loss_tcl": zero, "loss_tcl_aux": zero}
-        if key.embeds.shape[0] > 0 and cand.shape[0] > 0:
-            dots = key.embeds.float() @ cand.float().T  # [A, R'] raw dot products (IDOL)
-            has_pos, has_neg = pos.any(1), neg.any(1)
-            lse_neg = _masked_lse(dots, neg)  # [A]
-            lse_pos = _masked_lse(-dots, pos)
-            anchor = has_pos & has_neg
-            per_anchor = torch.where(anchor, F.softplus(lse_neg + lse_pos), torch.zeros_like(lse_pos))
-            losses["loss_tcl"] = zero + per_anchor.sum() / anchor.sum().clamp_min(1)
-            cos = F.normalize(key.embeds.float(), dim=-1) @ F.normalize(cand.float(), dim=-1).T
-            counted = (pos | neg).float()
-            aux = ((cos - pos.float()) ** 2 * counted).sum() / counted.sum().clamp_min(1.0)
-            losses["loss_tcl_aux"] = zero + aux
-        if update_queue if update_queue is not None else self.training:
-            stuff = ~key.isthing
-            self.enqueue(key.labels[stuff], key.embeds[stuff])
-        return losses
+        none = key.embeds.new_zeros((), dtype=torch.float32)
+        if key.embeds.shape[0] == 0 or cand.shape[0] == 0:
+            return none, none, none, none
+        dots = key.embeds.float() @ cand.float().T  # [A, R'] raw dot products (IDOL)
+        lse_neg = _masked_lse(dots, neg)  # [A]
+        lse_pos = _masked_lse(-dots, pos)
+        anchor = pos.any(1) & neg.any(1)
+        per_anchor = torch.where(anchor, F.softplus(lse_neg + lse_pos), torch.zeros_like(lse_pos))
+        cos = F.normalize(key.embeds.float(), dim=-1) @ F.normalize(cand.float(), dim=-1).T
+        counted = (pos | neg).float()
+        aux = ((cos - pos.float()) ** 2 * counted).sum()
+        return per_anchor.sum(), anchor.sum().float(), aux, counted.sum()
 
     def _count(self, key: Samples, pos: torch.Tensor, neg: torch.Tensor) -> None:
         """Anchors, positives and negatives by thing/stuff, and the queue fill, into gvseg.counters (one sync)."""

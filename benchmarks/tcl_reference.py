@@ -1,0 +1,92 @@
+"""How the TCL reference clip is trained (issue #17 item 1): does making it a key clip too (symmetric Eq. 10),
+or forwarding it without a backward, change what VPS learns? The learning benchmark's data, sizes and recipe.
+
+    python benchmarks/tcl_reference.py            # 5 runs of vps (900 steps), ~45 min on 2 cores
+    python benchmarks/tcl_reference.py --smoke    # tiny sizes, about a minute: checks the script
+
+Arms (``benchmarks/learning.py`` ``run_one``; scored on the plain val set with the SPA cue):
+  * one_way (seeds 0, 1)      the recipe until 2026-12-03: the key clip anchors, the reference clip is a
+                              candidate set and is segmented too (``loss.reference_segmentation``).
+  * symmetric (seeds 0, 1)    ``loss.contrastive.symmetric=true``: the reference clip's samples anchor as well
+                              (against the key clip's) and feed the stuff queues: both clips are key clips.
+  * no_backward (seed 0)      ``loss.reference_segmentation=false loss.reference_backward=false``: the
+                              reference is forwarded under ``torch.no_grad`` and only supplies k+ / k-.
+Writes ``benchmarks/results/tcl_reference_cpu.json`` (machine named; per-seed metrics, the TCL counters of the
+last log window, training wall seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "platform"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import learning as L  # noqa: E402
+
+ARMS = {
+    "one_way": ["loss.contrastive.symmetric=false"],
+    "symmetric": ["loss.contrastive.symmetric=true"],
+    "no_backward": ["loss.contrastive.symmetric=false", "loss.reference_segmentation=false",
+                    "loss.reference_backward=false"],
+}
+SEEDS_OF = {"no_backward": 1}
+KEYS = ("vpq_1_thing", "vpq_6_thing", "vpq_1_stuff", "vpq_6_stuff", "vpq_mean_1246", "stq")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common import machine
+
+    from gvseg.data.pipeline import build_records
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check the script end to end")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args(argv)
+    s = L.sizes(args.smoke)
+    tag = "smoke" if args.smoke else "cpu"
+    work = ROOT / "benchmarks" / "data" / "tcl_reference" / tag
+    data = work / "data_vps"
+    base = L.data_overrides("vps", data, s) + [f"train.max_iters={s['steps']}",
+                                               f"train.lr_steps=({int(s['steps'] * 5 / 6)},)"]
+    cfg = L.config("vps", base)
+    build_records(cfg.data, cfg.data.train_split)  # written once, before the workers read it
+    specs = [{"name": f"{arm}/s{seed}", "task": "vps", "seed": seed, "cues": ("spa",),
+              "overrides": base + [f"train.seed={seed}"] + extra, "out": str(work / f"{arm}_s{seed}")}
+             for arm, extra in ARMS.items() for seed in s["seeds"][: SEEDS_OF.get(arm)]]
+    t0 = time.time()
+    with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        runs = list(pool.map(L.run_one, specs))
+    arms: dict[str, dict] = {}
+    for r in runs:
+        arm = r["name"].split("/")[0]
+        last = r["history"][-1] if r["history"] else {}
+        a = arms.setdefault(arm, {"per_seed": {}})
+        a["per_seed"][r["seed"]] = {**{k: r["metrics"]["spa"].get(k) for k in KEYS}, "train_s": r["train_s"],
+                                    "tcl_last_log": {k: v for k, v in last.items() if k.startswith("mech/tcl")}}
+    for a in arms.values():
+        for k in (*KEYS, "train_s"):
+            a[k] = L.mean_sd([p[k] for p in a["per_seed"].values()])
+    diffs = {f"{arm}_minus_one_way": {k: L.mean_sd([arms[arm]["per_seed"][sd][k] - arms["one_way"]["per_seed"][sd][k]
+                                                    for sd in arms[arm]["per_seed"] if sd in arms["one_way"]["per_seed"]])
+                                      for k in KEYS} for arm in arms if arm != "one_way"}
+    result = {"benchmark": "tcl_reference", "machine": machine(), "settings": {**s, "arms": ARMS, "jobs": args.jobs},
+              "wall_s": time.time() - t0, "arms": arms, "paired_differences": diffs}
+    out = ROOT / "benchmarks" / "results" / f"tcl_reference_{tag}.json"
+    out.write_text(json.dumps(result, indent=1, default=float))
+    print(json.dumps({arm: {k: round(a[k]["mean"], 2) for k in ("vpq_1_thing", "vpq_6_thing", "vpq_6_stuff", "train_s")}
+                      for arm, a in arms.items()}, indent=1))
+    print(json.dumps({d: {k: round(v["mean"], 2) for k, v in x.items() if k in ("vpq_1_thing", "vpq_6_thing")}
+                      for d, x in diffs.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
