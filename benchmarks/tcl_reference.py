@@ -37,6 +37,11 @@ ARMS = {
     "no_backward": ["loss.contrastive.symmetric=false", "loss.reference_segmentation=false",
                     "loss.reference_backward=false"],
 }
+# Compute-matched: a no_backward step costs ~0.65x a one_way step (benchmarks/results/train_step_cpu.json,
+# 10.0 vs 15.6 CPU s at 256x256), so 1400 steps cost what one_way's 900 do.
+MATCHED_STEPS = 1400
+ARMS["no_backward_matched"] = ARMS["no_backward"] + [f"train.max_iters={MATCHED_STEPS}",
+                                                      f"train.lr_steps=({int(MATCHED_STEPS * 5 / 6)},)"]
 SEEDS_OF = {"no_backward": 1}
 KEYS = ("vpq_1_thing", "vpq_6_thing", "vpq_1_stuff", "vpq_6_stuff", "vpq_mean_1246", "stq")
 
@@ -49,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: check the script end to end")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma-separated arms to (re)run; the others are kept from the "
+                                                "existing result file")
     args = ap.parse_args(argv)
     s = L.sizes(args.smoke)
     tag = "smoke" if args.smoke else "cpu"
@@ -60,16 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     build_records(cfg.data, cfg.data.train_split)  # written once, before the workers read it
     specs = [{"name": f"{arm}/s{seed}", "task": "vps", "seed": seed, "cues": ("spa",),
               "overrides": base + [f"train.seed={seed}"] + extra, "out": str(work / f"{arm}_s{seed}")}
-             for arm, extra in ARMS.items() for seed in s["seeds"][: SEEDS_OF.get(arm)]]
+             for arm, extra in ARMS.items() for seed in s["seeds"][: SEEDS_OF.get(arm)]
+             if not args.only or arm in args.only.split(",")]
+    if args.smoke:  # the matched arm's step count is for the full sizes
+        specs = [sp for sp in specs if not sp["name"].startswith("no_backward_matched")]
     t0 = time.time()
     with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         runs = list(pool.map(L.run_one, specs))
-    arms: dict[str, dict] = {}
+    out = ROOT / "benchmarks" / "results" / f"tcl_reference_{tag}.json"
+    prev = json.loads(out.read_text()) if args.only and out.exists() else {}
+    arms: dict[str, dict] = {a: v for a, v in prev.get("arms", {}).items() if a not in args.only.split(",")}
     for r in runs:
         arm = r["name"].split("/")[0]
         last = r["history"][-1] if r["history"] else {}
         a = arms.setdefault(arm, {"per_seed": {}})
-        a["per_seed"][r["seed"]] = {**{k: r["metrics"]["spa"].get(k) for k in KEYS}, "train_s": r["train_s"],
+        a["per_seed"][str(r["seed"])] = {**{k: r["metrics"]["spa"].get(k) for k in KEYS}, "train_s": r["train_s"],
                                     "tcl_last_log": {k: v for k, v in last.items() if k.startswith("mech/tcl")}}
     for a in arms.values():
         for k in (*KEYS, "train_s"):
@@ -78,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     for sd in arms[arm]["per_seed"] if sd in arms["one_way"]["per_seed"]])
                                       for k in KEYS} for arm in arms if arm != "one_way"}
     result = {"benchmark": "tcl_reference", "machine": machine(), "settings": {**s, "arms": ARMS, "jobs": args.jobs},
-              "wall_s": time.time() - t0, "arms": arms, "paired_differences": diffs}
-    out = ROOT / "benchmarks" / "results" / f"tcl_reference_{tag}.json"
+              "wall_s": time.time() - t0 + prev.get("wall_s", 0.0), "arms": arms, "paired_differences": diffs}
     out.write_text(json.dumps(result, indent=1, default=float))
     print(json.dumps({arm: {k: round(a[k]["mean"], 2) for k in ("vpq_1_thing", "vpq_6_thing", "vpq_6_stuff", "train_s")}
                       for arm, a in arms.items()}, indent=1))

@@ -90,14 +90,25 @@ def main(argv: list[str] | None = None) -> int:
 
     HungarianMatcher.__call__ = timed_call
 
+    # name -> (loss settings, clip, key frames a step: frames whose samples anchor TCL and are segmented)
+    variants = {
+        "gvseg_tcl": (cfg.loss, with_ref, 3),
+        "gvseg_tcl_symmetric": (dataclasses.replace(cfg.loss, contrastive=dataclasses.replace(
+            cfg.loss.contrastive, symmetric=True)), with_ref, 6),
+        "gvseg_tcl_no_backward": (dataclasses.replace(cfg.loss, reference_segmentation=False,
+                                                      reference_backward=False), with_ref, 3),
+        "gvseg": (cfg.loss, key, 3),
+    }
     fns, info = {}, {}
-    for name, clip in (("gvseg_tcl", with_ref), ("gvseg", key)):
+    for name, (loss, clip, key_frames) in variants.items():
+        vcfg = dataclasses.replace(cfg, loss=loss)
         engine.seed_everything(0)
-        parts = engine.build_parts(cfg)
-        engine.train_step(parts, clip, cfg)  # optimiser state and grads exist before timing
-        fns[name] = lambda parts=parts, clip=clip: engine.train_step(parts, clip, cfg)
+        parts = engine.build_parts(vcfg)
+        engine.train_step(parts, clip, vcfg)  # optimiser state and grads exist before timing
+        fns[name] = lambda parts=parts, clip=clip, vcfg=vcfg: engine.train_step(parts, clip, vcfg)
         info[name] = {"params_m": sum(p.numel() for p in parts.model.parameters()) / 1e6,
-                      "frames_per_step": 3 * (2 if clip.reference is not None else 1), "key_frames_per_step": 3}
+                      "frames_per_step": 3 * (2 if clip.reference is not None else 1),
+                      "key_frames_per_step": key_frames}
     peer = None
     try:
         model, desc = hf_model(args.smoke, mc.num_classes)
@@ -144,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         result["variants"][name] = row
     if "hf" in cpu:
         hf = result["variants"]["hf"]["cpu_s_per_key_frame"]
-        for name in ("gvseg_tcl", "gvseg"):
+        for name in variants:
             result["variants"][name]["speed_vs_hf_per_key_frame"] = hf / result["variants"][name]["cpu_s_per_key_frame"]
-        result["target"] = "gvseg_tcl >= 1.0x HF per key frame"
-        result["meets_target"] = result["variants"]["gvseg_tcl"]["speed_vs_hf_per_key_frame"] >= 1.0
+        result["target"] = "the recipe's TCL step (gvseg_tcl_symmetric since 2026-12-03) >= 1.0x HF per key frame"
+        result["meets_target"] = {n: result["variants"][n]["speed_vs_hf_per_key_frame"] >= 1.0
+                                  for n in variants if n.startswith("gvseg_tcl")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / ("train_step_cpu_smoke.json" if args.smoke else "train_step_cpu.json")

@@ -47,3 +47,13 @@ def test_ids_redrawn_every_clip_switch_at_every_clip_boundary_only(vps, tmp_path
     assert n["switches_within_clip"] == 0
     assert n["switches_across_clips"] == n["transitions_across_clips"] > 0
     assert n["switch_rate_across_clips"] == 1.0
+
+
+def test_oracle_association_restores_ids_redrawn_every_clip(vps, tmp_path):
+    # the masks are the ground truth's, the ids re-drawn at every clip: the oracle gives them back their GT
+    # identities, so thing VPQ_6 is what VPQ_1 is (100) although the redrawn ids alone score less
+    cfg, root, space = vps
+    pred = tmp_path / "pred"
+    evaluate_predictions(cfg, pred, lambda v, rec: redrawn_ids(rec, space, "vps", CLIP), progress=False)
+    m = learning.oracle_association(root, pred, tmp_path / "oracle")
+    assert m["vpq_6_thing"] == pytest.approx(100.0) and m["vpq_1_thing"] == pytest.approx(100.0)

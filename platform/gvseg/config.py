@@ -283,7 +283,9 @@ class ContrastiveConfig:
     aux_weight: float = 3.0  # L2 on cosine
     # The reference clip's samples anchor too, against the key clip's (Eq. 10 both ways; both clips feed the
     # queues): with LossConfig.reference_segmentation the two clips of a step are then both key clips.
-    # False = key clip anchors only (IDOL's one-way loss).
+    # False = key clip anchors only (IDOL's one-way loss), the default by measurement
+    # (benchmarks/results/tcl_reference_cpu.json, VPS learning data, 900 steps, 2 seeds, symmetric minus
+    # one-way): thing VPQ_6 -2.4 +- 2.6 (-4.2, -0.5), VPQ_1 -0.4 +- 1.6, stuff VPQ_6 +0.1; ~1.1x the step.
     symmetric: bool = False
 
 

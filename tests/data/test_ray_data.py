@@ -62,7 +62,10 @@ def test_split_shards_hold_disjoint_videos_per_epoch(ray_ctx):
         return [(int(e), bytes(v).decode()) for b in it.iter_batches(batch_size=2, batch_format="numpy")
                 for e, v in zip(b["epoch"], b["video_id"])]
 
-    outs = ray.get([consume.remote(it) for it in its])  # both consumers pull concurrently, as Train workers do
+    # both consumers pull concurrently, as Train workers do. Under heavy CPU load (2 cores shared with two
+    # training processes) the split coordinator was seen waiting on one consumer for good ("blocked waiting
+    # on other clients"): a bounded wait turns such a hang into a failure with that reason.
+    outs = ray.get([consume.remote(it) for it in its], timeout=300)
     assert len(outs[0]) == len(outs[1]) >= len(records) - 1  # equal=True balances rows across workers
     for epoch in (0, 1):
         a = [v for e, v in outs[0] if e == epoch]

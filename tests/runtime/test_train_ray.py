@@ -54,6 +54,29 @@ def test_embedded_ray_listens_on_loopback_only(ray_local):
     assert not [x for x in listening if not _loopback(x[1])]
 
 
+def test_embedded_ray_hands_its_own_address_to_its_workers(ray_local):
+    """Its tasks and detached actors (Ray Train's PlacementGroupCleaner is one) see RAY_ADDRESS = this
+    instance's GCS, so Ray's auto-detection never picks another instance on the host."""
+    import os
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def address(self):
+            return os.environ.get("RAY_ADDRESS")
+
+    gcs = ray.get_runtime_context().gcs_address
+    task = ray.get(ray.remote(num_cpus=0)(lambda: os.environ.get("RAY_ADDRESS")).remote(), timeout=120)
+    probe = Probe.options(lifetime="detached", name="gvseg_address_probe").remote()
+    try:
+        assert task == gcs and ray.get(probe.address.remote(), timeout=120) == gcs
+        assert gcs.startswith("127.0.0.1:")
+    finally:
+        ray.kill(probe)
+    assert "RAY_ADDRESS" not in os.environ  # the driver's own environment is left as it was
+
+
 def test_embedded_ray_refuses_requests_without_the_token(ray_local):
     """Token auth is on in the embedded Ray: its GCS answers only a request that carries the token, and the
     token is in none of its logs or process environments (Ray got the file's path)."""

@@ -55,13 +55,20 @@ def init_embedded(num_cpus: int, *, dashboard: bool = False, **kwargs: Any) -> N
     import ray
     from ray._private import ray_constants
 
-    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **_auth_env()}
+    # The instance's own address, known before it starts (the GCS port is picked here), is handed to its job's
+    # workers as RAY_ADDRESS: what runs inside (Ray Train's detached PlacementGroupCleaner asks the state API)
+    # then finds this instance even when another Ray runs on the same host, where Ray's auto-detection stops
+    # with "Found multiple active Ray instances".
+    port = _free_loopback_port()
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_GCS_SERVER_PORT": str(port), **_auth_env()}
+    runtime_env = dict(kwargs.pop("runtime_env", None) or {})
+    runtime_env["env_vars"] = {"RAY_ADDRESS": f"127.0.0.1:{port}", **runtime_env.get("env_vars", {})}
     saved_env, saved_flag = {k: os.environ.get(k) for k in env}, ray_constants.ENABLE_RAY_CLUSTER
     os.environ.update(env)
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         _reload_auth()
-        context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard,
+        context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, runtime_env=runtime_env,
                            **({"dashboard_host": "127.0.0.1"} if dashboard else {}), **{"log_to_driver": True, **kwargs})
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
@@ -72,6 +79,15 @@ def init_embedded(num_cpus: int, *, dashboard: bool = False, **kwargs: Any) -> N
                 os.environ[key] = value
     token = env.get("RAY_AUTH_TOKEN_PATH")
     _start_watchdog(context.address_info["session_dir"], os.path.dirname(token) if token else None)
+
+
+def _free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _auth_env() -> dict[str, str]:
