@@ -86,7 +86,7 @@ def decode(path: str, height: int, width: int) -> FrameAnnotation:
         raise DataError(path, f"stray label values {values[bad][:8].tolist()} (allowed: 0, 255, 1..{NUM_CLASSES})")
     cats = values - 1  # [K]
     return C.IndexedAnnotation(ids=cats.copy(), category_ids=cats, index=lookup(C.index_lut(256, values, VOID_RAW), raw),
-                               iscrowd=np.zeros(len(cats), bool))
+                               iscrowd=np.zeros(len(cats), bool), present=np.ones(len(cats), bool))
 
 
 def write(out_dir: str | Path, videos: list[SyntheticVideo], split: str, *, progress: bool = False) -> None:

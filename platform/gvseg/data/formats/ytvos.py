@@ -120,7 +120,8 @@ def indexed_palette(ids: np.ndarray, lab: np.ndarray) -> FrameAnnotation:
         return FrameAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64), masks=C.masks_from_ids(lab, ids),
                                iscrowd=np.zeros(len(ids), bool), ignore=lab == IGNORE_INDEX)
     return C.IndexedAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64),
-                               index=lookup(C.index_lut(256, ids, (IGNORE_INDEX,)), lab), iscrowd=np.zeros(len(ids), bool))
+                               index=lookup(C.index_lut(256, ids, (IGNORE_INDEX,)), lab), iscrowd=np.zeros(len(ids), bool),
+                               present=np.ones(len(ids), bool))  # ids are the values found
 
 
 # ----------------------------------------------------------------------------------------------- write
