@@ -54,7 +54,6 @@ import cv2
 import numpy as np
 import torch
 
-from gvseg.data.arrays import lookup
 from gvseg.structures import (
     PIXEL_MEAN,
     PIXEL_STD,
@@ -325,6 +324,9 @@ class Sample:
     exemplars: SampleExemplars | None = None
     reference: Sample | None = None
     has_targets: bool = True
+    # [K] bool: which tubes have pixels in frame 0, when make_sample knows it (draw_exemplars reads it instead of
+    # scanning the planes); None: unknown
+    first_visible: np.ndarray | None = None
 
 
 def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequence[FrameAnnotation | None] | None,
@@ -370,9 +372,7 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
     flags = [bool(bgr)] * t_len if isinstance(bgr, bool | np.bool_) else [bool(b) for b in bgr]
     if len(flags) != t_len:
         raise ValueError(f"{video_id}: {len(flags)} bgr flags for {t_len} frames")
-    planes = _BUFFERS.empty((t_len, 3, ph, pw))  # [T, 3, ph, pw] uint8, the padding zeroed below
-    planes[:, :, h:] = 0
-    planes[:, :, :h, w:] = 0
+    planes = _BUFFERS.empty((t_len, 3, ph, pw))  # [T, 3, ph, pw] uint8, padding zeroed by _augment_planar
     memo = {} if memo is None else memo
     for t, f in enumerate(frames):
         key = ("planes", int(frame_index[t]))
@@ -391,7 +391,7 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
     for t, ann in enumerate(annotations):
         if ann is None:
             continue
-        shape = ann.index.shape if hasattr(ann, "index") else ann.masks.shape[1:]
+        shape = ann.index_shape if hasattr(ann, "coded") else ann.masks.shape[1:]
         if tuple(shape) != (h0, w0):
             raise ValueError(f"{video_id}: frame {t} mask is {shape[0]}x{shape[1]} but the frame is {h0}x{w0}")
         crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(len(ann.ids), bool)
@@ -399,7 +399,7 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
             per_id.setdefault(int(i), int(c))
     ids = np.array(sorted(per_id), np.int64)
     rows, cols = _index_maps(h0, w0, params)
-    if all(a is None or hasattr(a, "index") for a in annotations):
+    if all(a is None or hasattr(a, "coded") for a in annotations):
         masks, ignore, present, first = _tubes_from_index_maps(annotations, ids, rows, cols, t_len, (h, w),
                                                                (ph, pw), (h0, w0), first_frame_objects,
                                                                _cv2_nearest(h0, w0, params))
@@ -409,15 +409,16 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
     ids = ids[present]  # objects cropped away disappear
     # every object of the clip is checked against the label space, also those first_frame_objects drops
     labels = label_space.to_contiguous(np.array([per_id[i] for i in ids.tolist()], np.int64), video_id)
-    if first is not None:  # first_frame_objects: the tubes are those of first (within present)
+    if first_frame_objects:  # the tubes are those of first (within present)
         ids, labels = ids[first], labels[first]
+        first = np.ones(len(ids), bool)
     return Sample(video_id, image, np.asarray(frame_index, np.int64), ids, labels, masks, ignore,
-                  label_space.num_thing_classes)
+                  label_space.num_thing_classes, first_visible=first)
 
 
 def _augment_planar(image: np.ndarray, p: AugmentParams, out: np.ndarray, bgr: bool, memo: dict) -> None:
-    """[H, W, 3] uint8 (RGB, or BGR when ``bgr``) -> ``out`` [3, >= h', >= w'] uint8 RGB planes (top-left
-    h' x w' written): the pixels of :func:`augment_image`, channels first.
+    """[H, W, 3] uint8 (RGB, or BGR when ``bgr``) -> ``out`` [3, >= h', >= w'] uint8 RGB planes: the pixels of
+    :func:`augment_image`, channels first, top-left h' x w', and 0 in the rest (the padding).
 
     The input is split into planes first (``cv2.split``, channel order reversed for BGR) and each plane is
     resized bilinearly straight into its place in ``out``: OpenCV's uint8 bilinear resize is bit-exact and
@@ -450,6 +451,8 @@ def _augment_planar(image: np.ndarray, p: AugmentParams, out: np.ndarray, bgr: b
     if p.flip:
         for d in dst:
             cv2.flip(d, 1, dst=d)
+    out[:, :ch, cw:] = 0  # padding, while these rows are in cache (zeroing the strips of a cold buffer
+    out[:, ch:] = 0  # afterwards costs a cache miss a row: 0.5 ms a sample)
 
 
 def _split_into(image: np.ndarray, planes: list[np.ndarray]) -> None:
@@ -549,10 +552,10 @@ def _padded_base(a: np.ndarray, ph: int | None = None, pw: int | None = None) ->
 
 
 def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, source_size, first_frame=False,
-                           cv2_flip=None):
-    """Index maps -> (masks [K', T, h, w], ignore [T, h, w], present [K] bool, first): views of padded
-    buffers; only the K' objects with pixels in the clip get a plane (``first_frame``: only those with pixels
-    in frame 0; ``first`` [K' of present] bool says which, else None).
+                           cv2_axes=None):
+    """Index maps -> (masks [K', T, h, w], ignore [T, h, w], present [K] bool, first [K' of present] bool):
+    views of padded buffers; only the K' objects with pixels in the clip get a plane (``first_frame``: only
+    those with pixels in frame 0, which ``first`` marks).
 
     Per frame, the frame codes become clip codes at the *input* resolution (one cv2.LUT of the small map)
     and are then resized straight into the clip's code buffer, so nothing is looked up or allocated at the
@@ -565,14 +568,12 @@ def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, so
     dtype = np.uint8 if k + 1 < 256 else np.uint16 if k + 1 < 65536 else np.uint32
     ign = k + 1
     code = _BUFFERS.empty((t_len, ph, pw), dtype)  # clip codes: k + 1 = ids[k], 0 = nothing, K + 1 = ignore
-    code[:, h:] = ign  # padding is ignored
-    code[:, :h, w:] = ign
     keeps_all = _keeps_every_pixel(rows, cols, source_size)
     seen = np.zeros((t_len, k + 2), bool)  # clip codes each frame holds (known where filled)
     known = np.zeros(t_len, bool)
     for t, ann in enumerate(annotations):
         if ann is None:  # unannotated: all ignore
-            code[t, :h, :w] = ign
+            code[t] = ign
             known[t] = True
             continue
         k_t = len(ann.ids)
@@ -580,7 +581,9 @@ def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, so
         crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(k_t, bool)
         lut[1:k_t + 1] = np.where(crowd, ign, np.searchsorted(ids, ann.ids) + 1)  # crowd pixels are ignored
         lut[k_t + 1] = ign
-        _resize_nearest(lookup(lut, ann.index), rows, cols, code[t, :h, :w], cv2_flip)
+        _resize_nearest(ann.coded(lut), rows, cols, code[t, :h, :w], cv2_axes)
+        code[t, :h, w:] = ign  # padding is ignored (filled while the rows are in cache)
+        code[t, h:] = ign
         if keeps_all:
             has = getattr(ann, "present", None)
             if has is None:
@@ -590,9 +593,9 @@ def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, so
     for t in np.flatnonzero(~known).tolist():  # pixels per clip code; cv2.calcHist 2.2 ms vs np.bincount 8.4 ms
         seen[t] = _histogram(code[t, :h, :w], k + 2) > 0
     present = seen[:, 1:k + 1].any(0)  # [K]
-    first = seen[0, 1:k + 1][present] if first_frame else None  # [K' of present]
+    first = seen[0, 1:k + 1][present]  # [K' of present]: visible in frame 0
     keep = (np.flatnonzero(present) + 1).astype(dtype)
-    if first is not None:
+    if first_frame:
         keep = keep[first]
     masks = _BUFFERS.empty((len(keep), t_len, ph, pw), bool)
     np.equal(keep[:, None, None, None], code[None], out=masks)  # all planes in one pass, padding False
@@ -613,42 +616,57 @@ def _keeps_every_pixel(rows: np.ndarray, cols: np.ndarray, source_size: tuple[in
 
 
 def _resize_nearest(index: np.ndarray, rows: np.ndarray, cols: np.ndarray, out: np.ndarray,
-                    cv2_flip: bool | None = None) -> None:
+                    cv2_axes: tuple[bool, bool, bool] | None = None) -> None:
     """``out[y, x] = index[rows[y], cols[x]]`` (the ``_index_maps`` geometry, flip included): columns first at
-    the input height (the element gather), then whole rows copied straight into ``out``. ``cv2_flip`` not None
-    (see :func:`_cv2_nearest`): ``cv2.resize(INTER_NEAREST_EXACT)`` samples exactly ``rows`` x ``cols`` (before
-    the flip), so it resizes into ``out`` instead (0.17 against 0.27 ms a 640x853 map), then flips in place."""
-    if cv2_flip is not None and index.dtype in (np.uint8, np.uint16):
-        r = cv2.resize(index, (out.shape[1], out.shape[0]), dst=out, interpolation=cv2.INTER_NEAREST_EXACT)
+    the input height (the element gather), then whole rows copied straight into ``out``.
+
+    ``cv2_axes`` = (rows, cols, flip) from :func:`_cv2_nearest`: where ``cv2.resize(INTER_NEAREST_EXACT)``
+    samples exactly ``rows`` / ``cols`` (before the flip), that axis is resized by OpenCV instead (a whole
+    640x853 map: 0.17 against 0.27 ms), then the result is flipped in place."""
+    ok_r, ok_c, flip = cv2_axes if cv2_axes is not None and index.dtype in (np.uint8, np.uint16) else (0, 0, 0)
+    if not (ok_r or ok_c):
+        np.take(np.take(index, cols, axis=1), rows, axis=0, out=out, mode="clip")  # indices are in range
+        return
+    h, w = out.shape
+    if ok_r and ok_c:
+        src = index
+    elif ok_c:  # OpenCV for the columns, a row gather after (into out, no flip: cols are unflipped here)
+        np.take(cv2.resize(index, (w, index.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT), rows, axis=0,
+                out=out, mode="clip")
+        src = None
+    else:  # the column gather (flip included), then OpenCV for the rows (same width: an identity in x)
+        src = np.take(index, cols, axis=1)
+        flip = False
+    if src is not None:
+        r = cv2.resize(src, (w, h), dst=out, interpolation=cv2.INTER_NEAREST_EXACT)
         if r.ctypes.data != out.ctypes.data:
             out[...] = r
-        if cv2_flip:
-            cv2.flip(out, 1, dst=out)
-        return
-    np.take(np.take(index, cols, axis=1), rows, axis=0, out=out, mode="clip")  # indices are in range
+    if flip:
+        cv2.flip(out, 1, dst=out)
 
 
 @functools.lru_cache(maxsize=256)
-def _cv2_nearest_matches(height: int, width: int, rh: int, rw: int) -> bool:
+def _cv2_nearest_matches(height: int, width: int, rh: int, rw: int) -> tuple[bool, bool]:
     """Whether OpenCV's ``INTER_NEAREST_EXACT`` resize of a (height, width) map to (rh, rw) picks exactly the
-    source rows and columns of ``_index_maps`` (pixel centres, float64): read off the resize of two index
+    source rows / columns of ``_index_maps`` (pixel centres, float64): read off the resize of two index
     ramps (its fixed-point arithmetic agrees for most sizes, not provably for all)."""
     if max(height, width) >= 1 << 16:
-        return False
+        return False, False
     rows, cols = _index_maps(height, width, AugmentParams((rh, rw), (0, 0, rh, rw), False))
     ramp_c = np.arange(width, dtype=np.uint16)[None]  # [1, W]
     ramp_r = np.ascontiguousarray(np.arange(height, dtype=np.uint16)[:, None])  # [H, 1]
     got_c = cv2.resize(ramp_c, (rw, 1), interpolation=cv2.INTER_NEAREST_EXACT).reshape(-1)
     got_r = cv2.resize(ramp_r, (1, rh), interpolation=cv2.INTER_NEAREST_EXACT).reshape(-1)
-    return np.array_equal(got_c, cols) and np.array_equal(got_r, rows)
+    return bool(np.array_equal(got_r, rows)), bool(np.array_equal(got_c, cols))
 
 
-def _cv2_nearest(height: int, width: int, p: AugmentParams) -> bool | None:
-    """The ``cv2_flip`` argument of :func:`_resize_nearest` for ``p``: the flip flag when the cv2 resize gives
-    the same map (no crop), else None."""
-    if p.crop != (0, 0, *p.size) or not _cv2_nearest_matches(height, width, *p.size):
+def _cv2_nearest(height: int, width: int, p: AugmentParams) -> tuple[bool, bool, bool] | None:
+    """The ``cv2_axes`` argument of :func:`_resize_nearest` for ``p``: (rows, cols, flip) where cv2 gives the
+    same map (no crop), else None."""
+    if p.crop != (0, 0, *p.size):
         return None
-    return p.flip
+    ok_r, ok_c = _cv2_nearest_matches(height, width, *p.size)
+    return (ok_r, ok_c, p.flip) if ok_r or ok_c else None
 
 
 def _histogram(code: np.ndarray, n: int) -> np.ndarray:
@@ -679,9 +697,9 @@ def _tubes_from_masks(annotations, ids, rows, cols, t_len, size, padded, first_f
             m = ann.masks[keep][:, rows][:, :, cols]  # [K_t, h, w]
             masks[k, t, :h, :w] |= m
     present = masks.any(axis=(1, 2, 3))
-    first = masks[present, 0].any(axis=(1, 2)) if first_frame else None
-    sel = present if first is None else np.flatnonzero(present)[first]
-    if first is not None or not present.all():
+    first = masks[present, 0].any(axis=(1, 2))  # [K' of present]
+    sel = np.flatnonzero(present)[first] if first_frame else present
+    if first_frame or not present.all():
         masks = masks[sel]
     return _padded_view(masks, h, w), _padded_view(ignore, h, w), present, first
 
@@ -714,7 +732,10 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
     ph, pw = pad_size([(h, w)])
     base = _padded_base(sample.masks, ph, pw)
     first = sample.masks[:, 0]  # [K, h, w] view
-    vis = np.flatnonzero(first.any(axis=(1, 2)))  # [E] tubes visible in the first frame
+    known = sample.first_visible
+    if known is None or len(known) != len(sample.ids):
+        known = first.any(axis=(1, 2))
+    vis = np.flatnonzero(known)  # [E] tubes visible in the first frame
     ids = sample.ids[vis]
     e = len(ids)
     # uniform mixes keep the plain integer draw (the random stream of older runs)
@@ -728,10 +749,14 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
         elif kind[j] == EXEMPLAR_KINDS["box"]:
             boxes[j] = tight_box(first[k])
     is_mask = kind == EXEMPLAR_KINDS["mask"]
-    # only mask hints carry their plane; the others stay all-False (zeroed pages, never written)
+    # only mask hints carry their plane; the others are all-False
     if base is not None:  # the padded first-frame planes: collate then takes the hint masks without a copy
-        masks = np.zeros((e, ph, pw), bool)
-        masks[is_mask] = base[vis[is_mask], 0]
+        masks = _BUFFERS.empty((e, ph, pw), bool)  # recycled memory: every plane is written
+        for j, k in enumerate(vis.tolist()):
+            if is_mask[j]:
+                masks[j] = base[k, 0]
+            else:
+                masks[j] = False
         masks = _padded_view(masks, h, w)
     else:
         masks = np.zeros((e, h, w), bool)
@@ -774,7 +799,9 @@ def keep_hinted(sample: Sample) -> Sample:
     h, w = sample.masks.shape[-2:]
     base = _padded_base(sample.masks, *pad_size([(h, w)]))
     masks = _padded_view(base[keep], h, w) if base is not None else sample.masks[keep]  # stays padded for collate
-    return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=masks)
+    first = sample.first_visible
+    return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=masks,
+                               first_visible=None if first is None or len(first) != len(keep) else first[keep])
 
 
 def record_exemplars(exemplars: Sequence[Exemplar], clip_frame_index: np.ndarray, height: int, width: int,

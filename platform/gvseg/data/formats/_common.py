@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from gvseg.data.arrays import lookup, paint_runs
 from gvseg.data.errors import DataError
 from gvseg.structures import FrameAnnotation, SyntheticVideo, VideoRecord
 
@@ -216,17 +217,47 @@ class IndexedAnnotation(FrameAnnotation):
     (label-map decoders list only the values they found, so all do; RLE objects may be empty). The clip
     pipeline then reads which objects a clip holds off it instead of a histogram of every map (issue #17).
     None: unknown (a histogram decides).
+
+    A decoder may give the map undone instead of ``index``: ``source`` + ``source_lut`` (index =
+    ``source_lut[source]``) or ``runs`` = (lengths, codes) of :func:`gvseg.data.arrays.runs` + ``shape``. Then
+    ``index`` is made on first access, and :meth:`coded` (what the clip pipeline calls) maps the source
+    straight through the composed table: one full-resolution pass per frame instead of two (issue #17).
     """
 
-    def __init__(self, ids: np.ndarray, category_ids: np.ndarray, index: np.ndarray,
+    def __init__(self, ids: np.ndarray, category_ids: np.ndarray, index: np.ndarray | None = None,
                  iscrowd: np.ndarray | None = None, has_ignore: bool = True, masks: np.ndarray | None = None,
-                 present: np.ndarray | None = None):
-        self.ids, self.category_ids, self.index = ids, category_ids, index
+                 present: np.ndarray | None = None, *, source: np.ndarray | None = None,
+                 source_lut: np.ndarray | None = None, runs: tuple[np.ndarray, np.ndarray] | None = None,
+                 shape: tuple[int, int] | None = None):
+        if index is None and (source is None or source_lut is None) and (runs is None or shape is None):
+            raise ValueError("IndexedAnnotation needs index, source + source_lut, or runs + shape")
+        self.ids, self.category_ids, self._index = ids, category_ids, index
+        self._source, self._source_lut, self._runs = source, source_lut, runs
+        self.index_shape: tuple[int, int] = tuple(index.shape if index is not None else  # type: ignore[assignment]
+                                                  source.shape if source is not None else shape)
         self.present = present
         self.iscrowd = iscrowd if iscrowd is not None else np.zeros(len(ids), bool)
         self.has_ignore = has_ignore  # False: the format has no void pixels (``ignore`` is None, as before)
         self._masks: np.ndarray | None = masks
         self._ignore: np.ndarray | None = None
+
+    @property
+    def index(self) -> np.ndarray:
+        """[H, W] codes (see the class docstring), made from the source on first access."""
+        if self._index is None:
+            if self._runs is not None:
+                self._index = paint_runs(self._runs[0], self._runs[1], self.index_shape)
+            else:
+                self._index = lookup(self._source_lut, self._source)
+        return self._index
+
+    def coded(self, lut: np.ndarray) -> np.ndarray:
+        """``lut[index]`` (a new [H, W] array of ``lut``'s dtype) in one pass over the source."""
+        if self._index is not None:
+            return lookup(lut, self._index)
+        if self._runs is not None:
+            return paint_runs(self._runs[0], lut[self._runs[1]], self.index_shape)
+        return lookup(lut[self._source_lut], self._source)
 
     @property
     def masks(self) -> np.ndarray:  # type: ignore[override]
@@ -243,7 +274,7 @@ class IndexedAnnotation(FrameAnnotation):
         return self._ignore
 
     def __repr__(self) -> str:
-        return f"IndexedAnnotation(ids={self.ids.tolist()}, shape={self.index.shape})"
+        return f"IndexedAnnotation(ids={self.ids.tolist()}, shape={self.index_shape})"
 
 
 def indexed_if_disjoint(ids: np.ndarray, category_ids: np.ndarray, stack: np.ndarray,
@@ -302,7 +333,7 @@ def present_values(values: np.ndarray, size: int) -> np.ndarray:
         flat = values.reshape(-1) if values.flags.c_contiguous else None
         if flat is not None and flat.size > 1:
             change = flat[1:] != flat[:-1]
-            if np.count_nonzero(change) < flat.size // 64:  # runs (>= 64 pixels on average) beat the histogram
+            if np.count_nonzero(change) < flat.size // 16:  # runs (>= 16 pixels on average) beat the histogram
                 seen = np.zeros(256, bool)
                 seen[flat[0]] = True
                 seen[flat[1:][change]] = True

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from gvseg.data.arrays import paint_runs, runs
+from gvseg.data.arrays import runs
 from gvseg.data.errors import DataError
 from gvseg.data.formats import _common as C
 from gvseg.structures import Category, FrameAnnotation, SyntheticVideo, VideoRecord
@@ -96,8 +96,8 @@ def decode(path: str, height: int, width: int) -> FrameAnnotation:
     code = np.zeros(len(keys), C.index_dtype(len(ids)))  # [S] key -> k + 1, void -> K + 1
     code[~void] = np.arange(1, len(ids) + 1)
     code[void] = len(ids) + 1
-    index = paint_runs(lengths, code[run_of], key.shape)
-    return C.IndexedAnnotation(ids=ids, category_ids=cats, index=index, iscrowd=thing & (insts == 0),
+    return C.IndexedAnnotation(ids=ids, category_ids=cats, runs=(lengths, code[run_of]), shape=key.shape,
+                               iscrowd=thing & (insts == 0),
                                present=np.ones(len(ids), bool))  # ids are the keys the runs hold
 
 

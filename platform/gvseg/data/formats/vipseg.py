@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from gvseg.data.arrays import paint_runs, runs
+from gvseg.data.arrays import runs
 from gvseg.data.errors import DataError
 from gvseg.data.formats import _common as C
 from gvseg.data.formats.vipseg_categories import VIPSEG_CATEGORIES
@@ -216,7 +216,7 @@ def decode_rgb(path: str, segments: tuple, height: int, width: int) -> FrameAnno
     code[~void] = np.arange(1, len(ids) + 1)
     code[void] = len(ids) + 1
     return C.IndexedAnnotation(ids=ids, category_ids=np.array([info[int(i)][0] for i in ids], np.int64),
-                               index=paint_runs(lengths, code[run_of], idmap.shape),
+                               runs=(lengths, code[run_of]), shape=idmap.shape,
                                iscrowd=np.array([info[int(i)][1] for i in ids], bool),
                                present=np.ones(len(ids), bool))  # ids are the segments the runs hold
 
