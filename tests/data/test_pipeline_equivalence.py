@@ -4,6 +4,8 @@ The old path is kept here as the reference: the ``np.unique`` decoders, per-obje
 tubes (``build_tubes``), per-tube gathers (``augment_masks``), ``np.ascontiguousarray`` flips, ``np.nonzero``
 hint drawing and a zero-filled, unblocked ``collate``. Both run on the same synthetic clips of every format with the same seeds; every array must be
 equal (no tolerance needed: the masks use the same nearest-neighbour index maps, the frames the same cv2 calls).
+Besides, ``test_clips_equal_the_base_commits`` pins sha256 digests of whole Clips made by commit 7fd2143 (before
+the planar frames / broadcast tubes / recycled buffers of issue #17 target 3), per format.
 """
 
 import numpy as np

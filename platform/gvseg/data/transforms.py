@@ -12,10 +12,12 @@ Pipeline for one training sample (all NumPy until :func:`collate`):
 
 Speed (issue #17; benchmarks/clip_pipeline.py, results in benchmarks/results/clip_pipeline_cpu*.json): label-map
 annotations (and RLE frames without overlaps) arrive as one index map per frame
-(``formats._common.IndexedAnnotation``), which is resized once and turned into tubes afterwards; masks are built
-inside buffers already padded to /32 which collate uses as they are; collate copies uint8 frames into recycled
-memory (fresh memory costs a page fault per 4 KB). ``build_tubes`` + ``augment_masks`` remain the reference definition (and the path for callers that
-hold full-resolution masks); tests/data/test_pipeline_equivalence.py checks that both give the same arrays.
+(``formats._common.IndexedAnnotation``), which is mapped to clip codes and resized once, and the tubes come
+from one broadcast comparison after; frames are written channels-first; frames, masks and ignore are built
+inside buffers already padded to /32 (recycled: fresh memory costs a page fault per 4 KB) which collate uses
+as they are (see :func:`make_sample`). ``build_tubes`` + ``augment_masks`` + ``augment_image`` remain the
+reference definition (and the path for callers that hold full-resolution masks);
+tests/data/test_pipeline_equivalence.py checks that both give the same arrays.
 
 Conventions:
   * The key clip and its reference clip get the **same** geometric augmentation: TCL compares
@@ -314,7 +316,7 @@ class Sample:
     """One augmented clip (+ its reference clip), NumPy, unpadded, picklable: what a loader worker emits."""
 
     video_id: str
-    frames: np.ndarray  # [T, H, W, 3] uint8 RGB
+    frames: np.ndarray  # [T, H, W, 3] uint8 RGB (from make_sample: a view of a padded [T, 3, H', W'] buffer)
     frame_index: np.ndarray  # [T] int64 positions in the video
     ids: np.ndarray  # [K] int64
     labels: np.ndarray  # [K] int64 contiguous (things first)
