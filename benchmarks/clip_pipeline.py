@@ -20,7 +20,7 @@ clip_pipeline_cpu.json: wall time, load 5-12) ranged 1.6-4.4x.
 
 Results on the shared 2-core machine (another engineer's benchmarks running, load 1.3-2), ratio = median
 pipeline / median bound; before = commit fd3b409 re-run with this script right before
-(clip_pipeline_cpu_fd3b409.json), after = clip_pipeline_cpu.json:
+(clip_pipeline_cpu_fd3b409.json), after = clip_pipeline_cpu.json as of commit d14c93c (since overwritten):
 vipseg 2.04 -> 1.59, kitti-step 2.17 -> 1.52, vspw 2.39 -> 1.99, ytvis 1.55 -> 1.31, ovis 1.74 -> 1.27,
 ytvos 3.02 -> 1.89, davis 3.02 -> 1.76, burst 2.36 -> 1.37.
 The 1.5x target of issue #17 is met for ytvis, ovis and burst and missed for vipseg and kitti-step (barely),
@@ -32,13 +32,46 @@ PNGs: vspw, ytvos, davis, bound ~20 ms) cannot reach 1.5x without changing the C
 frames normalised on the device). Fresh memory is the other cost on this VM (a page fault per 4 KB, up to
 ~10 us each): the pipeline's 50-80 MB of output per sample faults whenever glibc has returned the previous
 sample's memory to the OS (vipseg: 2.9k faults a sample before, 0 in this run; other runs saw 1-5k after too,
-+5-15 ms); collate recycles its float buffers for that reason, the mask buffers are still fresh allocations.
++5-15 ms); collate recycled its float buffers for that reason, the mask buffers were still fresh allocations
+(all recycled since target 3, below).
 
 Since 2026-12-03 the Clip carries uint8 frames that the model normalises on its device (``Clip.float_frames``,
 bit-identical). Interleaved against the float version on a quiet box (clip_pipeline_cpu_uint8.json) the
 pipeline takes 0.69-0.80x its former time; ratio to the bound 1.94-3.45x before and 1.64-2.40x after in that
 run (the old code measured slower than in the run quoted above: machine variance between days), so no format
 meets 1.5x there. clip_pipeline_cpu_uint8_loaded.json is the same comparison on a loaded box (0.67-0.84x).
+
+Tubes, planar frames, recycled buffers (issue #17, target 3; ``transforms.make_sample``): frames are written
+channels-first into a buffer padded to /32 (``cv2.split`` of the input, then each plane resized in place;
+BGR decodes reordered by the split, no colour swap pass; flip in place per plane), which collate hands to
+torch as it is; the K tubes are one broadcast comparison of the clip codes with the code buffer (half the
+time of one pass per object); which objects a clip holds comes from the decoders (``IndexedAnnotation
+.present``) instead of histograms; label maps go to clip codes in one pass (``IndexedAnnotation.coded``);
+code maps resize by ``cv2.resize(INTER_NEAREST_EXACT)`` on the axes where its map is verified equal to ours;
+EVS builds only the first-frame tubes ``keep_hinted`` keeps; frames, tubes, ignore, code maps and hint masks
+live in recycled buffers (``transforms._Buffers``: fresh memory faulted at 50-100 us a fault on this VM).
+Interleaved before (7fd2143, from a second checkout), after, before, after on the shared 2-core box
+(another engineer's training benchmarks running, load 2.4-3.0), medians of the two runs of each side
+(clip_pipeline_cpu_before_after.json; the last after run is clip_pipeline_cpu.json):
+
+    format       pipeline ms before -> after   bound ms   ratio before -> after
+    vipseg           47.9 -> 37.2               23.1        2.10 -> 1.61
+    kitti-step       48.4 -> 37.7               22.8        2.06 -> 1.65
+    vspw             41.2 -> 28.9               17.3        2.36 -> 1.67
+    ytvis            37.2 -> 26.2               23.1        1.63 -> 1.14
+    ovis             36.4 -> 26.4               22.9        1.60 -> 1.15
+    ytvos            41.6 -> 27.7               17.1        2.42 -> 1.62
+    davis            42.5 -> 27.1               17.2        2.45 -> 1.58
+    burst            40.2 -> 29.0               23.9        1.68 -> 1.22
+
+The pipeline takes 0.64-0.78x its former time. The 1.5x target is met for ytvis, ovis and burst (their bound
+decodes every RLE object and resizes a K-channel stack) and missed for the label-map formats davis, vipseg,
+ytvos, kitti-step and vspw (1.58-1.67x), whose bound is one PNG decode and one resize a frame. Stage medians
+of a vspw sample after (CPU ms): frame decode 10.3 (the bound's), label decode 5.0 (bound ~3.4), planar frames
+5.9 (the bound's interleaved resize ~3.5), tubes 6.4 (bound ~1 of nearest resize): per-frame code maps 2.4,
+the K x T x H x W comparison 2.4, ignore 0.6. The comparison and ignore write the bytes the Clip contract
+requires (bool tubes and ignore at the padded output size, ~15-30 MB a sample, at memory bandwidth here); the
+rest is within ~0.3-0.4 ms a frame of the bound's own calls. Median page faults per sample are 0 on both sides.
 
     python benchmarks/clip_pipeline.py                 # all formats, ~1 min on 2 shared cores
     python benchmarks/clip_pipeline.py --smoke         # seconds

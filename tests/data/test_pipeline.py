@@ -34,6 +34,7 @@ def fake_formats(monkeypatch):
         return FrameAnnotation(np.array([7, 100]), np.array([1, 2]), m)
 
     monkeypatch.setattr(formats, "load_frame", load_frame)
+    monkeypatch.setattr(formats, "load_frame_native", lambda rec, t: (load_frame(rec, t), False))
     monkeypatch.setattr(formats, "load_annotation", load_annotation)
 
 

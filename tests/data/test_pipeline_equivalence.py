@@ -4,6 +4,8 @@ The old path is kept here as the reference: the ``np.unique`` decoders, per-obje
 tubes (``build_tubes``), per-tube gathers (``augment_masks``), ``np.ascontiguousarray`` flips, ``np.nonzero``
 hint drawing and a zero-filled, unblocked ``collate``. Both run on the same synthetic clips of every format with the same seeds; every array must be
 equal (no tolerance needed: the masks use the same nearest-neighbour index maps, the frames the same cv2 calls).
+Besides, ``test_clips_equal_the_base_commits`` pins sha256 digests of whole Clips made by commit 7fd2143 (before
+the planar frames / broadcast tubes / recycled buffers of issue #17 target 3), per format.
 """
 
 import numpy as np
@@ -21,6 +23,7 @@ from gvseg.data.transforms import (
     EXEMPLAR_KINDS,
     PIXEL_MEAN,
     PIXEL_STD,
+    AugmentParams,
     Sample,
     SampleExemplars,
     _index_maps,
@@ -260,3 +263,139 @@ def test_samples_and_batches_match_the_old_pipeline(datasets, fmt):
                 assert torch.equal(single.float_frames(), old_collate_frames([old]))
                 assert torch.equal(single.targets[0].masks, old_pad(old.masks, ph, pw, False))
                 assert torch.equal(single.targets[0].ignore, old_pad(old.ignore, ph, pw, True))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_resize_path_matches_the_old_pipeline(datasets, fmt):
+    """One short side at a time, so each path is taken: 48 keeps the size (frames split as they are), 40
+    downscales (presence from the resized codes), the others upscale with OpenCV's nearest resize on both,
+    one or no axis (``_cv2_nearest``), with and without flip."""
+    from gvseg.data.transforms import _cv2_nearest_matches, resize_shortest
+
+    recs = datasets[fmt]
+    space = label_space_for(recs)
+    axes = set()
+    for short in (40, 48, 50, 56, 64, 72, 88, 104):
+        axes.add(_cv2_nearest_matches(48, 64, *resize_shortest(48, 64, short, 1333)))
+        cfg = DataConfig(format=fmt, clip_frames=3, reference_frames=2, min_size=(short,), max_size=1333,
+                         exemplar_kinds=("mask", "point", "box") if fmt in EVS else ())
+        for v, rec in enumerate(recs):
+            for k in range(2):
+                new = load_sample(rec, cfg, space, sample_rng(0, 0, v, k))
+                old = old_load_sample(rec, cfg, space, sample_rng(0, 0, v, k))
+                assert_same_sample(new, old)
+                assert_same_sample(new.reference, old.reference)
+    assert axes == {(True, True), (True, False), (False, True), (False, False)}  # every combination ran
+
+
+def test_cv2_nearest_resize_equals_the_gather():
+    """Where ``_cv2_nearest`` lets OpenCV resize a code map (whole or one axis), the map equals the
+    ``_index_maps`` gather, flipped or not, into a row-strided destination."""
+    from gvseg.data.transforms import _cv2_nearest, _resize_nearest, resize_shortest
+
+    rng = np.random.default_rng(0)
+    used = 0
+    for hh, ww in ((48, 64), (37, 53), (120, 397)):
+        for dtype in (np.uint8, np.uint16):
+            index = rng.integers(0, 250, (hh, ww)).astype(dtype)
+            for short in range(20, 260, 9):
+                for flip in (False, True):
+                    rh, rw = resize_shortest(hh, ww, short, 1333)
+                    p = AugmentParams((rh, rw), (0, 0, rh, rw), flip)
+                    rows, cols = _index_maps(hh, ww, p)
+                    want = index[rows][:, cols]
+                    got = np.zeros((rh + 3, rw + 5), dtype)[:rh, :rw]
+                    axes = _cv2_nearest(hh, ww, p)
+                    used += axes is not None
+                    _resize_nearest(index, rows, cols, got, axes)
+                    assert np.array_equal(got, want), (hh, ww, rh, rw, flip, axes)
+    assert used > 50
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_indexed_annotations_code_and_presence(datasets, fmt):
+    """``IndexedAnnotation.coded(lut)`` is ``lut[index]`` however the decoder kept the map, and ``present`` (when
+    given) is which objects have pixels."""
+    rng = np.random.default_rng(1)
+    seen = 0
+    for rec in datasets[fmt]:
+        for t in range(len(rec)):
+            ann = formats.load_annotation(rec, t)
+            if not isinstance(ann, C.IndexedAnnotation):
+                continue
+            seen += 1
+            lut = rng.integers(0, 200, len(ann.ids) + 2).astype(np.uint8)
+            coded = ann.coded(lut)
+            assert coded.shape == ann.index_shape and np.array_equal(coded, lut[ann.index])
+            if ann.present is not None:
+                assert ann.present.tolist() == ann.masks.any(axis=(1, 2)).tolist()
+    assert seen > 0
+
+
+# --------------------------------------------- golden digests: the base commit's exact Clips (issue #17, target 3)
+
+GOLDEN_ENV = {"cv2": "5.0.0", "PIL": "13.0.0"}  # the decoders / JPEG encoder the digests were made with
+# sha256 of every array of the Clips of clip_digest(fmt), made by commit 7fd2143 (before the tubes / planar
+# frames / recycled buffers rewrite) on this environment
+GOLDEN = {
+    "vipseg": "9bbf39221159491be897828333be1acc854c5a8ff4765f0da2aa3c4b98c1854a",
+    "kitti-step": "8fe571510d012f2c1770edb3414060712ac183aa84f2c25c304f9ab65fc95142",
+    "vspw": "79f0a1dd446ed4cf599f16cd502f17bd0d9250b021b9c02205130d85cf63478b",
+    "ytvis": "5f64de0ddf4162efaad5b6d7df91f536e0ffff56b864f3dad6a19b0c68236ec5",
+    "ovis": "c380d84a854102ad1ee9c0b89ce68b7575106121510199ee4c3c825e3af3e7ba",
+    "ytvos": "2692515a51c71a90c836a0470cfc17acacd44a0278104a8e2d9c595c83cc88b8",
+    "davis": "2692515a51c71a90c836a0470cfc17acacd44a0278104a8e2d9c595c83cc88b8",
+    "burst": "3f7323d128580e2966056945f0da8d98edac4fab7e3a9d2b5f40ad16403f98b5",
+}
+
+
+def clip_digest(fmt: str, root) -> str:
+    """sha256 over every field of collate([load_sample(...)]) (reference clip and EVS hints included) for fixed
+    draws of a fixed synthetic set: no crop and a crop, sizes that upscale (every input pixel kept: presence
+    from the decoders; OpenCV's nearest resize on both axes or one, or the gather), keep the size (no
+    resize) and downscale, with and without flip. Only public API, so the
+    same function runs on the base commit."""
+    import hashlib
+
+    synth_dataset(fmt, root, videos=2, frames=6, height=96, width=128, seed=5, val_fraction=0.0,
+                  thing_classes=4, stuff_classes=3, progress=False)
+    recs = formats.read_dataset(fmt, root, "train", progress=False)[0]
+    space = label_space_for(recs)
+    h = hashlib.sha256()
+
+    def add(x):
+        a = x.contiguous().numpy() if isinstance(x, torch.Tensor) else np.ascontiguousarray(x)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+
+    def clip(c):
+        for x in (c.frames, c.image_sizes, c.frame_index):
+            add(x)
+        h.update(repr(c.video_ids).encode())
+        for tg in c.targets or []:
+            for x in (tg.masks, tg.labels, tg.ids, tg.isthing, tg.ignore):
+                add(x)
+        for e in c.exemplars or []:
+            h.update(repr(e.kind).encode())
+            for x in (e.frame, e.points, e.boxes, e.masks, e.ids):
+                add(x)
+        if c.reference is not None:
+            clip(c.reference)
+
+    for crop in ((0, 0), (80, 100)):
+        cfg = DataConfig(format=fmt, clip_frames=3, reference_frames=3, min_size=(72, 96, 128, 140, 160),
+                         max_size=400, crop=crop, exemplar_kinds=("mask", "point", "box") if fmt in EVS else ())
+        for v in range(len(recs)):
+            for k in range(6):
+                clip(collate([load_sample(recs[v], cfg, space, sample_rng(1, 0, v, k))]))
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_clips_equal_the_base_commits(tmp_path, fmt):
+    import cv2
+    import PIL
+
+    if {"cv2": cv2.__version__, "PIL": PIL.__version__} != GOLDEN_ENV:
+        pytest.skip(f"digests made with {GOLDEN_ENV}; the JPEG encoder / decoders here may differ")
+    assert clip_digest(fmt, tmp_path / fmt) == GOLDEN[fmt]

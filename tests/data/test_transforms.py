@@ -304,22 +304,38 @@ def test_record_exemplars_in_clip_only_and_transformed():
     assert e.masks[0, :10, 50:].all() and e.points[1].tolist() == [55.0, 5.0]
 
 
-def test_frame_buffers_are_reused_only_once_the_clip_is_gone():
-    """collate's recycled float memory: never handed out twice while a tensor (or a view of it) lives."""
-    from gvseg.data.transforms import _FrameBuffers
+def test_buffers_are_reused_only_once_nothing_refers_to_them():
+    """The pipeline's recycled memory: never handed out twice while a tensor, a NumPy view of the array or a
+    view of a view lives (Sample.frames / .masks are NumPy views of pool memory)."""
+    from gvseg.data.transforms import _Buffers
 
-    pool = _FrameBuffers(keep=2)
-    a = torch.from_numpy(pool.empty((2, 3, 4)))
+    pool = _Buffers(keep=2)
+    a = torch.from_numpy(pool.empty((2, 3, 4), np.float32))
     a.fill_(1.0)
-    b = torch.from_numpy(pool.empty((2, 3, 4)))  # a is alive: other memory
+    b = torch.from_numpy(pool.empty((2, 3, 4), np.float32))  # a is alive: other memory
     assert a.data_ptr() != b.data_ptr()
     view = a[1]
     ptr = a.data_ptr()
     del a
-    c = torch.from_numpy(pool.empty((2, 3, 4)))  # a's view is alive: still not a's memory (and c is not kept)
+    c = torch.from_numpy(pool.empty((2, 3, 4), np.float32))  # a's view is alive: still not a's memory (not kept)
     assert c.data_ptr() != ptr and float(view.sum()) == 12.0 and len(pool.slots) == 2
     del view, b
-    d = torch.from_numpy(pool.empty((1, 3, 4)))  # a smaller request takes the first free buffer: a's
+    d = torch.from_numpy(pool.empty((1, 3, 4), np.float32))  # a smaller request takes a free buffer: a's
     assert d.data_ptr() == ptr and len(pool.slots) == 2
-    e = torch.from_numpy(pool.empty((5, 3, 4)))  # larger than any kept buffer: fresh memory
+    e = torch.from_numpy(pool.empty((5, 3, 4), np.float32))  # larger than any kept buffer: fresh memory
     assert e.shape == (5, 3, 4) and e.is_contiguous()
+    del d, e
+
+    pool = _Buffers(keep=4)
+    arr = pool.empty((4, 6), np.uint8)
+    arr[...] = 7
+    ptr = arr.ctypes.data
+    sub = arr[1:, :3].T[::2]  # a NumPy view of a view: its base is the pool's buffer, which it keeps
+    del arr
+    other = pool.empty((4, 6), np.uint8)
+    assert other.ctypes.data != ptr and (sub == 7).all()
+    del sub
+    again = pool.empty((2, 6), np.uint8)  # the smallest free buffer that fits: the first one again
+    assert again.ctypes.data == ptr
+    big = pool.empty((100,), np.uint8)  # nothing free fits: new memory, kept (4 slots allowed)
+    assert big.ctypes.data not in (ptr, other.ctypes.data) and len(pool.slots) == 3

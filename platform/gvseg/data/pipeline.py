@@ -156,17 +156,23 @@ class _FrameCache:
         from gvseg.data import formats
 
         self.record, self.formats = record, formats
-        self.frames: dict[int, np.ndarray] = {}
+        self.frames: dict[int, tuple[np.ndarray, bool]] = {}
         self.anns: dict[int, FrameAnnotation | None] = {}
 
-    def frame(self, t: int) -> np.ndarray:
+    def frame_native(self, t: int) -> tuple[np.ndarray, bool]:
+        """(frame, bgr): in the decoder's channel order (``formats.load_frame_native``; make_sample takes both)."""
         if t not in self.frames:
-            img = self.formats.load_frame(self.record, t)
+            img, bgr = self.formats.load_frame_native(self.record, t)
             if img.shape[:2] != (self.record.height, self.record.width):
                 raise ValueError(f"{self.record.frame_paths[t]}: frame is {img.shape[0]}x{img.shape[1]} but "
                                  f"the video is {self.record.height}x{self.record.width}")
-            self.frames[t] = img
+            self.frames[t] = img, bgr
         return self.frames[t]
+
+    def frame(self, t: int) -> np.ndarray:
+        """uint8 [H, W, 3] RGB."""
+        img, bgr = self.frame_native(t)
+        return np.ascontiguousarray(img[..., ::-1]) if bgr else img
 
     def ann(self, t: int) -> FrameAnnotation | None:
         if t not in self.anns:
@@ -189,8 +195,11 @@ def load_sample(record: VideoRecord, cfg: DataConfig, label_space: LabelSpace, r
 
     def clip(indices: np.ndarray) -> Sample:
         ts = indices.tolist()
-        return make_sample(record.video_id, [cache.frame(t) for t in ts], [cache.ann(t) for t in ts],
-                           indices, params, label_space, memo)
+        frames = [cache.frame_native(t) for t in ts]
+        # EVS: only objects of the clip's first frame get hints, and keep_hinted keeps only those: build no others
+        return make_sample(record.video_id, [f for f, _ in frames], [cache.ann(t) for t in ts], indices, params,
+                           label_space, memo, bgr=[b for _, b in frames],
+                           first_frame_objects=bool(cfg.exemplar_kinds))
 
     key = clip(idx.key)
     ref = clip(idx.reference) if len(idx.reference) else None
@@ -214,8 +223,9 @@ def load_eval_clip(record: VideoRecord, cfg: DataConfig, label_space: LabelSpace
     params = test_params(record.height, record.width, cfg.test_size, cfg.max_size)
     ts = np.asarray(indices, np.int64).tolist()
     anns = [cache.ann(t) for t in ts] if record.annotations else None
-    s = make_sample(record.video_id, [cache.frame(t) for t in ts], anns, np.asarray(indices, np.int64),
-                    params, label_space)
+    frames = [cache.frame_native(t) for t in ts]
+    s = make_sample(record.video_id, [f for f, _ in frames], anns, np.asarray(indices, np.int64),
+                    params, label_space, bgr=[b for _, b in frames])
     if record.exemplars or cfg.exemplar_kinds:
         exemplars = cache.formats.load_exemplars(record)  # decodes mask hints from their handles
         s.exemplars = record_exemplars(exemplars, s.frame_index, record.height, record.width, params,

@@ -12,10 +12,12 @@ Pipeline for one training sample (all NumPy until :func:`collate`):
 
 Speed (issue #17; benchmarks/clip_pipeline.py, results in benchmarks/results/clip_pipeline_cpu*.json): label-map
 annotations (and RLE frames without overlaps) arrive as one index map per frame
-(``formats._common.IndexedAnnotation``), which is resized once and turned into tubes afterwards; masks are built
-inside buffers already padded to /32 which collate uses as they are; collate copies uint8 frames into recycled
-memory (fresh memory costs a page fault per 4 KB). ``build_tubes`` + ``augment_masks`` remain the reference definition (and the path for callers that
-hold full-resolution masks); tests/data/test_pipeline_equivalence.py checks that both give the same arrays.
+(``formats._common.IndexedAnnotation``), which is mapped to clip codes and resized once, and the tubes come
+from one broadcast comparison after; frames are written channels-first; frames, masks and ignore are built
+inside buffers already padded to /32 (recycled: fresh memory costs a page fault per 4 KB) which collate uses
+as they are (see :func:`make_sample`). ``build_tubes`` + ``augment_masks`` + ``augment_image`` remain the
+reference definition (and the path for callers that hold full-resolution masks);
+tests/data/test_pipeline_equivalence.py checks that both give the same arrays.
 
 Conventions:
   * The key clip and its reference clip get the **same** geometric augmentation: TCL compares
@@ -41,7 +43,9 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import sys
 import threading
 import warnings
 import weakref
@@ -52,7 +56,6 @@ import cv2
 import numpy as np
 import torch
 
-from gvseg.data.arrays import lookup
 from gvseg.structures import (
     PIXEL_MEAN,
     PIXEL_STD,
@@ -313,7 +316,7 @@ class Sample:
     """One augmented clip (+ its reference clip), NumPy, unpadded, picklable: what a loader worker emits."""
 
     video_id: str
-    frames: np.ndarray  # [T, H, W, 3] uint8 RGB
+    frames: np.ndarray  # [T, H, W, 3] uint8 RGB (from make_sample: a view of a padded [T, 3, H', W'] buffer)
     frame_index: np.ndarray  # [T] int64 positions in the video
     ids: np.ndarray  # [K] int64
     labels: np.ndarray  # [K] int64 contiguous (things first)
@@ -323,26 +326,40 @@ class Sample:
     exemplars: SampleExemplars | None = None
     reference: Sample | None = None
     has_targets: bool = True
+    # [K] bool: which tubes have pixels in frame 0, when make_sample knows it (draw_exemplars reads it instead of
+    # scanning the planes); None: unknown
+    first_visible: np.ndarray | None = None
 
 
 def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequence[FrameAnnotation | None] | None,
                 frame_index: np.ndarray, params: AugmentParams, label_space: LabelSpace,
-                memo: dict | None = None) -> Sample:
+                memo: dict | None = None, *, bgr: bool | Sequence[bool] = False,
+                first_frame_objects: bool = False) -> Sample:
     """Augment one clip with ``params`` and build its tubes. ``annotations=None``: no targets (test data).
+
+    ``bgr`` (one flag, or one per frame): the frame's channels are stored B, G, R (``formats.load_frame_native``);
+    ``Sample.frames`` is RGB either way. ``first_frame_objects``: only objects with pixels in the clip's first
+    (augmented) frame get a tube: what :func:`keep_hinted` keeps after :func:`draw_exemplars` (EVS), so the
+    other tubes are never built (the same arrays as building all and dropping them after).
 
     Output equals the reference path ``build_tubes -> augment_masks`` (tests/data/test_pipeline_equivalence.py)
     but is built the cheap way round (issue #17; 480x640 VIPSeg, 3+3 frames: 308 ms before, see
     benchmarks/results/clip_pipeline_cpu*.json):
       * label-map formats and RLE frames without overlaps (:class:`~gvseg.data.formats._common.IndexedAnnotation`)
         map **one index map per frame** to clip codes at the input size, resize it (nearest, the same
-        ``_index_maps`` gather) into one code buffer and derive the [K, T, h, w] tubes after, by one
-        comparison per object; the old path built K full-resolution tubes and gathered each (20%);
+        ``_index_maps`` gather) into one code buffer and derive the [K, T, h, w] tubes after, in one broadcast
+        comparison of the K codes with the code buffer (half the time of one pass per object); which objects
+        the clip holds comes from the decoders (``IndexedAnnotation.present``) when the resize keeps every
+        input pixel, else from histograms;
       * other annotations (RLE frames whose objects overlap) resize each frame's masks, not full tubes;
-      * masks and ignore are written into buffers already padded to a multiple of 32, and ``Sample.masks`` /
-        ``Sample.ignore`` are views of them, so :func:`collate` hands the buffer to torch without zero-filling
-        and copying (torch.zeros + copy were 15% of the pipeline).
+      * frames are written channels-first ([T, 3, H, W], the layout of ``Clip.frames``) straight from the
+        resize by ``cv2.split``, which also puts a BGR decode in RGB order, and flipped in place plane by plane;
+      * frames, masks and ignore are written into buffers already padded to a multiple of 32 and recycled
+        (:class:`_Buffers`: fresh memory costs a page fault and a zeroed page per 4 KB); ``Sample.frames`` /
+        ``Sample.masks`` / ``Sample.ignore`` are views of them ([T, h, w, 3] RGB, [K, T, h, w], [T, h, w]), so
+        :func:`collate` hands the buffers to torch without zero-filling and copying.
       * ``memo`` (a dict shared by the key and the reference clip of one sample, which have the same
-        ``params``) keeps each video frame's augmented image, so frames in both clips are resized once, and
+        ``params``) keeps each video frame's augmented planes, so frames in both clips are resized once, and
         one resize buffer for the whole sample.
     """
     if not frames:
@@ -352,16 +369,22 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
         if f.shape[:2] != (h0, w0) or f.ndim != 3 or f.shape[2] != 3:
             raise ValueError(f"{video_id}: frame {frame_index[t]} has shape {f.shape}, expected ({h0}, {w0}, 3)")
     h, w = params.out_size
+    ph, pw = pad_size([(h, w)])
     t_len = len(frames)
-    image = np.empty((t_len, h, w, 3), np.uint8)
+    flags = [bool(bgr)] * t_len if isinstance(bgr, bool | np.bool_) else [bool(b) for b in bgr]
+    if len(flags) != t_len:
+        raise ValueError(f"{video_id}: {len(flags)} bgr flags for {t_len} frames")
+    planes = _BUFFERS.empty((t_len, 3, ph, pw))  # [T, 3, ph, pw] uint8, padding zeroed by _augment_planar
     memo = {} if memo is None else memo
-    scratch = memo.setdefault("scratch", np.empty((*params.size, 3), np.uint8))  # resize target before flip/crop
     for t, f in enumerate(frames):
-        done = memo.get(("image", int(frame_index[t])))
-        if done is not None:
-            image[t] = done
+        key = ("planes", int(frame_index[t]))
+        done = memo.get(key)
+        if done is not None and done.shape == planes[t].shape:
+            planes[t] = done
         else:
-            memo[("image", int(frame_index[t]))] = augment_image(f, params, out=image[t], scratch=scratch)
+            _augment_planar(f, params, planes[t], flags[t], memo)
+            memo[key] = planes[t]
+    image = _padded_view(planes, h, w).transpose(0, 2, 3, 1)  # [T, h, w, 3] RGB view of the planar buffer
     if annotations is None:
         return Sample(video_id, image, np.asarray(frame_index, np.int64), np.zeros(0, np.int64),
                       np.zeros(0, np.int64), np.zeros((0, t_len, h, w), bool),
@@ -370,7 +393,7 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
     for t, ann in enumerate(annotations):
         if ann is None:
             continue
-        shape = ann.index.shape if hasattr(ann, "index") else ann.masks.shape[1:]
+        shape = ann.index_shape if hasattr(ann, "coded") else ann.masks.shape[1:]
         if tuple(shape) != (h0, w0):
             raise ValueError(f"{video_id}: frame {t} mask is {shape[0]}x{shape[1]} but the frame is {h0}x{w0}")
         crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(len(ann.ids), bool)
@@ -378,96 +401,286 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
             per_id.setdefault(int(i), int(c))
     ids = np.array(sorted(per_id), np.int64)
     rows, cols = _index_maps(h0, w0, params)
-    ph, pw = pad_size([(h, w)])
-    if all(a is None or hasattr(a, "index") for a in annotations):
-        masks, ignore, present = _tubes_from_index_maps(annotations, ids, rows, cols, t_len, (h, w), (ph, pw),
-                                                        (h0, w0))
+    if all(a is None or hasattr(a, "coded") for a in annotations):
+        masks, ignore, present, first = _tubes_from_index_maps(annotations, ids, rows, cols, t_len, (h, w),
+                                                               (ph, pw), (h0, w0), first_frame_objects,
+                                                               _cv2_nearest(h0, w0, params))
     else:
-        masks, ignore, present = _tubes_from_masks(annotations, ids, rows, cols, t_len, (h, w), (ph, pw))
+        masks, ignore, present, first = _tubes_from_masks(annotations, ids, rows, cols, t_len, (h, w), (ph, pw),
+                                                          first_frame_objects)
     ids = ids[present]  # objects cropped away disappear
+    # every object of the clip is checked against the label space, also those first_frame_objects drops
     labels = label_space.to_contiguous(np.array([per_id[i] for i in ids.tolist()], np.int64), video_id)
+    if first_frame_objects:  # the tubes are those of first (within present)
+        ids, labels = ids[first], labels[first]
+        first = np.ones(len(ids), bool)
     return Sample(video_id, image, np.asarray(frame_index, np.int64), ids, labels, masks, ignore,
-                  label_space.num_thing_classes)
+                  label_space.num_thing_classes, first_visible=first)
 
 
-# Buffers padded to /32 whose top-left views are Sample.masks / Sample.ignore (see collate); id -> buffer.
-_PADDED: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
+def _augment_planar(image: np.ndarray, p: AugmentParams, out: np.ndarray, bgr: bool, memo: dict) -> None:
+    """[H, W, 3] uint8 (RGB, or BGR when ``bgr``) -> ``out`` [3, >= h', >= w'] uint8 RGB planes: the pixels of
+    :func:`augment_image`, channels first, top-left h' x w', and 0 in the rest (the padding).
+
+    The input is split into planes first (``cv2.split``, channel order reversed for BGR) and each plane is
+    resized bilinearly straight into its place in ``out``: OpenCV's uint8 bilinear resize is bit-exact and
+    treats every channel alike, so a plane resizes to the same values as that channel of the interleaved image
+    (tests/data/test_pipeline_equivalence.py), and the split runs at the input size, out of cache, instead of
+    over the larger output (0.80 against 1.35 ms a 640x853 frame). A crop resizes into a plane scratch first.
+    The flip is ``cv2.flip`` of each plane in place (0.05 ms for three planes of 640x853 against 0.14 ms for
+    the interleaved image). Scratch planes live in ``memo`` (one sample), on recycled memory."""
+    (rh, rw), (y0, x0, ch, cw) = p.size, p.crop
+    h0, w0 = image.shape[:2]
+    dst = [out[c, :ch, :cw] for c in ((2, 1, 0) if bgr else (0, 1, 2))]  # the RGB plane of each input channel
+    same = (h0, w0) == (rh, rw)
+    cropped = (y0, x0, ch, cw) != (0, 0, rh, rw)
+    if same:  # no resize: the crop view is split straight into the planes
+        _split_into(image[y0:y0 + ch, x0:x0 + cw], dst)
+    else:
+        if "split" not in memo:
+            memo["split"] = _BUFFERS.empty((3, h0, w0))
+        planes = list(memo["split"])
+        _split_into(image, planes)
+        if cropped and "resized" not in memo:
+            memo["resized"] = _BUFFERS.empty((rh, rw))
+        for src, d in zip(planes, dst):
+            target = memo["resized"] if cropped else d
+            r = cv2.resize(src, (rw, rh), dst=target, interpolation=cv2.INTER_LINEAR)
+            if cropped:
+                d[...] = r[y0:y0 + ch, x0:x0 + cw]
+            elif r.ctypes.data != d.ctypes.data:
+                d[...] = r
+    if p.flip:
+        for d in dst:
+            cv2.flip(d, 1, dst=d)
+    out[:, :ch, cw:] = 0  # padding, while these rows are in cache (zeroing the strips of a cold buffer
+    out[:, ch:] = 0  # afterwards costs a cache miss a row: 0.5 ms a sample)
+
+
+def _split_into(image: np.ndarray, planes: list[np.ndarray]) -> None:
+    """``planes[c][...] = image[..., c]`` by ``cv2.split`` (which reads a row-strided view as it is)."""
+    got = cv2.split(image, planes)
+    for g, m in zip(got, planes):
+        if g.ctypes.data != m.ctypes.data:  # cv2 did not write into the planes (a layout it cannot take)
+            m[...] = g
+
+
+# ------------------------------------------------------------------------------------------ buffers
+
+
+class _Buffers:
+    """Recycled memory for the clip pipeline's big arrays (frames, tubes, ignore, code maps): a fresh buffer per
+    clip costs a page fault per 4 KB on first write and a page the kernel zeroes (10-80 ms of system time a clip
+    on the 2-core benchmark VM when frames were float32; issue #17), so buffers are kept and handed out again
+    once nothing uses them.
+
+    A buffer is in use while anything refers to it: NumPy collapses the ``base`` of every view (and view of a
+    view) to the array that owns the memory, and ``torch.from_numpy`` keeps the array it was given (so its
+    tensors and their views keep the buffer), so the buffer is free exactly when the pool's own reference is
+    the only one (``sys.getrefcount``). Holds at most ``keep`` buffers and ``max_bytes`` in all; a request
+    beyond that gets a plain new array. Requests take the smallest free buffer that fits. Thread-safe (Ray
+    may build samples on several threads)."""
+
+    def __init__(self, keep: int = 24, max_bytes: int = 768 << 20):
+        self.keep, self.max_bytes = keep, max_bytes
+        self.slots: list[np.ndarray] = []  # 1-D uint8 buffers
+        self.lock = threading.Lock()
+
+    def _free(self, i: int) -> bool:
+        return sys.getrefcount(self.slots[i]) <= 2  # the list's reference + getrefcount's argument
+
+    def empty(self, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` on recycled memory when some is free."""
+        n = max(math.prod(shape) * np.dtype(dtype).itemsize, 1)
+        with self.lock:
+            free = [i for i in range(len(self.slots)) if self._free(i)]
+            fits = [i for i in free if self.slots[i].size >= n]
+            if fits:
+                buf = self.slots[min(fits, key=lambda i: self.slots[i].size)]
+            else:
+                held = sum(b.size for b in self.slots)
+                small = sorted(free, key=lambda i: self.slots[i].size)  # free buffers too small give way
+                drop = []
+                while small and (len(self.slots) - len(drop) >= self.keep or held + n > self.max_bytes):
+                    j = small.pop(0)
+                    drop.append(j)
+                    held -= self.slots[j].size
+                buf = np.empty(n, np.uint8)
+                if len(self.slots) - len(drop) < self.keep and held + n <= self.max_bytes:
+                    self.slots = [b for i, b in enumerate(self.slots) if i not in drop] + [buf]
+            _PADDED.pop(id(buf), None)  # whatever layout it was registered with is gone
+            return buf[:math.prod(shape) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+
+
+_BUFFERS = _Buffers()
+
+
+# Buffers padded to /32 whose top-left views are Sample.frames / .masks / .ignore (see collate):
+# id(owner of the memory) -> (weak reference to it, padded shape, dtype).
+_PADDED: dict[int, tuple[weakref.ref, tuple[int, ...], np.dtype]] = {}
+_PADDED_LOCK = threading.Lock()
 
 
 def _padded_view(buf: np.ndarray, h: int, w: int) -> np.ndarray:
-    _PADDED[id(buf)] = buf
+    """``buf[..., :h, :w]`` of a C-contiguous buffer whose padding is filled, remembered as such for collate."""
+    owner = buf if buf.base is None else buf.base
+    if not buf.flags.c_contiguous or owner.ctypes.data != buf.ctypes.data or not isinstance(owner, np.ndarray):
+        return buf[..., :h, :w]  # not a layout collate can take as it is
+    with _PADDED_LOCK:
+        if len(_PADDED) > 512:  # drop entries of freed buffers
+            for k in [k for k, v in _PADDED.items() if v[0]() is None]:
+                del _PADDED[k]
+        _PADDED[id(owner)] = (weakref.ref(owner), buf.shape, buf.dtype)
     return buf[..., :h, :w]
 
 
-def _padded_base(a: np.ndarray, ph: int, pw: int) -> np.ndarray | None:
-    """The padded buffer behind ``a`` (made by make_sample, padding already False / True) when it pads to
-    (ph, pw); None otherwise."""
-    base = a.base
-    if base is None or _PADDED.get(id(base)) is not base or base.shape[-2:] != (ph, pw):
+def _padded_base(a: np.ndarray, ph: int | None = None, pw: int | None = None) -> np.ndarray | None:
+    """The padded buffer behind ``a`` (made by make_sample, padding already False / True / 0) when it pads to
+    (ph, pw) (any padded size when None); None otherwise."""
+    owner = a.base
+    if owner is None:
         return None
-    if base.shape[:-2] != a.shape[:-2] or a.ctypes.data != base.ctypes.data or a.strides != base.strides:
+    entry = _PADDED.get(id(owner))
+    if entry is None or entry[0]() is not owner:
+        return None
+    shape, dtype = entry[1], entry[2]
+    if dtype != a.dtype or shape[:-2] != a.shape[:-2] or (ph is not None and shape[-2:] != (ph, pw)):
+        return None
+    n = math.prod(shape) * dtype.itemsize
+    base = owner.reshape(-1).view(np.uint8)[:n].view(dtype).reshape(shape)
+    if a.ctypes.data != base.ctypes.data or a.strides != base.strides:
         return None
     return base
 
 
-def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, source_size):
-    """Index maps -> (masks [K', T, h, w], ignore [T, h, w], present [K] bool): views of padded buffers;
-    only the K' objects with pixels in the clip get a plane.
+def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, source_size, first_frame=False,
+                           cv2_axes=None):
+    """Index maps -> (masks [K', T, h, w], ignore [T, h, w], present [K] bool, first [K' of present] bool):
+    views of padded buffers; only the K' objects with pixels in the clip get a plane (``first_frame``: only
+    those with pixels in frame 0, which ``first`` marks).
 
     Per frame, the frame codes become clip codes at the *input* resolution (one cv2.LUT of the small map)
     and are then resized straight into the clip's code buffer, so nothing is looked up or allocated at the
-    output size but the buffer itself. Which objects are in the clip is read off the input maps' histograms
-    when the resize keeps every input pixel (no crop, no downscaling: the training case), else off the
-    resized codes (issue #17: 2.7 -> 0.5 ms a 3+3-frame sample)."""
+    output size but the buffer itself. Which objects each frame holds is the decoder's ``present`` (or the
+    input map's histogram) when the resize keeps every input pixel (no crop, no downscaling: the training
+    case), else the resized codes' histogram. The tubes are one broadcast comparison of the kept codes with
+    the code buffer, the ignore map one more (issue #17)."""
     (h, w), (ph, pw) = size, padded
     k = len(ids)
     dtype = np.uint8 if k + 1 < 256 else np.uint16 if k + 1 < 65536 else np.uint32
     ign = k + 1
-    code = np.full((t_len, ph, pw), ign, dtype)  # clip codes: k + 1 = ids[k], 0 = nothing, K + 1 = ignore
+    code = _BUFFERS.empty((t_len, ph, pw), dtype)  # clip codes: k + 1 = ids[k], 0 = nothing, K + 1 = ignore
     keeps_all = _keeps_every_pixel(rows, cols, source_size)
-    seen = np.zeros(k + 2, bool)  # clip codes present (only filled when keeps_all)
+    seen = np.zeros((t_len, k + 2), bool)  # clip codes each frame holds (known where filled)
+    known = np.zeros(t_len, bool)
     for t, ann in enumerate(annotations):
-        if ann is None:
-            continue  # unannotated: all ignore
+        if ann is None:  # unannotated: all ignore
+            code[t] = ign
+            known[t] = True
+            continue
         k_t = len(ann.ids)
         lut = np.zeros(k_t + 2, dtype)  # frame code -> clip code
         crowd = ann.iscrowd if ann.iscrowd is not None else np.zeros(k_t, bool)
         lut[1:k_t + 1] = np.where(crowd, ign, np.searchsorted(ids, ann.ids) + 1)  # crowd pixels are ignored
         lut[k_t + 1] = ign
-        _resize_nearest(lookup(lut, ann.index), rows, cols, code[t, :h, :w])
+        _resize_nearest(ann.coded(lut), rows, cols, code[t, :h, :w], cv2_axes)
+        code[t, :h, w:] = ign  # padding is ignored (filled while the rows are in cache)
+        code[t, h:] = ign
         if keeps_all:
-            seen[lut[_histogram(ann.index, k_t + 2) > 0]] = True
-    ignore = code == ign  # [T, ph, pw], True in the padding
-    if not keeps_all:  # pixels per clip code; cv2.calcHist 2.2 ms vs np.bincount 8.4 ms
-        seen = _histogram(code, k + 2) > 0
-    present = seen[1:k + 1]
-    keep = np.flatnonzero(present) + 1
-    masks = np.empty((len(keep), t_len, ph, pw), bool)
-    for j, c in enumerate(keep.tolist()):  # one comparison pass per object, straight into its padded plane
-        np.equal(code, c, out=masks[j])
-    return _padded_view(masks, h, w), _padded_view(ignore, h, w), present
+            has = getattr(ann, "present", None)
+            if has is None:
+                has = _histogram(ann.index, k_t + 2)[1:k_t + 1] > 0
+            seen[t, lut[1:k_t + 1][has]] = True
+            known[t] = True
+    for t in np.flatnonzero(~known).tolist():  # pixels per clip code; cv2.calcHist 2.2 ms vs np.bincount 8.4 ms
+        seen[t] = _histogram(code[t, :h, :w], k + 2) > 0
+    present = seen[:, 1:k + 1].any(0)  # [K]
+    first = seen[0, 1:k + 1][present]  # [K' of present]: visible in frame 0
+    keep = (np.flatnonzero(present) + 1).astype(dtype)
+    if first_frame:
+        keep = keep[first]
+    masks = _BUFFERS.empty((len(keep), t_len, ph, pw), bool)
+    np.equal(keep[:, None, None, None], code[None], out=masks)  # all planes in one pass, padding False
+    ignore = _BUFFERS.empty((t_len, ph, pw), bool)
+    np.equal(code, ign, out=ignore)  # True in the padding
+    return _padded_view(masks, h, w), _padded_view(ignore, h, w), present, first
 
 
 def _keeps_every_pixel(rows: np.ndarray, cols: np.ndarray, source_size: tuple[int, int]) -> bool:
     """Whether the nearest-neighbour maps ``rows`` [h'] / ``cols`` [w'] sample every input row and column
-    (then an object is in the output exactly when it is in the input)."""
-    return np.unique(rows).size == source_size[0] and np.unique(cols).size == source_size[1]
+    (then an object is in the output exactly when it is in the input). The maps are monotonic (reversed when
+    flipped) and in range, so they hold every input index exactly when they hold as many distinct values:
+    1 + the number of steps (no ``np.unique`` sort)."""
+    def distinct(a: np.ndarray) -> int:
+        return int(a.size > 0) + int(np.count_nonzero(a[1:] != a[:-1]))
+
+    return distinct(rows) == source_size[0] and distinct(cols) == source_size[1]
 
 
-def _resize_nearest(index: np.ndarray, rows: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
+def _resize_nearest(index: np.ndarray, rows: np.ndarray, cols: np.ndarray, out: np.ndarray,
+                    cv2_axes: tuple[bool, bool, bool] | None = None) -> None:
     """``out[y, x] = index[rows[y], cols[x]]`` (the ``_index_maps`` geometry, flip included): columns first at
-    the input height (the element gather), then whole rows copied straight into ``out``."""
-    np.take(np.take(index, cols, axis=1), rows, axis=0, out=out, mode="clip")  # indices are in range
+    the input height (the element gather), then whole rows copied straight into ``out``.
+
+    ``cv2_axes`` = (rows, cols, flip) from :func:`_cv2_nearest`: where ``cv2.resize(INTER_NEAREST_EXACT)``
+    samples exactly ``rows`` / ``cols`` (before the flip), that axis is resized by OpenCV instead (a whole
+    640x853 map: 0.17 against 0.27 ms), then the result is flipped in place."""
+    ok_r, ok_c, flip = cv2_axes if cv2_axes is not None and index.dtype in (np.uint8, np.uint16) else (0, 0, 0)
+    if not (ok_r or ok_c):
+        np.take(np.take(index, cols, axis=1), rows, axis=0, out=out, mode="clip")  # indices are in range
+        return
+    h, w = out.shape
+    if ok_r and ok_c:
+        src = index
+    elif ok_c:  # OpenCV for the columns, a row gather after (into out, no flip: cols are unflipped here)
+        np.take(cv2.resize(index, (w, index.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT), rows, axis=0,
+                out=out, mode="clip")
+        src = None
+    else:  # the column gather (flip included), then OpenCV for the rows (same width: an identity in x)
+        src = np.take(index, cols, axis=1)
+        flip = False
+    if src is not None:
+        r = cv2.resize(src, (w, h), dst=out, interpolation=cv2.INTER_NEAREST_EXACT)
+        if r.ctypes.data != out.ctypes.data:
+            out[...] = r
+    if flip:
+        cv2.flip(out, 1, dst=out)
+
+
+@functools.lru_cache(maxsize=256)
+def _cv2_nearest_matches(height: int, width: int, rh: int, rw: int) -> tuple[bool, bool]:
+    """Whether OpenCV's ``INTER_NEAREST_EXACT`` resize of a (height, width) map to (rh, rw) picks exactly the
+    source rows / columns of ``_index_maps`` (pixel centres, float64): read off the resize of two index
+    ramps (its fixed-point arithmetic agrees for most sizes, not provably for all)."""
+    if max(height, width) >= 1 << 16:
+        return False, False
+    rows, cols = _index_maps(height, width, AugmentParams((rh, rw), (0, 0, rh, rw), False))
+    ramp_c = np.arange(width, dtype=np.uint16)[None]  # [1, W]
+    ramp_r = np.ascontiguousarray(np.arange(height, dtype=np.uint16)[:, None])  # [H, 1]
+    got_c = cv2.resize(ramp_c, (rw, 1), interpolation=cv2.INTER_NEAREST_EXACT).reshape(-1)
+    got_r = cv2.resize(ramp_r, (1, rh), interpolation=cv2.INTER_NEAREST_EXACT).reshape(-1)
+    return bool(np.array_equal(got_r, rows)), bool(np.array_equal(got_c, cols))
+
+
+def _cv2_nearest(height: int, width: int, p: AugmentParams) -> tuple[bool, bool, bool] | None:
+    """The ``cv2_axes`` argument of :func:`_resize_nearest` for ``p``: (rows, cols, flip) where cv2 gives the
+    same map (no crop), else None."""
+    if p.crop != (0, 0, *p.size):
+        return None
+    ok_r, ok_c = _cv2_nearest_matches(height, width, *p.size)
+    return (ok_r, ok_c, p.flip) if ok_r or ok_c else None
 
 
 def _histogram(code: np.ndarray, n: int) -> np.ndarray:
     if code.dtype == np.uint8:
-        flat = code.reshape(-1, code.shape[-1])
+        flat = code.reshape(-1, code.shape[-1]) if code.flags.c_contiguous else np.ascontiguousarray(code)
+        if flat.ndim != 2:
+            flat = flat.reshape(-1, code.shape[-1])
         return cv2.calcHist([flat], [0], None, [256], [0, 256]).reshape(-1)[:n].astype(np.int64)
     return np.bincount(code.reshape(-1), minlength=n)
 
 
-def _tubes_from_masks(annotations, ids, rows, cols, t_len, size, padded):
+def _tubes_from_masks(annotations, ids, rows, cols, t_len, size, padded, first_frame=False):
     """Per-frame (possibly overlapping) masks -> the same padded views, each frame resized on its own."""
     (h, w), (ph, pw) = size, padded
     masks = np.zeros((len(ids), t_len, ph, pw), bool)
@@ -486,9 +699,11 @@ def _tubes_from_masks(annotations, ids, rows, cols, t_len, size, padded):
             m = ann.masks[keep][:, rows][:, :, cols]  # [K_t, h, w]
             masks[k, t, :h, :w] |= m
     present = masks.any(axis=(1, 2, 3))
-    if not present.all():
-        masks = masks[present]
-    return _padded_view(masks, h, w), _padded_view(ignore, h, w), present
+    first = masks[present, 0].any(axis=(1, 2))  # [K' of present]
+    sel = np.flatnonzero(present)[first] if first_frame else present
+    if first_frame or not present.all():
+        masks = masks[sel]
+    return _padded_view(masks, h, w), _padded_view(ignore, h, w), present, first
 
 
 def exemplar_probabilities(kinds: Sequence[str], weights: Sequence[float] = (), where: str = "") -> np.ndarray:
@@ -519,7 +734,10 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
     ph, pw = pad_size([(h, w)])
     base = _padded_base(sample.masks, ph, pw)
     first = sample.masks[:, 0]  # [K, h, w] view
-    vis = np.flatnonzero(first.any(axis=(1, 2)))  # [E] tubes visible in the first frame
+    known = sample.first_visible
+    if known is None or len(known) != len(sample.ids):
+        known = first.any(axis=(1, 2))
+    vis = np.flatnonzero(known)  # [E] tubes visible in the first frame
     ids = sample.ids[vis]
     e = len(ids)
     # uniform mixes keep the plain integer draw (the random stream of older runs)
@@ -533,10 +751,14 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
         elif kind[j] == EXEMPLAR_KINDS["box"]:
             boxes[j] = tight_box(first[k])
     is_mask = kind == EXEMPLAR_KINDS["mask"]
-    # only mask hints carry their plane; the others stay all-False (zeroed pages, never written)
+    # only mask hints carry their plane; the others are all-False
     if base is not None:  # the padded first-frame planes: collate then takes the hint masks without a copy
-        masks = np.zeros((e, ph, pw), bool)
-        masks[is_mask] = base[vis[is_mask], 0]
+        masks = _BUFFERS.empty((e, ph, pw), bool)  # recycled memory: every plane is written
+        for j, k in enumerate(vis.tolist()):
+            if is_mask[j]:
+                masks[j] = base[k, 0]
+            else:
+                masks[j] = False
         masks = _padded_view(masks, h, w)
     else:
         masks = np.zeros((e, h, w), bool)
@@ -579,7 +801,9 @@ def keep_hinted(sample: Sample) -> Sample:
     h, w = sample.masks.shape[-2:]
     base = _padded_base(sample.masks, *pad_size([(h, w)]))
     masks = _padded_view(base[keep], h, w) if base is not None else sample.masks[keep]  # stays padded for collate
-    return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=masks)
+    first = sample.first_visible
+    return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=masks,
+                               first_visible=None if first is None or len(first) != len(keep) else first[keep])
 
 
 def record_exemplars(exemplars: Sequence[Exemplar], clip_frame_index: np.ndarray, height: int, width: int,
@@ -637,46 +861,9 @@ def normalize(frames: torch.Tensor) -> torch.Tensor:
     return (frames.float() - mean) / std
 
 
-class _FrameBuffers:
-    """Recycled memory for :func:`collate`'s frames: a fresh buffer per clip costs a page fault per 4 KB on
-    first write (10-80 ms of system time a clip on the 2-core benchmark VM when frames were float32, more than
-    the normalisation itself; issue #17), so the last few buffers are kept and handed out again once the array
-    handed out over one is gone. That array goes only to ``torch.from_numpy``, whose tensor (and every view of
-    it) keeps it alive, so a buffer is reused only after the Clip that used it is freed. Holds at most
-    ``keep`` buffers (~8 MB each for 3 uint8 frames at 800x1088); a request while all are in use gets a plain
-    new array. Thread-safe (Ray may collate on several threads)."""
-
-    def __init__(self, keep: int = 4):
-        self.keep = keep
-        self.slots: list[tuple[np.ndarray, weakref.ref]] = []  # (buffer, the array last handed out over it)
-        self.lock = threading.Lock()
-
-    def empty(self, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
-        """An uninitialised C-contiguous array of ``shape``; pass it to torch.from_numpy only."""
-        n = math.prod(shape) * np.dtype(dtype).itemsize
-        with self.lock:
-            free = [i for i, (_, user) in enumerate(self.slots) if user() is None]
-            fits = [i for i in free if self.slots[i][0].size >= n]
-            if fits:
-                buf = self.slots[fits[0]][0]
-                del self.slots[fits[0]]
-            else:
-                buf = np.empty(n, np.uint8)
-                if len(self.slots) >= self.keep:
-                    if not free:
-                        return buf.view(dtype).reshape(shape)  # every kept buffer is in use: this one is not kept
-                    del self.slots[free[0]]  # a free one too small for this request gives way
-            out = buf[:n].view(dtype).reshape(shape)
-            self.slots.append((buf, weakref.ref(out)))
-            return out
-
-
-_FRAME_BUFFERS = _FrameBuffers()
-
-
 def _frame_buffer(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised uint8 tensor of ``shape`` on recycled memory (:class:`_FrameBuffers`)."""
-    return torch.from_numpy(_FRAME_BUFFERS.empty(shape))
+    """An uninitialised uint8 tensor of ``shape`` on recycled memory (:class:`_Buffers`)."""
+    return torch.from_numpy(_BUFFERS.empty(shape))
 
 
 def _planar_into(out: torch.Tensor, frame: np.ndarray, planes: np.ndarray) -> None:
@@ -684,11 +871,16 @@ def _planar_into(out: torch.Tensor, frame: np.ndarray, planes: np.ndarray) -> No
     ``planes`` (uint8 [3, >= h, >= w] scratch; a permuted copy_ of 3x736x981 took 28 ms against 8 ms)."""
     h, w = frame.shape[:2]
     mv = [planes[c, :h, :w] for c in range(3)]
-    got = cv2.split(frame, mv)
+    got = cv2.split(np.ascontiguousarray(frame), mv)
     if any(g.ctypes.data != m.ctypes.data for g, m in zip(got, mv)):  # cv2 did not write into the scratch
         for g, m in zip(got, mv):
             m[...] = g
     out.copy_(torch.from_numpy(planes)[:, :h, :w])
+
+
+def _planar_frames(frames: np.ndarray) -> np.ndarray | None:
+    """The padded [T, 3, ph, pw] buffer behind ``Sample.frames`` when make_sample wrote it (padding zeroed)."""
+    return _padded_base(frames.transpose(0, 3, 1, 2)) if frames.ndim == 4 else None
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -732,16 +924,27 @@ def collate(samples: Sequence[Sample]) -> Clip:
     sizes = [s.frames.shape[1:3] for s in samples]
     ph, pw = pad_size(sizes)
     b = len(samples)
-    frames = _frame_buffer((b, t_len, 3, ph, pw))
+    planar = [_planar_frames(s.frames) for s in samples]
+    if b == 1 and planar[0] is not None and planar[0].shape[-2:] == (ph, pw):
+        frames = _tensor(planar[0])[None]  # make_sample's padded planes as they are
+    else:
+        frames = _frame_buffer((b, t_len, 3, ph, pw))
     targets: list[Targets] = []
     exemplars: list[ClipExemplars] = []
-    planes = np.empty((3, max(sz[0] for sz in sizes), max(sz[1] for sz in sizes)), np.uint8)  # split scratch
+    planes = None  # split scratch, for frames make_sample did not write planar
     for i, s in enumerate(samples):
         h, w = s.frames.shape[1:3]
-        frames[i, :, :, h:, :] = 0  # padding (Clip.float_frames makes it 0 after normalisation too)
-        frames[i, :, :, :h, w:] = 0
-        for t in range(t_len):
-            _planar_into(frames[i, t, :, :h, :w], s.frames[t], planes)
+        src = planar[i]
+        if b > 1 or src is None or src.shape[-2:] != (ph, pw):
+            frames[i, :, :, h:, :] = 0  # padding (Clip.float_frames makes it 0 after normalisation too)
+            frames[i, :, :, :h, w:] = 0
+            if src is not None:  # planar already: row copies
+                frames[i, :, :, :h, :w].copy_(_tensor(src[..., :h, :w]))
+            else:
+                if planes is None:
+                    planes = np.empty((3, max(sz[0] for sz in sizes), max(sz[1] for sz in sizes)), np.uint8)
+                for t in range(t_len):
+                    _planar_into(frames[i, t, :, :h, :w], s.frames[t], planes)
         masks = _pad_bool(s.masks, ph, pw, False)
         ignore = _pad_bool(s.ignore, ph, pw, True)  # padding is ignored
         labels = torch.from_numpy(s.labels)

@@ -8,6 +8,7 @@ Public API::
     read_dataset(format, root, split, *, on_error="fail", validate="header", progress=True, **options)
         -> (records: list[VideoRecord], errors: list[DataError])
     load_frame(record, t)       -> uint8 [H, W, 3] RGB
+    load_frame_native(record, t) -> (uint8 [H, W, 3], bgr)  the decoder's channel order (the clip pipeline's)
     load_annotation(record, t)  -> FrameAnnotation | None        (None = frame t is not annotated)
     load_exemplars(record)      -> list[Exemplar] with ``mask`` decoded for kind "mask"
     read_video(path)            -> VideoRecord of an mp4/avi file or a folder of frames (format "video")
@@ -148,6 +149,14 @@ def load_frame(record: VideoRecord, t: int) -> np.ndarray:
     return _common.read_rgb(record.frame_paths[t])
 
 
+def load_frame_native(record: VideoRecord, t: int) -> tuple[np.ndarray, bool]:
+    """(uint8 [H, W, 3], bgr): frame t in the channel order its decoder gave (BGR from OpenCV: no swap pass);
+    the clip pipeline reorders the channels while it writes them planar (issue #17)."""
+    if record.video_path:
+        return video.read_frame(record.video_path, t), False
+    return _common.read_frame_native(record.frame_paths[t])
+
+
 def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation | None:
     """Ground truth of frame t, or None where the frame is not annotated (or the format has no GT)."""
     if not record.annotations or record.annotations[t] is None:
@@ -184,5 +193,5 @@ def categories_for(format: str) -> list[Category]:
 read_video = video.read_video
 iter_frames = video.iter_frames
 
-__all__ = ["DataError", "FORMATS", "Format", "format_of", "default_format", "read_video", "iter_frames", "read_dataset", "load_frame", "load_annotation", "load_exemplars",
+__all__ = ["DataError", "FORMATS", "Format", "format_of", "default_format", "read_video", "iter_frames", "read_dataset", "load_frame", "load_frame_native", "load_annotation", "load_exemplars",
            "write_synthetic", "categories_for", "val_split"]

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from gvseg.data.arrays import lookup, paint_runs
 from gvseg.data.errors import DataError
 from gvseg.structures import FrameAnnotation, SyntheticVideo, VideoRecord
 
@@ -104,13 +105,15 @@ _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _CV2_COLOR = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # PIL ignores EXIF orientation too
 
 
-def _fast_read(path: str | Path, label: bool) -> np.ndarray | None:
+def _fast_read(path: str | Path, label: bool, rgb: bool = True) -> np.ndarray | None:
     """OpenCV decode of a *complete* file PIL would read the same way, or None (then PIL decodes it and
     names any fault: a missing, garbage or truncated file never takes this path). Frames: baseline RGB/grey
     JPEG or 8-bit RGB/grey PNG -> RGB. Labels: 8/16-bit grey or 8-bit RGB PNG (never palette PNGs: OpenCV
     would expand their colours). cv2 + cvtColor reads a 480x640 JPEG in 2.5 ms against PIL's 3.8 ms (its
     decode plus the ``tobytes`` copy behind ``np.asarray``), an RGB label PNG in 3.8 ms against 5.2 ms;
-    the pixels are identical on every synthetic set (tests/data/test_pipeline_equivalence.py)."""
+    the pixels are identical on every synthetic set (tests/data/test_pipeline_equivalence.py). ``rgb=False``
+    leaves 3-channel results in OpenCV's BGR order (no swap: the clip pipeline reorders the channels in a pass
+    it makes anyway)."""
     try:
         data = np.fromfile(path, np.uint8)
     except OSError:
@@ -139,8 +142,10 @@ def _fast_read(path: str | Path, label: bool) -> np.ndarray | None:
         return None
     if arr.ndim == 2 and not label:
         return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
+    if arr.ndim == 2 or not rgb:
+        return arr
     # in place: a second full-resolution array per frame is a fresh allocation (page faults) for a byte swap
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr) if arr.ndim == 3 else arr
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -152,20 +157,41 @@ def read_rgb(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def read_frame_native(path: str | Path) -> tuple[np.ndarray, bool]:
+    """(uint8 [H, W, 3], bgr): the frame in the channel order its decoder gave, BGR when OpenCV decoded it.
+    The same pixels as :func:`read_rgb` (``arr[..., ::-1]`` when ``bgr``) without its channel swap pass: the
+    clip pipeline writes the channels planar and reorders them there (issue #17)."""
+    arr = _fast_read(path, label=False, rgb=False)
+    if arr is not None:
+        return arr, True  # grey frames came through GRAY2RGB: all channels equal, any order
+    with _decode(path) as im:
+        return np.asarray(im.convert("RGB")), False
+
+
 def read_label(path: str | Path) -> np.ndarray:
     """A label PNG as stored: ``P`` -> palette indices (never the RGB colours), ``L`` -> uint8,
     16-bit grey -> uint16/int32, ``RGB`` -> [H, W, 3] uint8."""
-    arr = _fast_read(path, label=True)
+    return read_label_native(path, rgb=True)[0]
+
+
+def read_label_native(path: str | Path, rgb: bool = False) -> tuple[np.ndarray, bool]:
+    """(label, bgr): :func:`read_label`, with an RGB PNG left in OpenCV's BGR order (``bgr`` True) when OpenCV
+    decoded it and ``rgb`` is False (decoders that pack the channels into ids reorder them in that pass)."""
+    arr = _fast_read(path, label=True, rgb=rgb)
     if arr is not None:
-        return arr
+        return arr, arr.ndim == 3 and not rgb
     with _decode(path) as im:
-        if im.mode in ("P", "L", "I;16", "I;16B", "I;16L", "I", "RGB"):
-            return np.array(im)
-        if im.mode in ("LA", "PA"):  # grey/index plus alpha: the first channel holds the label
-            return np.array(im)[..., 0]
-        if im.mode == "RGBA":
-            return np.array(im)[..., :3]
-        raise DataError(path, f"unsupported label PNG mode {im.mode!r}")
+        return _pil_label(path, im), False
+
+
+def _pil_label(path: str | Path, im: Image.Image) -> np.ndarray:
+    if im.mode in ("P", "L", "I;16", "I;16B", "I;16L", "I", "RGB"):
+        return np.array(im)
+    if im.mode in ("LA", "PA"):  # grey/index plus alpha: the first channel holds the label
+        return np.array(im)[..., 0]
+    if im.mode == "RGBA":
+        return np.array(im)[..., :3]
+    raise DataError(path, f"unsupported label PNG mode {im.mode!r}")
 
 
 def check_shape(path: str | Path, arr: np.ndarray, height: int, width: int) -> None:
@@ -186,15 +212,52 @@ class IndexedAnnotation(FrameAnnotation):
     every consumer of a FrameAnnotation still works, while the clip pipeline resizes the one index map
     instead of K masks (``transforms.make_sample``: one gather per frame instead of K; 20% of the clip
     pipeline's time went to per-tube gathers, issue #17).
+
+    ``present`` [K] bool, when the decoder knows it: which objects have at least one pixel in ``index``
+    (label-map decoders list only the values they found, so all do; RLE objects may be empty). The clip
+    pipeline then reads which objects a clip holds off it instead of a histogram of every map (issue #17).
+    None: unknown (a histogram decides).
+
+    A decoder may give the map undone instead of ``index``: ``source`` + ``source_lut`` (index =
+    ``source_lut[source]``) or ``runs`` = (lengths, codes) of :func:`gvseg.data.arrays.runs` + ``shape``. Then
+    ``index`` is made on first access, and :meth:`coded` (what the clip pipeline calls) maps the source
+    straight through the composed table: one full-resolution pass per frame instead of two (issue #17).
     """
 
-    def __init__(self, ids: np.ndarray, category_ids: np.ndarray, index: np.ndarray,
-                 iscrowd: np.ndarray | None = None, has_ignore: bool = True, masks: np.ndarray | None = None):
-        self.ids, self.category_ids, self.index = ids, category_ids, index
+    def __init__(self, ids: np.ndarray, category_ids: np.ndarray, index: np.ndarray | None = None,
+                 iscrowd: np.ndarray | None = None, has_ignore: bool = True, masks: np.ndarray | None = None,
+                 present: np.ndarray | None = None, *, source: np.ndarray | None = None,
+                 source_lut: np.ndarray | None = None, runs: tuple[np.ndarray, np.ndarray] | None = None,
+                 shape: tuple[int, int] | None = None):
+        if index is None and (source is None or source_lut is None) and (runs is None or shape is None):
+            raise ValueError("IndexedAnnotation needs index, source + source_lut, or runs + shape")
+        self.ids, self.category_ids, self._index = ids, category_ids, index
+        self._source, self._source_lut, self._runs = source, source_lut, runs
+        self.index_shape: tuple[int, int] = tuple(index.shape if index is not None else  # type: ignore[assignment]
+                                                  source.shape if source is not None else shape)
+        self.present = present
         self.iscrowd = iscrowd if iscrowd is not None else np.zeros(len(ids), bool)
         self.has_ignore = has_ignore  # False: the format has no void pixels (``ignore`` is None, as before)
         self._masks: np.ndarray | None = masks
         self._ignore: np.ndarray | None = None
+
+    @property
+    def index(self) -> np.ndarray:
+        """[H, W] codes (see the class docstring), made from the source on first access."""
+        if self._index is None:
+            if self._runs is not None:
+                self._index = paint_runs(self._runs[0], self._runs[1], self.index_shape)
+            else:
+                self._index = lookup(self._source_lut, self._source)
+        return self._index
+
+    def coded(self, lut: np.ndarray) -> np.ndarray:
+        """``lut[index]`` (a new [H, W] array of ``lut``'s dtype) in one pass over the source."""
+        if self._index is not None:
+            return lookup(lut, self._index)
+        if self._runs is not None:
+            return paint_runs(self._runs[0], lut[self._runs[1]], self.index_shape)
+        return lookup(lut[self._source_lut], self._source)
 
     @property
     def masks(self) -> np.ndarray:  # type: ignore[override]
@@ -211,11 +274,11 @@ class IndexedAnnotation(FrameAnnotation):
         return self._ignore
 
     def __repr__(self) -> str:
-        return f"IndexedAnnotation(ids={self.ids.tolist()}, shape={self.index.shape})"
+        return f"IndexedAnnotation(ids={self.ids.tolist()}, shape={self.index_shape})"
 
 
 def indexed_if_disjoint(ids: np.ndarray, category_ids: np.ndarray, stack: np.ndarray,
-                        iscrowd: np.ndarray | None = None) -> FrameAnnotation:
+                        iscrowd: np.ndarray | None = None, areas: np.ndarray | None = None) -> FrameAnnotation:
     """[H, W, K] 0/1 uint8 masks as ``pycocotools`` decodes them (Fortran order) -> an
     :class:`IndexedAnnotation` when no pixel is in two masks (then the clip pipeline resizes one map instead of
     K masks), else a plain FrameAnnotation with [K, H, W] bool masks (overlaps, allowed in YTVIS/OVIS/BURST,
@@ -223,14 +286,17 @@ def indexed_if_disjoint(ids: np.ndarray, category_ids: np.ndarray, stack: np.nda
 
     The overlap count and the index map are built on the stack's own memory order ([K, W, H] C-contiguous),
     one uint8 pass per object, and only the index map is transposed back: no [K, H, W] bool copy, no
-    full-resolution per-object masks (they follow from the index map when a consumer asks; issue #17)."""
+    full-resolution per-object masks (they follow from the index map when a consumer asks; issue #17).
+    ``areas`` [K] (pixels per object, e.g. ``pycocotools.mask.area`` of the RLEs) gives the index map's
+    ``present`` flags."""
     k = len(ids)
     planes = stack.transpose(2, 1, 0)  # [K, W, H] view, C-contiguous for a Fortran stack
     if 0 < k < 255 and int(planes.sum(0, dtype=np.uint8).max()) <= 1:  # uint8 cannot wrap: K < 255
         index_t = np.zeros(planes.shape[1:], np.uint8)  # [W, H]
         for j in range(k):
             index_t += planes[j] * np.uint8(j + 1)  # disjoint: each pixel gets at most one code
-        return IndexedAnnotation(ids, category_ids, cv2.transpose(index_t), iscrowd, has_ignore=False)
+        return IndexedAnnotation(ids, category_ids, cv2.transpose(index_t), iscrowd, has_ignore=False,
+                                 present=None if areas is None else np.asarray(areas) > 0)
     masks = np.ascontiguousarray(stack.transpose(2, 0, 1), dtype=bool)  # [K, H, W]
     return FrameAnnotation(ids=ids, category_ids=category_ids, masks=masks, iscrowd=iscrowd)
 
@@ -260,8 +326,18 @@ def present_u8(values: np.ndarray) -> np.ndarray:
 
 def present_values(values: np.ndarray, size: int) -> np.ndarray:
     """Sorted distinct values of a small-range integer array (< ``size``): a histogram, which beats
-    ``np.unique``'s hash/sort by ~10x on a 480x640 label map."""
+    ``np.unique``'s hash/sort by ~10x on a 480x640 label map. A C-contiguous uint8 map of few runs (label maps
+    are piecewise constant) is read off its runs instead: one comparison pass and the run starts, 0.11 ms
+    against cv2.calcHist's 0.40 ms a 480x640 map (issue #17); a noisy map takes the histogram."""
     if values.dtype == np.uint8:
+        flat = values.reshape(-1) if values.flags.c_contiguous else None
+        if flat is not None and flat.size > 1:
+            change = flat[1:] != flat[:-1]
+            if np.count_nonzero(change) < flat.size // 16:  # runs (>= 16 pixels on average) beat the histogram
+                seen = np.zeros(256, bool)
+                seen[flat[0]] = True
+                seen[flat[1:][change]] = True
+                return np.flatnonzero(seen).astype(np.int64)
         return np.flatnonzero(present_u8(values)).astype(np.int64)
     return np.flatnonzero(np.bincount(values.reshape(-1), minlength=size)).astype(np.int64)
 
@@ -527,6 +603,13 @@ def decode_stack(rles: list[dict], height: int, width: int, where: str) -> np.nd
         return mask_util.decode(rles)
     except Exception as e:
         raise DataError(where, f"cannot decode RLE ({type(e).__name__}: {e})") from None
+
+
+def rle_areas(rles: list[dict]) -> np.ndarray:
+    """[K] int64 pixels of each compressed RLE (:func:`rle_object`), counted on the runs (no decode)."""
+    from pycocotools import mask as mask_util
+
+    return np.asarray(mask_util.area(rles), np.int64).reshape(-1) if rles else np.zeros(0, np.int64)
 
 
 def decode_rle(rle: dict, height: int, width: int, where: str) -> np.ndarray:

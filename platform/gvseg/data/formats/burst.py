@@ -197,10 +197,10 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     objs = record.annotations[t]
     h, w = record.height, record.width
     where = f"{record.meta.get('json')}: {record.video_id} frame {t}"
-    stack = C.decode_stack([C.rle_object({"size": [h, w], "counts": r}, h, w, where) for *_, r in objs],
-                           h, w, where)  # [H, W, K]
+    rles = [C.rle_object({"size": [h, w], "counts": r}, h, w, where) for *_, r in objs]
+    stack = C.decode_stack(rles, h, w, where)  # [H, W, K]
     return C.indexed_if_disjoint(np.array([o[0] for o in objs], np.int64), np.array([o[1] for o in objs], np.int64),
-                                 stack, np.zeros(len(objs), bool))
+                                 stack, np.zeros(len(objs), bool), areas=C.rle_areas(rles))
 
 
 # ----------------------------------------------------------------------------------------------- write

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from gvseg.data.arrays import paint_runs, runs
+from gvseg.data.arrays import runs
 from gvseg.data.errors import DataError
 from gvseg.data.formats import _common as C
 from gvseg.structures import Category, FrameAnnotation, SyntheticVideo, VideoRecord
@@ -74,13 +74,13 @@ def decode(path: str, height: int, width: int) -> FrameAnnotation:
     cv2 pass (:func:`panoptic_keys`); their distinct values and the index map come from the map's runs
     (``arrays.runs``), not from ``np.unique`` over an int64 key map and a 2**24 lookup table (3.6 -> 0.8 ms a
     480x640 frame beside the 2.4 ms PNG decode, issue #17)."""
-    rgb = C.read_label(path)
+    rgb, bgr = C.read_label_native(path)  # BGR as OpenCV decodes it: panoptic_keys reorders the bytes anyway
     if rgb.ndim != 3:
         raise DataError(path, f"expected an RGB panoptic map, got shape {rgb.shape}")
     C.check_shape(path, rgb, height, width)
     if rgb.dtype != np.uint8:
         rgb = rgb.astype(np.uint8)
-    key = panoptic_keys(rgb)  # [H, W] = class * DIVISOR + instance
+    key = panoptic_keys(rgb, bgr=bgr)  # [H, W] = class * DIVISOR + instance
     lengths, run_keys = runs(key)  # [R]
     keys, run_of = np.unique(run_keys, return_inverse=True)  # keys [S] ascending: by class, then instance
     keys = keys.astype(np.int64)
@@ -96,15 +96,18 @@ def decode(path: str, height: int, width: int) -> FrameAnnotation:
     code = np.zeros(len(keys), C.index_dtype(len(ids)))  # [S] key -> k + 1, void -> K + 1
     code[~void] = np.arange(1, len(ids) + 1)
     code[void] = len(ids) + 1
-    index = paint_runs(lengths, code[run_of], key.shape)
-    return C.IndexedAnnotation(ids=ids, category_ids=cats, index=index, iscrowd=thing & (insts == 0))
+    return C.IndexedAnnotation(ids=ids, category_ids=cats, runs=(lengths, code[run_of]), shape=key.shape,
+                               iscrowd=thing & (insts == 0),
+                               present=np.ones(len(ids), bool))  # ids are the keys the runs hold
 
 
-def panoptic_keys(rgb: np.ndarray) -> np.ndarray:
+def panoptic_keys(rgb: np.ndarray, bgr: bool = False) -> np.ndarray:
     """[H, W, 3] uint8 -> [H, W] uint32 ``R << 16 | G << 8 | B`` = trainId * DIVISOR + (G * 256 + B), the
     build_step_data.py encoding: cv2 reorders the bytes to B, G, R, A, read as one little-endian uint32 with
-    the alpha byte masked off (0.09 ms against 1.5 ms for the shifts and ors on uint16/uint32 planes)."""
-    packed = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA).view("<u4")[..., 0]
+    the alpha byte masked off (0.09 ms against 1.5 ms for the shifts and ors on uint16/uint32 planes).
+    ``bgr``: the channels are stored B, G, R (an OpenCV decode), the same keys."""
+    conv = cv2.COLOR_BGR2BGRA if bgr else cv2.COLOR_RGB2BGRA  # bytes B, G, R, A either way
+    packed = cv2.cvtColor(np.ascontiguousarray(rgb), conv).view("<u4")[..., 0]
     return np.bitwise_and(packed, 0xFFFFFF, out=packed)
 
 

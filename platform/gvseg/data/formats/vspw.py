@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gvseg.data.arrays import lookup
 from gvseg.data.errors import DataError
 from gvseg.data.formats import _common as C
 from gvseg.data.formats.vipseg_categories import VIPSEG_CATEGORIES
@@ -85,8 +84,8 @@ def decode(path: str, height: int, width: int) -> FrameAnnotation:
     if bad.any():
         raise DataError(path, f"stray label values {values[bad][:8].tolist()} (allowed: 0, 255, 1..{NUM_CLASSES})")
     cats = values - 1  # [K]
-    return C.IndexedAnnotation(ids=cats.copy(), category_ids=cats, index=lookup(C.index_lut(256, values, VOID_RAW), raw),
-                               iscrowd=np.zeros(len(cats), bool))
+    return C.IndexedAnnotation(ids=cats.copy(), category_ids=cats, source=raw, source_lut=C.index_lut(256, values, VOID_RAW),
+                               iscrowd=np.zeros(len(cats), bool), present=np.ones(len(cats), bool))
 
 
 def write(out_dir: str | Path, videos: list[SyntheticVideo], split: str, *, progress: bool = False) -> None:

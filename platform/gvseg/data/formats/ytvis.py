@@ -141,9 +141,10 @@ def load_annotation(record: VideoRecord, t: int) -> FrameAnnotation:
     objs = record.annotations[t]
     h, w = record.height, record.width
     where = f"{record.meta.get('json', record.video_id)}: video {record.meta.get('json_video_id')} frame {t}"
-    stack = C.decode_stack([segmentation_rle(s, h, w, where) for *_, s in objs], h, w, where)  # [H, W, K]
+    rles = [segmentation_rle(s, h, w, where) for *_, s in objs]
+    stack = C.decode_stack(rles, h, w, where)  # [H, W, K]
     return C.indexed_if_disjoint(np.array([o[0] for o in objs], np.int64), np.array([o[1] for o in objs], np.int64),
-                                 stack, np.array([o[2] for o in objs], bool))
+                                 stack, np.array([o[2] for o in objs], bool), areas=C.rle_areas(rles))
 
 
 def segmentation_rle(segm, height: int, width: int, where: str) -> dict:

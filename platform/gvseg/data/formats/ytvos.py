@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gvseg.data.arrays import lookup
 from gvseg.data.errors import DataError
 from gvseg.data.formats import _common as C
 from gvseg.structures import Category, Exemplar, FrameAnnotation, SyntheticVideo, VideoRecord
@@ -120,7 +119,8 @@ def indexed_palette(ids: np.ndarray, lab: np.ndarray) -> FrameAnnotation:
         return FrameAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64), masks=C.masks_from_ids(lab, ids),
                                iscrowd=np.zeros(len(ids), bool), ignore=lab == IGNORE_INDEX)
     return C.IndexedAnnotation(ids=ids, category_ids=np.ones(len(ids), np.int64),
-                               index=lookup(C.index_lut(256, ids, (IGNORE_INDEX,)), lab), iscrowd=np.zeros(len(ids), bool))
+                               source=lab, source_lut=C.index_lut(256, ids, (IGNORE_INDEX,)), iscrowd=np.zeros(len(ids), bool),
+                               present=np.ones(len(ids), bool))  # ids are the values found
 
 
 # ----------------------------------------------------------------------------------------------- write
