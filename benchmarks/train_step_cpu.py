@@ -5,7 +5,11 @@
 
 Variants, each one full ``engine.train_step`` (forward, losses, backward, AdamW) on the same synthetic clip:
   * ``gvseg_tcl``  the VPS recipe as it trains: a key clip of 3 frames plus its TCL reference clip (Eq. 10),
-                   both segmented (``loss.reference_segmentation``);
+                   both segmented (``loss.reference_segmentation``), the key clip anchoring TCL;
+  * ``gvseg_tcl_symmetric``   the same plus the reference clip anchoring too (``loss.contrastive.symmetric``):
+                   both clips are then key clips, 6 key frames a step;
+  * ``gvseg_tcl_no_backward`` the reference clip forwarded without autograd and not segmented
+                   (``loss.reference_backward=false``, ``loss.reference_segmentation=false``);
   * ``gvseg``      the key clip alone (no reference clip: TCL off);
   * ``hf``         HF ``Mask2FormerForUniversalSegmentation`` (random weights, offline) on the key clip's 3
                    frames as 3 images.
@@ -16,10 +20,14 @@ engine injects into the model and the criterion.
 
 Results (2026-12-03, 2 idle cores, 5 rounds; before -> after the gated, one-softplus matcher):
   gvseg     11.7 -> 7.7 CPU s a step, 0.89x -> 1.06x HF (8.2 s) per key frame: met
-  gvseg_tcl 24.4 -> 15.7 CPU s a step, 0.43x -> 0.52x: missed. The reference clip costs a second forward and
-            backward because the recipe segments it too (``loss.reference_segmentation``: thing VPQ_1/VPQ_6
-            37.1/28.1 against 31.7/17.6 without); per processed frame GvSeg is 1.05x HF.
+  gvseg_tcl 24.4 -> 15.7 CPU s a step, 0.43x -> 0.52x: missed.
   matcher   175 -> 53 ms a call (HF 64), 15% -> 7% of the step; 10 calls per clip forward.
+Results (2026-12-03 evening, 7 rounds, 2 cores shared with one other process; HF 8.4 s a step):
+  gvseg_tcl 14.9 s, 0.56x: missed.  gvseg_tcl_symmetric 14.8 s, 1.14x per key frame (6 key frames).
+  gvseg_tcl_no_backward 10.6 s, 0.80x.  gvseg 7.6 s, 1.10x.
+  Neither lever is the recipe, by measurement (benchmarks/tcl_reference.py, VPS learning data, 2 seeds):
+  symmetric -2.4 +- 2.6 thing VPQ_6 at equal steps; no_backward -6.4 at equal steps (1 seed) and -2.4 +- 0.4
+  at equal compute (1400 steps against 900). The gradient through the reference clip buys association.
 
 Writes ``benchmarks/results/train_step_cpu.json`` (machine named). Needs ``transformers`` for the peer; without
 it the HF row is skipped with the reason.
@@ -157,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         hf = result["variants"]["hf"]["cpu_s_per_key_frame"]
         for name in variants:
             result["variants"][name]["speed_vs_hf_per_key_frame"] = hf / result["variants"][name]["cpu_s_per_key_frame"]
-        result["target"] = "the recipe's TCL step (gvseg_tcl_symmetric since 2026-12-03) >= 1.0x HF per key frame"
-        result["meets_target"] = {n: result["variants"][n]["speed_vs_hf_per_key_frame"] >= 1.0
-                                  for n in variants if n.startswith("gvseg_tcl")}
+        result["target"] = "gvseg_tcl (the recipe) >= 1.0x HF per key frame; the other TCL variants are the levers"
+        result["meets_target"] = result["variants"]["gvseg_tcl"]["speed_vs_hf_per_key_frame"] >= 1.0
+        result["lever_at_1x"] = {n: result["variants"][n]["speed_vs_hf_per_key_frame"] >= 1.0
+                                 for n in variants if n.startswith("gvseg_tcl_")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / ("train_step_cpu_smoke.json" if args.smoke else "train_step_cpu.json")

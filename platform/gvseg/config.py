@@ -317,6 +317,9 @@ class LossConfig:
     # only as the fixed positives/negatives k+ / k- of the key anchors v, log(1 + sum exp(v.k- - v.k+)), so no
     # backward runs through it (a forward instead of a forward and a backward). Needs
     # reference_segmentation=False and contrastive.symmetric=False (both put gradients through the reference).
+    # True by measurement (benchmarks/results/tcl_reference_cpu.json, VPS learning data): False with
+    # reference_segmentation=False is 0.80x HF per key frame against 0.56x (train_step_cpu.json) but thing
+    # VPQ_6 -6.4 at equal steps (1 seed) and -2.4 +- 0.4 at equal CPU time (1400 vs 900 steps, 2 seeds).
     reference_backward: bool = True
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     mvc: MVCConfig = field(default_factory=MVCConfig)
