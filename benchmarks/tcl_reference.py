@@ -21,7 +21,8 @@ Results (2026-12-03, 2 shared cores; thing VPQ_1 / VPQ_6, mean of seeds; paired 
   no_backward_matched  46.4 / 33.7   VPQ_6 -2.4 +- 0.4 (-2.7, -2.2), VPQ_1 +0.7 +- 1.7
 Stuff VPQ_6 moves by <= 0.5 in every arm. Neither lever replaces the recipe: the gradient through the
 reference clip (one_way) buys thing VPQ_6 even at equal compute. one_way reproduces the learning benchmark's
-vps/gvseg (45.7 / 36.1) exactly: training is deterministic on one CPU thread.
+vps/gvseg run of the same seeds (45.7 / 36.1; seed 0: VPQ_6 identical, VPQ_1 within 1e-4, the same TCL
+counters): training is deterministic on one CPU thread.
 
 Writes ``benchmarks/results/tcl_reference_cpu.json`` (machine named; per-seed metrics, the TCL counters of the
 last log window, training wall seconds).

@@ -96,6 +96,12 @@ def train_worker(config: dict[str, Any]) -> None:
         else:
             with ckpt.as_directory() as d:
                 state = restore_state(parts, d, device)
+    elif "://" not in cfg.runtime.storage_path and checkpoint.step_dirs(run_dir(cfg)):
+        # A checkpoint Ray Train never recorded: the driver died after the worker wrote it but before the
+        # controller saved its snapshot (checkpoint_manager_snapshot.json), so the re-run gets no checkpoint
+        # from Ray. The run's own step directories still hold it: resume from the newest that loads, so no
+        # step is trained (and logged) twice.
+        state = restore_newest_valid(parts, checkpoint.step_dirs(run_dir(cfg)), device, logger, verbose=rank == 0)
     seed_everything(cfg.train.seed + 1000 * rank + state.step)  # different augmentation per rank and resume
     parts.model = ray.train.torch.prepare_model(parts.model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
