@@ -28,7 +28,14 @@ after ~11 s) and its raylet, GCS and object store compete for the same cores (pe
 1.0-1.5 GB for the DataLoader). The run of 2026-12-02 under load average ~10 gave 1.31 -> 1.28 clips/s
 (DataLoader) and 0.90 -> 0.86 (Ray).
 
-    python benchmarks/data_throughput.py                     # ~10 minutes on 2 shared cores
+Coded tubes (2026-12-04; label-map samples carry one code map per clip, not K x T x H x W planes), interleaved
+before (ff3e44f, from a second checkout) / after, 2 runs each of 1 repeat, idle 2-core Xeon, medians
+(data_throughput_cpu_coded_before_after.json; data_throughput_cpu.json / .png are the last after run):
+DataLoader 19.0 -> 33.1 clips/s (1 worker), 21.6 -> 42.3 (2 workers; 63% of linear), peak PSS 910 -> 558 MB
+and 1249 -> 720 MB; Ray Data 7.0 -> 7.5 (1 CPU), 6.4 -> 6.6 (2 CPUs; 44% of linear): unchanged within noise,
+bound by Ray's own start-up and daemons on 2 cores.
+
+    python benchmarks/data_throughput.py                     # ~3-10 minutes on 2 cores
     python benchmarks/data_throughput.py --smoke             # DataLoader only, seconds (no files written)
 
 Performance on a GPU: not measured yet. ``benchmarks/gpu_suite.py`` measures this and every other issue-#16 GPU

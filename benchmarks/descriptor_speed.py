@@ -10,6 +10,9 @@ Cases (100 masks each, default DescriptorConfig unless noted; the baseline runs 
   * ``pred_quarter_prob``: the same masks as probabilities (thresholded at 0.5 inside: one extra pass).
   * ``gt_train``: 100 bool GT masks at 480x832, the training path (``GvSeg._injector`` / ``target_descriptors``
     call it at the input resolution with ``contour_stride``): the current default stride, and stride 4.
+  * ``gt_coded``: the same 100 ellipses painted into one uint8 code map (void where none is), as the clip
+    pipeline hands targets over: ``prev_planes`` writes the 100 planes (``Targets.frame_masks``) and describes
+    them, as ``target_descriptors`` did; ``new_coded`` is ``compute_descriptor_coded`` on the map (checked equal).
 
 Old, previous and new run interleaved (old, prev, new, old, prev, new, ...) so that load changes on a shared
 machine hit all of them; medians of wall time (``perf_counter``) and of CPU time (``process_time``). Writes
@@ -41,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
 
 from gvseg.config import DescriptorConfig  # noqa: E402
-from gvseg.model.descriptor import compute_descriptor  # noqa: E402
+from gvseg.model.descriptor import compute_descriptor, compute_descriptor_coded  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests" / "model"))
 from descriptor_frozen import compute_descriptor as previous_descriptor  # noqa: E402  (git 67a969e, verbatim)
@@ -188,6 +191,21 @@ def main() -> None:
     gt = ellipses(n, 480, 832, device, seed=1)  # [100, 480, 832] bool
     canvas_gt = torch.tensor([[480, 832]] * n, device=device)
     del full
+    # A panoptic code map (what the clip pipeline hands over): the same ellipses painted in turn, void (255)
+    # where none is; the planes path first writes the planes the consumer wrote before (Targets.frame_masks)
+    code = torch.full((480, 832), 255, dtype=torch.uint8, device=device)
+    for k in range(n):
+        code[gt[k]] = k
+    tube_codes = torch.arange(n, dtype=torch.uint8, device=device)
+
+    def planes_then_descriptor() -> torch.Tensor:
+        return compute_descriptor(code[None] == tube_codes[:, None, None], canvas_gt, cfg, d_model)
+
+    def coded_descriptor() -> torch.Tensor:
+        return compute_descriptor_coded([code], [tube_codes], canvas_gt, cfg, d_model)
+
+    if not torch.equal(planes_then_descriptor(), coded_descriptor()):
+        raise SystemExit("descriptor_speed: the coded descriptor differs from the planes'")
 
     groups = {
         "pred_quarter_bool": {"old": lambda: baseline_descriptor(pred, canvas_q, stride4, d_model, downsample=1),
@@ -201,6 +219,7 @@ def main() -> None:
                      f"new_stride{cfg.contour_stride}": lambda: compute_descriptor(gt, canvas_gt, cfg, d_model),
                      "prev_stride4": lambda: previous_descriptor(gt, canvas_gt, stride4, d_model),
                      "new_stride4": lambda: compute_descriptor(gt, canvas_gt, stride4, d_model)},
+        "gt_coded": {"prev_planes": planes_then_descriptor, "new_coded": coded_descriptor},
     }
     result = {"benchmark": "descriptor_speed", "machine": machine(device, args.threads), "num_masks": n,
               "config": {k: getattr(cfg, k) for k in ("angle_bins", "radius_bins", "num_points", "contour_stride",

@@ -171,3 +171,28 @@ def test_load_model_reads_a_checkpoint_or_a_bare_state_dict(tmp_path):
     torch.save({"step": 3, "note": "no weights"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"other\.pt: neither a gvseg checkpoint .* nor a model state dict$"):
         checkpoint.load_model(tmp_path / "other.pt", cfg)
+
+
+def _step_dirs(root: Path, steps: list[int]) -> list[Path]:
+    dirs = []
+    for s in steps:
+        (root / f"step_{s}").mkdir(parents=True)
+        (root / f"step_{s}" / checkpoint.FILENAME).write_bytes(b"x")
+        dirs.append(root / f"step_{s}")
+    return dirs
+
+
+def test_resume_candidates_stop_at_the_recorded_checkpoint(tmp_path):
+    d2, d4, _ = _step_dirs(tmp_path, [2, 4, 6])
+    assert checkpoint.resume_candidates(d4, tmp_path) == [d2, d4]  # never a newer one the launcher did not record
+
+
+def test_resume_candidates_without_a_record_are_the_runs_own_step_dirs(tmp_path):
+    dirs = _step_dirs(tmp_path, [2, 10, 4])
+    assert checkpoint.resume_candidates(None, tmp_path) == [dirs[0], dirs[2], dirs[1]]  # by step, not by name
+
+
+def test_resume_candidates_without_a_record_or_local_storage_are_empty(tmp_path):
+    _step_dirs(tmp_path, [2])
+    assert checkpoint.resume_candidates(None, None) == []
+    assert checkpoint.resume_candidates(None, tmp_path / "fresh") == []

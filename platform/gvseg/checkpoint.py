@@ -218,6 +218,20 @@ def step_dirs(root: str | Path) -> list[Path]:
     return sorted((p.parent for p in Path(root).glob("step_*/" + FILENAME)), key=step_key)
 
 
+def resume_candidates(recorded: str | Path | None, own_root: str | Path | None) -> list[Path]:
+    """Checkpoint dirs a restarted run may resume from, oldest first (the newest that loads wins).
+
+    ``recorded``: the local checkpoint the launcher recorded (Ray Train's ``get_checkpoint()``), or None.
+    With one, its siblings up to it (so a torn newest falls back to an older one, never to a newer one the
+    launcher did not record). Without one, the run's own step dirs under ``own_root`` (local storage; None
+    for remote storage): the driver can die after a worker wrote a checkpoint but before the launcher saved
+    its record of it, and resuming from the files means no step is trained, and logged, twice."""
+    if recorded is not None:
+        recorded = Path(recorded)
+        return [d for d in step_dirs(recorded.parent) if step_key(d) <= step_key(recorded)]
+    return step_dirs(own_root) if own_root is not None else []
+
+
 def prune(root: str | Path, keep: int) -> None:
     """Keep the newest ``keep`` ``step_*`` checkpoint directories under ``root``, and always the newest
     one that loads (so a torn newest file never leaves the run without a valid checkpoint)."""

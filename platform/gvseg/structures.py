@@ -8,7 +8,7 @@ Data side (NumPy, CPU, picklable so Ray Data can ship them):
                         heavy is decoded until asked (``gvseg.data.formats.load_frame/load_annotation``).
 
 Model side (torch):
-  * ``Targets``    one clip's ground truth as tubes.
+  * ``Targets``    one clip's ground truth as tubes (given, or coded: one code map the tubes are derived from).
   * ``Clip``       a batch of B clips of T frames, the input to ``GvSeg.forward``.
   * ``QueryMeta``  what each query may stand for (thing / stuff class / exemplar id): the gate that every
                    matching (training) and the class choice of post-processing (inference) obey.
@@ -22,7 +22,7 @@ Shapes use B = clips in the batch, T = frames in a clip, K = objects, H×W = pad
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -101,17 +101,121 @@ class VideoRecord:
         return [p.rsplit("/", 1)[-1].rsplit(".", 1)[0] for p in self.frame_paths]
 
 
+class Derived:
+    """A dataclass field that is stored as given or, when given None, derived from the record's other fields
+    on first read (``owner._derive(name)``) and kept. The clip pipeline hands tubes over as one code map
+    (issue #17): the K x T x H x W planes are written only where they are read, on the consumer's device.
+
+    The dataclass sees a descriptor-typed field (Python's documented protocol): ``Derived()`` has no default,
+    ``Derived(None)`` defaults to None."""
+
+    def __init__(self, default: Any = MISSING):
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:  # class access: the dataclass asks for the default
+            if self.default is MISSING:
+                raise AttributeError(self.name)
+            return self.default
+        value = obj.__dict__.get(self.slot)
+        if value is None:
+            value = obj._derive(self.name)
+            if value is not None:
+                obj.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class Targets:
-    """Ground truth of one clip as K tubes over its T frames (absent frames are all-False)."""
+    """Ground truth of one clip as K tubes over its T frames (absent frames are all-False).
 
-    masks: torch.Tensor  # [K, T, H, W] bool
+    Either ``masks`` is given, or it is None and the tubes are coded: ``code`` [T, H, W] holds one code per
+    pixel, tube k is ``code == tube_codes[k]`` and void pixels are ``code == ignore_code``. ``masks`` and
+    ``ignore`` are then derived on first read, on the device ``code`` is on (what :func:`collate` makes for
+    label-map formats; :meth:`to` moves the code map, not the planes)."""
+
+    masks: torch.Tensor = Derived()  # [K, T, H, W] bool
     labels: torch.Tensor  # [K] int64, contiguous class index (things first; see ModelConfig)
     ids: torch.Tensor  # [K] int64, track ids unique within the video
     isthing: torch.Tensor  # [K] bool
-    ignore: torch.Tensor | None = None  # [T, H, W] bool void pixels
+    ignore: torch.Tensor | None = Derived(None)  # [T, H, W] bool void pixels
+    code: torch.Tensor | None = None  # [T, H, W] uint8 / int32 pixel codes (coded tubes)
+    tube_codes: torch.Tensor | None = None  # [K] the code of each tube
+    ignore_code: int = -1  # the code of void pixels (padding included)
+
+    def __post_init__(self) -> None:
+        if self.__dict__.get("_masks") is None and (self.code is None or self.tube_codes is None):
+            raise TypeError("Targets needs masks, or code and tube_codes")
+
+    @property
+    def coded(self) -> bool:
+        """Whether the tubes are still only a code map (``masks`` not derived yet)."""
+        return self.code is not None and self.__dict__.get("_masks") is None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(K, T, H, W) of the tubes, without deriving them."""
+        if self.coded:
+            return (int(self.tube_codes.numel()), *self.code.shape)
+        return tuple(self.masks.shape)
+
+    def frame_masks(self, f: int) -> torch.Tensor:
+        """[K, H, W] bool: every tube in frame ``f`` (coded: that frame's planes only)."""
+        if self.coded:
+            return self.code[f][None] == self.tube_codes.to(self.code.device, self.code.dtype)[:, None, None]
+        return self.masks[:, f]
+
+    def masks_at(self, index: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Tube values at linear pixel indices (y * W + x; nearest lookup). ``index`` [T, P] is shared by every
+        tube (-> [K, T, P] bool); [n, T, P] gives each of the tubes ``rows`` [n] its own points (-> [n, T, P]).
+        Coded targets look the codes up and compare: the planes are never written."""
+        if self.coded:
+            flat = self.code.flatten(-2)  # [T, H*W]
+            idx = index.to(flat.device)
+            codes = self.tube_codes.to(flat.device, flat.dtype)
+            codes = codes if rows is None else codes[rows.to(flat.device)]  # [n]
+            if idx.dim() == 2:
+                return (flat.gather(-1, idx)[None] == codes[:, None, None]).to(index.device)
+            got = flat[None].expand(idx.shape[0], -1, -1).gather(-1, idx)  # [n, T, P]
+            return (got == codes[:, None, None]).to(index.device)
+        masks = self.masks if rows is None else self.masks[rows.to(self.masks.device)]
+        flat = masks.flatten(-2)  # [n, T, H*W]
+        idx = index.to(flat.device)
+        idx = idx[None].expand(flat.shape[0], -1, -1) if idx.dim() == 2 else idx
+        return flat.gather(-1, idx).to(index.device)
+
+    def ignore_at(self, index: torch.Tensor) -> torch.Tensor | None:
+        """``ignore`` at linear pixel indices [..., T, P] -> [..., T, P] bool; None without void pixels."""
+        if self.coded:
+            flat = self.code.flatten(-2)  # [T, H*W]
+        elif self.ignore is None:
+            return None
+        else:
+            flat = self.ignore.flatten(-2)
+        idx = index.to(flat.device)
+        lead = idx.shape[:-2]
+        got = flat.expand(*lead, *flat.shape).gather(-1, idx)
+        return (got == self.ignore_code if self.coded else got).to(index.device)
+
+    def _derive(self, name: str) -> torch.Tensor | None:
+        if self.code is None:
+            return None
+        if name == "masks":  # [K, T, H, W]: one broadcast comparison
+            return self.code[None] == self.tube_codes.to(self.code.device, self.code.dtype)[:, None, None, None]
+        return self.code == self.ignore_code  # ignore [T, H, W]
 
     def to(self, device: torch.device | str) -> Targets:
+        if self.coded:
+            return Targets(None, self.labels.to(device, non_blocking=True), self.ids.to(device, non_blocking=True),
+                           self.isthing.to(device, non_blocking=True), None,
+                           code=self.code.to(device, non_blocking=True),
+                           tube_codes=self.tube_codes.to(device, non_blocking=True), ignore_code=self.ignore_code)
         return Targets(
             masks=self.masks.to(device, non_blocking=True),
             labels=self.labels.to(device, non_blocking=True),

@@ -39,6 +39,8 @@ def test_rows_are_numeric_and_match_plain_pipeline(ray_ctx):
     ds = build_dataset(records, cfg, seed=3, epochs=1, start_epoch=2)
     row = ds.take(1)[0]
     assert not any(isinstance(v, str) for v in row.values())
+    # label maps travel coded: one T x H x W code map, no K x T x H x W planes
+    assert int(row["key_code_itemsize"]) == 1 and len(row["key_masks"]) == 0 and len(row["key_ignore"]) == 0
     got = {vid: c for c in iterate_shard(ds, cfg, batch_size=1) for vid in c.video_ids}
     ref = {c.video_ids[0]: c for c in iterate_batches(records, cfg, batch_size=1, seed=3, epoch=2)}
     assert set(got) == set(ref) and len(got) == len(records)

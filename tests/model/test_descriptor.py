@@ -532,3 +532,58 @@ def test_centroid_from_run_ends_is_exact():
         if area[i] > 0:
             yy, xx = masks[i].nonzero().double().mean(0)
             assert abs(float(cx[i]) - float(xx)) < 1e-4 and abs(float(cy[i]) - float(yy)) < 1e-4
+
+
+def _code_map(h, w, seed, dtype=torch.uint8, void=255):
+    """A panoptic-style code map: blocks and discs of codes 0..7, void pixels, a code touching the border."""
+    g = torch.Generator().manual_seed(seed)
+    code = torch.randint(0, 8, (h // 6 + 1, w // 6 + 1), generator=g).repeat_interleave(6, 0).repeat_interleave(6, 1)
+    code = code[:h, :w].clone()
+    code[disc(h // 2, w // 3, min(h, w) // 4, h, w)] = 9
+    code[: max(h // 5, 1), : max(w // 5, 1)] = void
+    return code.to(dtype)
+
+
+@pytest.mark.parametrize("sampling", ["weighted", "along", "raster"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32], ids=["uint8", "int32"])
+@pytest.mark.parametrize("shape", [(45, 80), (2, 7), (1, 1)], ids=["45x80", "2x7", "1x1"])
+def test_coded_descriptor_equals_planes_bit_for_bit(dtype, shape, sampling):
+    """The descriptor of a code map equals that of its planes exactly (issue #17: no planes written)."""
+    cfg, (h, w) = DescriptorConfig(sampling=sampling), shape
+    codes = [_code_map(h, w, 0, dtype), _code_map(h, w, 1, dtype)]
+    tube_codes = [torch.tensor([9, 3, 0, 7, 42], dtype=dtype), torch.tensor([5, 1], dtype=dtype)]  # 42: absent
+    planes = torch.cat([c[None] == t[:, None, None] for c, t in zip(codes, tube_codes)])  # [7, h, w]
+    sizes = torch.tensor([[h, w]] * 5 + [[max(h - 2, 1), max(w - 3, 1)]] * 2)
+    out = descriptor.compute_descriptor_coded(codes, tube_codes, sizes, cfg, D)
+    assert torch.equal(out, compute_descriptor(planes, sizes, cfg, D))
+    assert torch.equal(out[4], torch.zeros(cfg.angle_bins * cfg.radius_bins))  # an absent tube: all zeros
+
+
+def test_coded_descriptor_of_no_tubes_is_empty():
+    out = descriptor.compute_descriptor_coded([_code_map(20, 20, 0)], [torch.zeros(0, dtype=torch.uint8)],
+                                              torch.zeros(0, 2), DescriptorConfig(), D)
+    assert out.shape == (0, 432)
+
+
+def test_coded_descriptor_rejects_readings_that_need_planes():
+    with pytest.raises(ValueError, match="outside_ref 'canvas'"):
+        descriptor.compute_descriptor_coded([_code_map(20, 20, 0)], [torch.tensor([1], dtype=torch.uint8)],
+                                            canvas(1, 20, 20), DescriptorConfig(outside_ref="own_mask"), D)
+
+
+@pytest.mark.parametrize("name", ["default", "fg_union"])
+def test_target_descriptors_of_coded_targets_write_no_planes(name, monkeypatch):
+    """Coded targets give what their derived planes give; the default reading never derives them."""
+    cfg, (h, w) = FROZEN_CFGS[name], (45, 80)
+    tgs = [Targets(None, torch.zeros(len(t), dtype=torch.int64), torch.arange(len(t)), torch.ones(len(t), dtype=torch.bool),
+                   code=torch.stack([_code_map(h, w, s + f) for f in range(3)]), tube_codes=t, ignore_code=255)
+           for s, t in ((0, torch.tensor([9, 3, 0], dtype=torch.uint8)), (5, torch.tensor([5, 1], dtype=torch.uint8)))]
+    explicit = [Targets(tg.masks.clone(), tg.labels, tg.ids, tg.isthing) for tg in tgs]
+    for tg in tgs:
+        tg.__dict__.pop("_masks")  # coded again
+    sizes = torch.tensor([[h, w], [h - 6, w - 16]])
+    want = target_descriptors(explicit, sizes, cfg, D)
+    if name == "default":
+        monkeypatch.setattr(Targets, "frame_masks", lambda *a: pytest.fail("planes written"))
+    got = target_descriptors(tgs, sizes, cfg, D)
+    assert len(got) == 2 and all(torch.equal(a, b) for a, b in zip(got, want))

@@ -12,8 +12,9 @@ Pipeline for one training sample (all NumPy until :func:`collate`):
 
 Speed (issue #17; benchmarks/clip_pipeline.py, results in benchmarks/results/clip_pipeline_cpu*.json): label-map
 annotations (and RLE frames without overlaps) arrive as one index map per frame
-(``formats._common.IndexedAnnotation``), which is mapped to clip codes and resized once, and the tubes come
-from one broadcast comparison after; frames are written channels-first; frames, masks and ignore are built
+(``formats._common.IndexedAnnotation``), which is mapped to clip codes and resized once; the sample keeps that
+code map (``Sample.code``, ``tube_codes``) and the tube planes are derived only where they are read (``Targets``
+on the model's device: the matcher and losses look codes up at their points); frames are written channels-first; frames, masks and ignore are built
 inside buffers already padded to /32 (recycled: fresh memory costs a page fault per 4 KB) which collate uses
 as they are (see :func:`make_sample`). ``build_tubes`` + ``augment_masks`` + ``augment_image`` remain the
 reference definition (and the path for callers that hold full-resolution masks);
@@ -62,6 +63,7 @@ from gvseg.structures import (
     Category,
     Clip,
     ClipExemplars,
+    Derived,
     Exemplar,
     FrameAnnotation,
     Targets,
@@ -320,8 +322,8 @@ class Sample:
     frame_index: np.ndarray  # [T] int64 positions in the video
     ids: np.ndarray  # [K] int64
     labels: np.ndarray  # [K] int64 contiguous (things first)
-    masks: np.ndarray  # [K, T, H, W] bool
-    ignore: np.ndarray  # [T, H, W] bool
+    masks: np.ndarray = Derived()  # [K, T, H, W] bool; None: coded, derived from ``code`` when read
+    ignore: np.ndarray = Derived()  # [T, H, W] bool; None: coded (``code == ignore_code``)
     num_thing_classes: int
     exemplars: SampleExemplars | None = None
     reference: Sample | None = None
@@ -329,6 +331,26 @@ class Sample:
     # [K] bool: which tubes have pixels in frame 0, when make_sample knows it (draw_exemplars reads it instead of
     # scanning the planes); None: unknown
     first_visible: np.ndarray | None = None
+    # Coded tubes (label-map formats): code [T, H, W] uint8/16/32 (a view of a buffer padded to /32, padding =
+    # ignore_code), tube k = ``code == tube_codes[k]``. collate hands the code map on, so the K planes are only
+    # written where they are read (``Targets`` derives them on the model's device).
+    code: np.ndarray | None = None
+    tube_codes: np.ndarray | None = None  # [K] same dtype as code
+    ignore_code: int = -1
+
+    def _derive(self, name: str) -> np.ndarray | None:
+        if self.code is None:
+            return None
+        h, w = self.code.shape[-2:]
+        base = _padded_base(self.code)
+        src = self.code if base is None else base  # the padded buffer: collate takes the planes as they are
+        if name == "masks":
+            out = _BUFFERS.empty((len(self.tube_codes), *src.shape), bool)
+            np.equal(self.tube_codes[:, None, None, None], src[None], out=out)  # all planes in one pass
+        else:
+            out = _BUFFERS.empty(src.shape, bool)
+            np.equal(src, self.ignore_code, out=out)  # True in the padding
+        return _padded_view(out, h, w) if base is not None else out
 
 
 def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequence[FrameAnnotation | None] | None,
@@ -347,8 +369,9 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
     benchmarks/results/clip_pipeline_cpu*.json):
       * label-map formats and RLE frames without overlaps (:class:`~gvseg.data.formats._common.IndexedAnnotation`)
         map **one index map per frame** to clip codes at the input size, resize it (nearest, the same
-        ``_index_maps`` gather) into one code buffer and derive the [K, T, h, w] tubes after, in one broadcast
-        comparison of the K codes with the code buffer (half the time of one pass per object); which objects
+        ``_index_maps`` gather) into one code buffer, which the Sample keeps (coded tubes: ``Sample.masks`` is
+        derived on first read, in one broadcast comparison of the K codes with the code buffer, and collate
+        hands the code map on without deriving it); which objects
         the clip holds comes from the decoders (``IndexedAnnotation.present``) when the resize keeps every
         input pixel, else from histograms;
       * other annotations (RLE frames whose objects overlap) resize each frame's masks, not full tubes;
@@ -401,10 +424,13 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
             per_id.setdefault(int(i), int(c))
     ids = np.array(sorted(per_id), np.int64)
     rows, cols = _index_maps(h0, w0, params)
+    coded: dict = {}
     if all(a is None or hasattr(a, "coded") for a in annotations):
-        masks, ignore, present, first = _tubes_from_index_maps(annotations, ids, rows, cols, t_len, (h, w),
-                                                               (ph, pw), (h0, w0), first_frame_objects,
-                                                               _cv2_nearest(h0, w0, params))
+        code, tube_codes, ign, present, first = _tubes_from_index_maps(
+            annotations, ids, rows, cols, t_len, (h, w), (ph, pw), (h0, w0), first_frame_objects,
+            _cv2_nearest(h0, w0, params))
+        masks = ignore = None  # derived from the code map where they are read
+        coded = dict(code=code, tube_codes=tube_codes, ignore_code=ign)
     else:
         masks, ignore, present, first = _tubes_from_masks(annotations, ids, rows, cols, t_len, (h, w), (ph, pw),
                                                           first_frame_objects)
@@ -415,7 +441,7 @@ def make_sample(video_id: str, frames: Sequence[np.ndarray], annotations: Sequen
         ids, labels = ids[first], labels[first]
         first = np.ones(len(ids), bool)
     return Sample(video_id, image, np.asarray(frame_index, np.int64), ids, labels, masks, ignore,
-                  label_space.num_thing_classes, first_visible=first)
+                  label_space.num_thing_classes, first_visible=first, **coded)
 
 
 def _augment_planar(image: np.ndarray, p: AugmentParams, out: np.ndarray, bgr: bool, memo: dict) -> None:
@@ -555,16 +581,17 @@ def _padded_base(a: np.ndarray, ph: int | None = None, pw: int | None = None) ->
 
 def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, source_size, first_frame=False,
                            cv2_axes=None):
-    """Index maps -> (masks [K', T, h, w], ignore [T, h, w], present [K] bool, first [K' of present] bool):
-    views of padded buffers; only the K' objects with pixels in the clip get a plane (``first_frame``: only
-    those with pixels in frame 0, which ``first`` marks).
+    """Index maps -> (code [T, h, w], tube codes [K'], ignore code, present [K] bool, first [K' of present]
+    bool): the coded tubes (:class:`Sample`), code a view of a padded buffer whose padding is the ignore code;
+    only the K' objects with pixels in the clip get a tube code (``first_frame``: only those with pixels in
+    frame 0, which ``first`` marks).
 
     Per frame, the frame codes become clip codes at the *input* resolution (one cv2.LUT of the small map)
     and are then resized straight into the clip's code buffer, so nothing is looked up or allocated at the
     output size but the buffer itself. Which objects each frame holds is the decoder's ``present`` (or the
     input map's histogram) when the resize keeps every input pixel (no crop, no downscaling: the training
     case), else the resized codes' histogram. The tubes are one broadcast comparison of the kept codes with
-    the code buffer, the ignore map one more (issue #17)."""
+    the code buffer, made where they are read (``Sample._derive``, ``Targets``; issue #17)."""
     (h, w), (ph, pw) = size, padded
     k = len(ids)
     dtype = np.uint8 if k + 1 < 256 else np.uint16 if k + 1 < 65536 else np.uint32
@@ -599,11 +626,7 @@ def _tubes_from_index_maps(annotations, ids, rows, cols, t_len, size, padded, so
     keep = (np.flatnonzero(present) + 1).astype(dtype)
     if first_frame:
         keep = keep[first]
-    masks = _BUFFERS.empty((len(keep), t_len, ph, pw), bool)
-    np.equal(keep[:, None, None, None], code[None], out=masks)  # all planes in one pass, padding False
-    ignore = _BUFFERS.empty((t_len, ph, pw), bool)
-    np.equal(code, ign, out=ignore)  # True in the padding
-    return _padded_view(masks, h, w), _padded_view(ignore, h, w), present, first
+    return _padded_view(code, h, w), keep, ign, present, first
 
 
 def _keeps_every_pixel(rows: np.ndarray, cols: np.ndarray, source_size: tuple[int, int]) -> bool:
@@ -729,14 +752,35 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
     to target tubes. Call it on the key and on the reference clip: each gets hints from its own first frame."""
     p = exemplar_probabilities(kinds, weights, sample.video_id)
     h, w = sample.frames.shape[1:3]
-    if sample.masks.shape[0] == 0:
+    k_all = len(sample.ids)
+    if k_all == 0:
         return SampleExemplars.empty(h, w)
     ph, pw = pad_size([(h, w)])
-    base = _padded_base(sample.masks, ph, pw)
-    first = sample.masks[:, 0]  # [K, h, w] view
+    if sample.code is not None:  # coded tubes: frame-0 planes of the hinted objects only, from the code map
+        code = _padded_base(sample.code, ph, pw)
+        code0 = sample.code[0] if code is None else code[0]  # [h, w] or padded [ph, pw] (padding: ignore code)
+        tube_codes = sample.tube_codes
+
+        def first_plane(k: int, out: np.ndarray | None = None) -> np.ndarray:
+            return np.equal(code0, tube_codes[k], out=out)
+
+        padded = code is not None
+    else:
+        base = _padded_base(sample.masks, ph, pw)
+        first = sample.masks[:, 0]  # [K, h, w] view
+
+        def first_plane(k: int, out: np.ndarray | None = None) -> np.ndarray:
+            src = base[k, 0] if out is not None else first[k]
+            if out is None:
+                return src
+            out[...] = src
+            return out
+
+        padded = base is not None
     known = sample.first_visible
-    if known is None or len(known) != len(sample.ids):
-        known = first.any(axis=(1, 2))
+    if known is None or len(known) != k_all:
+        known = np.array([first_plane(k).any() for k in range(k_all)], bool) if sample.code is not None \
+            else sample.masks[:, 0].any(axis=(1, 2))
     vis = np.flatnonzero(known)  # [E] tubes visible in the first frame
     ids = sample.ids[vis]
     e = len(ids)
@@ -746,23 +790,26 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
     points = np.zeros((e, 2), np.float32)
     boxes = np.zeros((e, 4), np.float32)
     for j, k in enumerate(vis.tolist()):  # per object (E is small), each step vectorised over pixels
-        if kind[j] == EXEMPLAR_KINDS["point"]:
-            points[j] = random_pixel(first[k], rng)
-        elif kind[j] == EXEMPLAR_KINDS["box"]:
-            boxes[j] = tight_box(first[k])
+        if kind[j] in (EXEMPLAR_KINDS["point"], EXEMPLAR_KINDS["box"]):
+            plane = np.ascontiguousarray(first_plane(k)[:h, :w])
+            if kind[j] == EXEMPLAR_KINDS["point"]:
+                points[j] = random_pixel(plane, rng)
+            else:
+                boxes[j] = tight_box(plane)
     is_mask = kind == EXEMPLAR_KINDS["mask"]
     # only mask hints carry their plane; the others are all-False
-    if base is not None:  # the padded first-frame planes: collate then takes the hint masks without a copy
+    if padded:  # padded first-frame planes: collate then takes the hint masks without a copy
         masks = _BUFFERS.empty((e, ph, pw), bool)  # recycled memory: every plane is written
         for j, k in enumerate(vis.tolist()):
             if is_mask[j]:
-                masks[j] = base[k, 0]
+                first_plane(k, masks[j])
             else:
                 masks[j] = False
         masks = _padded_view(masks, h, w)
     else:
         masks = np.zeros((e, h, w), bool)
-        masks[is_mask] = first[vis[is_mask]]
+        for j in np.flatnonzero(is_mask).tolist():
+            masks[j] = first_plane(int(vis[j]))
     return SampleExemplars(kind, np.zeros(e, np.int64), points, boxes, masks, ids)
 
 
@@ -798,12 +845,17 @@ def keep_hinted(sample: Sample) -> Sample:
     keep = np.isin(sample.ids, sample.exemplars.ids)
     if keep.all():
         return sample
+    first = sample.first_visible
+    first = None if first is None or len(first) != len(keep) else first[keep]
+    if sample.code is not None:  # coded: drop tube codes; the dropped objects' pixels read as background
+        return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=None,
+                                   ignore=sample.__dict__.get("_ignore"), tube_codes=sample.tube_codes[keep],
+                                   first_visible=first)
     h, w = sample.masks.shape[-2:]
     base = _padded_base(sample.masks, *pad_size([(h, w)]))
     masks = _padded_view(base[keep], h, w) if base is not None else sample.masks[keep]  # stays padded for collate
-    first = sample.first_visible
     return dataclasses.replace(sample, ids=sample.ids[keep], labels=sample.labels[keep], masks=masks,
-                               first_visible=None if first is None or len(first) != len(keep) else first[keep])
+                               first_visible=first)
 
 
 def record_exemplars(exemplars: Sequence[Exemplar], clip_frame_index: np.ndarray, height: int, width: int,
@@ -906,6 +958,21 @@ def _pad_bool(a: np.ndarray, ph: int, pw: int, fill: bool) -> torch.Tensor:
     return out
 
 
+def _pad_code(code: np.ndarray, ph: int, pw: int, fill: int) -> torch.Tensor:
+    """[T, h, w] code map -> [T, ph, pw] tensor padded with the ignore code ``fill``: make_sample's padded
+    buffer itself when it has that size. Codes wider than uint8 become int32 (torch compares no uint16)."""
+    base = _padded_base(code, ph, pw)
+    if base is not None and code.dtype == np.uint8:
+        return _tensor(base)
+    t, h, w = code.shape
+    dtype = np.uint8 if code.dtype == np.uint8 else np.int32
+    out = np.empty((t, ph, pw), dtype)
+    out[:, h:, :] = fill
+    out[:, :h, w:] = fill
+    out[:, :h, :w] = code
+    return torch.from_numpy(out)
+
+
 def collate(samples: Sequence[Sample]) -> Clip:
     """B samples -> one :class:`Clip`, padded to a common H×W (multiples of 32) at the bottom/right.
 
@@ -945,11 +1012,17 @@ def collate(samples: Sequence[Sample]) -> Clip:
                     planes = np.empty((3, max(sz[0] for sz in sizes), max(sz[1] for sz in sizes)), np.uint8)
                 for t in range(t_len):
                     _planar_into(frames[i, t, :, :h, :w], s.frames[t], planes)
-        masks = _pad_bool(s.masks, ph, pw, False)
-        ignore = _pad_bool(s.ignore, ph, pw, True)  # padding is ignored
         labels = torch.from_numpy(s.labels)
-        targets.append(Targets(masks=masks, labels=labels, ids=torch.from_numpy(s.ids),
-                               isthing=labels < s.num_thing_classes, ignore=ignore))
+        if s.code is not None:  # coded tubes stay coded: the model's device derives the planes (Targets)
+            targets.append(Targets(None, labels, torch.from_numpy(s.ids), labels < s.num_thing_classes,
+                                   code=_pad_code(s.code, ph, pw, s.ignore_code),
+                                   tube_codes=torch.from_numpy(s.tube_codes.astype(np.int64)),
+                                   ignore_code=int(s.ignore_code)))
+        else:
+            masks = _pad_bool(s.masks, ph, pw, False)
+            ignore = _pad_bool(s.ignore, ph, pw, True)  # padding is ignored
+            targets.append(Targets(masks=masks, labels=labels, ids=torch.from_numpy(s.ids),
+                                   isthing=labels < s.num_thing_classes, ignore=ignore))
         if s.exemplars is not None:
             e = s.exemplars
             em = _pad_bool(e.masks, ph, pw, False)

@@ -30,7 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from gvseg.config import LossConfig
-from gvseg.losses.matcher import HungarianMatcher, check_targets, point_sample, uncertain_point_coords
+from gvseg.losses.matcher import (
+    HungarianMatcher,
+    check_targets,
+    point_index,
+    point_sample,
+    uncertain_point_coords,
+)
 from gvseg.structures import Targets
 
 
@@ -127,12 +133,10 @@ class SetCriterion(nn.Module):
             if nb == 0:
                 continue
             c = coords[row * t:(row + nb) * t].view(nb, t, p, 2)  # [n_b, T, P, 2]
-            masks = tg.masks.to(device)[j.to(device)]  # [n_b, T, H, W]
-            labels.append(_lookup(masks, c))
-            if tg.ignore is not None:
-                valid.append(~_lookup(tg.ignore.to(device)[None].expand(nb, -1, -1, -1), c))
-            else:
-                valid.append(torch.ones(nb, t, p, dtype=torch.bool, device=device))
+            index = point_index(c, *tg.shape[-2:])  # [n_b, T, P] pixel of each row's points
+            labels.append(tg.masks_at(index, j))  # nearest lookup; coded targets compare codes
+            ignored = tg.ignore_at(index)
+            valid.append(~ignored if ignored is not None else torch.ones(nb, t, p, dtype=torch.bool, device=device))
             row += nb
         y = torch.cat(labels).flatten(1).float()  # [N, T*P]
         m = torch.cat(valid).flatten(1).float()  # [N, T*P]
@@ -158,11 +162,3 @@ def _src_permutation(indices, device) -> tuple[torch.Tensor, torch.Tensor]:
     batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]).to(device)
     src_idx = torch.cat([src for src, _ in indices]).to(device)
     return batch_idx, src_idx
-
-
-def _lookup(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """masks [n, T, H, W] bool at per-row points coords [n, T, P, 2] -> [n, T, P] bool (nearest)."""
-    h, w = masks.shape[-2:]
-    ix = (coords[..., 0] * w).long().clamp_(0, w - 1)
-    iy = (coords[..., 1] * h).long().clamp_(0, h - 1)
-    return torch.gather(masks.flatten(-2), -1, iy * w + ix)

@@ -44,14 +44,19 @@ def point_sample(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, 2.0 * coords[:, :, None, :] - 1.0, align_corners=False)[..., 0]
 
 
+def point_index(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """coords [..., P, 2] ((x, y) in [0, 1]) -> [..., P] linear pixel indices y * W + x (nearest, clamped):
+    where :func:`gather_points` and ``Targets.masks_at`` look up."""
+    ix = (coords[..., 0] * width).long().clamp_(0, width - 1)
+    iy = (coords[..., 1] * height).long().clamp_(0, height - 1)
+    return iy * width + ix
+
+
 def gather_points(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Nearest lookup of masks [..., H, W] at coords [..., P, 2] ((x, y) in [0, 1]); the leading dims of
     ``coords`` must broadcast against those of ``masks``. Returns [..., P] of the masks' dtype."""
-    h, w = masks.shape[-2:]
-    ix = (coords[..., 0] * w).long().clamp_(0, w - 1)  # [..., P]
-    iy = (coords[..., 1] * h).long().clamp_(0, h - 1)
     flat = masks.flatten(-2)  # [..., H*W]
-    lin = iy * w + ix
+    lin = point_index(coords, *masks.shape[-2:])  # [..., P]
     lead = torch.broadcast_shapes(flat.shape[:-1], lin.shape[:-1])
     return torch.gather(flat.expand(*lead, flat.shape[-1]), -1, lin.expand(*lead, lin.shape[-1]))
 
@@ -80,10 +85,11 @@ def check_targets(pred_masks: torch.Tensor, targets: list[Targets]) -> None:
     if len(targets) != b:
         raise ValueError(f"matcher: {len(targets)} targets for a batch of {b} clips")
     for i, tg in enumerate(targets):
-        if tg.masks.dim() != 4 or tg.masks.shape[1] != t:
-            raise ValueError(f"matcher: clip {i}: target masks {tuple(tg.masks.shape)} are not [K, T={t}, H, W]")
-        if tg.labels.shape[0] != tg.masks.shape[0]:
-            raise ValueError(f"matcher: clip {i}: {tg.labels.shape[0]} labels for {tg.masks.shape[0]} masks")
+        shape = tg.shape  # (K, T, H, W), coded targets included, without deriving their planes
+        if len(shape) != 4 or shape[1] != t:
+            raise ValueError(f"matcher: clip {i}: target masks {tuple(shape)} are not [K, T={t}, H, W]")
+        if tg.labels.shape[0] != shape[0]:
+            raise ValueError(f"matcher: clip {i}: {tg.labels.shape[0]} labels for {shape[0]} masks")
 
 
 class HungarianMatcher:
@@ -149,9 +155,11 @@ class HungarianMatcher:
             coords = torch.rand(self.num_points, 2, device=device)  # shared by queries, targets, frames
             pred = point_sample(masks.float().reshape(1, q * t, *masks.shape[-2:]), coords[None])  # [1, Q*T, P]
             pred = pred.reshape(q, -1)  # [Q, T*P]
-            tgt = gather_points(tg.masks.to(device), coords).flatten(1).float()  # [K, T*P]
-            if tg.ignore is not None:  # points on ignore pixels count for nothing
-                valid = (~gather_points(tg.ignore.to(device), coords)).flatten().float()  # [T*P]
+            index = point_index(coords, *tg.shape[-2:])[None].expand(t, -1)  # [T, P] pixel of each point
+            tgt = tg.masks_at(index.to(device)).flatten(1).float()  # [K, T*P]
+            ignored = tg.ignore_at(index.to(device))  # [T, P] | None
+            if ignored is not None:  # points on ignore pixels count for nothing
+                valid = (~ignored).flatten().float()  # [T*P]
                 pred_v, n_valid, tgt_v = pred * valid, valid.sum().clamp_min(1.0), tgt * valid
             else:  # no ignore: skip three [Q, T*P] multiplications by ones
                 valid, pred_v, n_valid, tgt_v = None, pred, float(tgt.shape[1]), tgt

@@ -11,8 +11,9 @@ Driver side (:func:`build_dataset`):
     reference clip, the hints of both clips), so however Ray splits the rows across workers a sample is never
     torn apart.
   * Every column is a NumPy array or number: the video id travels as UTF-8 bytes in a uint8 array and
-    masks as flat uint8 0/1 planes with their shape (``np.packbits`` planes with ``PACK_MASKS``), so nothing
-    in a row is a string (``iter_torch_batches`` rejects string columns).
+    tubes as the sample's code map (label-map formats: T x H x W codes, its bytes in a uint8 array with shape
+    and item size) or as flat uint8 0/1 planes with their shape (``np.packbits`` planes with ``PACK_MASKS``),
+    so nothing in a row is a string (``iter_torch_batches`` rejects string columns).
   * Samples are identical to the plain pipeline's (``gvseg.data.pipeline.load_sample`` with
     ``sample_rng(seed, epoch, video, draw)``): a run reproduces whichever loader made it.
   * Memory stays bounded: Ray Data streams (backpressure on the object store), and one task holds one video.
@@ -113,18 +114,33 @@ def _unpack(data: np.ndarray, shape: np.ndarray) -> np.ndarray:
 
 
 def _encode_clip(s: Sample, p: str) -> dict[str, Any]:
+    row = {f"{p}_frames": s.frames, f"{p}_frame_index": s.frame_index, f"{p}_ids": s.ids, f"{p}_labels": s.labels}
+    if s.code is not None:  # coded tubes travel as the code map: T x H x W bytes instead of K planes
+        code = np.ascontiguousarray(s.code)
+        return {**row, **_no_planes(p), f"{p}_code": code.reshape(-1).view(np.uint8),
+                f"{p}_code_shape": np.asarray(code.shape, np.int64), f"{p}_code_itemsize": np.int64(code.itemsize),
+                f"{p}_tube_codes": s.tube_codes.astype(np.int64), f"{p}_ignore_code": np.int64(s.ignore_code)}
     masks, masks_shape = _pack(s.masks)
     ignore, ignore_shape = _pack(s.ignore)
-    return {f"{p}_frames": s.frames, f"{p}_frame_index": s.frame_index, f"{p}_ids": s.ids, f"{p}_labels": s.labels,
-            f"{p}_masks": masks, f"{p}_masks_shape": masks_shape, f"{p}_ignore": ignore,
+    return {**row, **_no_code(p), f"{p}_masks": masks, f"{p}_masks_shape": masks_shape, f"{p}_ignore": ignore,
             f"{p}_ignore_shape": ignore_shape}
+
+
+def _no_planes(p: str) -> dict[str, Any]:
+    return {f"{p}_masks": np.zeros(0, np.uint8), f"{p}_masks_shape": np.zeros(4, np.int64),
+            f"{p}_ignore": np.zeros(0, np.uint8), f"{p}_ignore_shape": np.zeros(3, np.int64)}
+
+
+def _no_code(p: str) -> dict[str, Any]:
+    return {f"{p}_code": np.zeros(0, np.uint8), f"{p}_code_shape": np.zeros(3, np.int64),
+            f"{p}_code_itemsize": np.int64(0), f"{p}_tube_codes": np.zeros(0, np.int64),
+            f"{p}_ignore_code": np.int64(-1)}
 
 
 def _empty_clip(p: str) -> dict[str, Any]:
     z = np.zeros(0, np.int64)
     return {f"{p}_frames": np.zeros((0, 0, 0, 3), np.uint8), f"{p}_frame_index": z, f"{p}_ids": z,
-            f"{p}_labels": z, f"{p}_masks": np.zeros(0, np.uint8), f"{p}_masks_shape": np.zeros(4, np.int64),
-            f"{p}_ignore": np.zeros(0, np.uint8), f"{p}_ignore_shape": np.zeros(3, np.int64)}
+            f"{p}_labels": z, **_no_planes(p), **_no_code(p)}
 
 
 def encode_sample(s: Sample, *, epoch: int = 0, video_index: int = 0, draw: int = 0) -> dict[str, Any]:
@@ -159,14 +175,25 @@ def _decode_exemplars(row: dict[str, Any], p: str) -> SampleExemplars:
         masks=_unpack(row[f"{p}_masks"], row[f"{p}_masks_shape"]), ids=np.array(row[f"{p}_ids"], np.int64))
 
 
+_CODE_DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32}  # itemsize -> the code map's dtype (make_sample's)
+
+
 def _decode_clip(row: dict[str, Any], p: str, video_id: str, ntc: int, has_targets: bool) -> Sample:
     # small arrays are copied: Ray hands out read-only views and torch.from_numpy warns on those
-    return Sample(video_id=video_id, frames=np.asarray(row[f"{p}_frames"], np.uint8),
+    common = dict(video_id=video_id, frames=np.asarray(row[f"{p}_frames"], np.uint8),
                   frame_index=np.array(row[f"{p}_frame_index"], np.int64),
                   ids=np.array(row[f"{p}_ids"], np.int64), labels=np.array(row[f"{p}_labels"], np.int64),
-                  masks=_unpack(row[f"{p}_masks"], row[f"{p}_masks_shape"]),
-                  ignore=_unpack(row[f"{p}_ignore"], row[f"{p}_ignore_shape"]), num_thing_classes=ntc,
-                  has_targets=has_targets)
+                  num_thing_classes=ntc, has_targets=has_targets)
+    itemsize = int(row[f"{p}_code_itemsize"])
+    if itemsize:
+        dtype = _CODE_DTYPES[itemsize]
+        shape = tuple(int(x) for x in np.asarray(row[f"{p}_code_shape"]))
+        code = np.asarray(row[f"{p}_code"], np.uint8).view(dtype).reshape(shape)
+        return Sample(**common, masks=None, ignore=None, code=code,
+                      tube_codes=np.array(row[f"{p}_tube_codes"], np.int64).astype(dtype),
+                      ignore_code=int(row[f"{p}_ignore_code"]))
+    return Sample(**common, masks=_unpack(row[f"{p}_masks"], row[f"{p}_masks_shape"]),
+                  ignore=_unpack(row[f"{p}_ignore"], row[f"{p}_ignore_shape"]))
 
 
 def decode_sample(row: dict[str, Any]) -> Sample:

@@ -87,21 +87,15 @@ def train_worker(config: dict[str, Any]) -> None:
     state = LoopState()
     logger = RunLogger(config["tracking_uri"], config["run_id"], run_dir(cfg)) if rank == 0 else None
     ckpt = ray.train.get_checkpoint()  # set after a worker failure, or when the same run name is re-run
-    if ckpt is not None:
-        local = Path(ckpt.path)
-        if ckpt.filesystem.type_name == "local" and local.is_dir():  # siblings to fall back on if it is torn
-            state = restore_newest_valid(parts, [d for d in checkpoint.step_dirs(local.parent)
-                                                  if checkpoint.step_key(d) <= checkpoint.step_key(local)],
-                                          device, logger, verbose=rank == 0)
-        else:
-            with ckpt.as_directory() as d:
-                state = restore_state(parts, d, device)
-    elif "://" not in cfg.runtime.storage_path and checkpoint.step_dirs(run_dir(cfg)):
-        # A checkpoint Ray Train never recorded: the driver died after the worker wrote it but before the
-        # controller saved its snapshot (checkpoint_manager_snapshot.json), so the re-run gets no checkpoint
-        # from Ray. The run's own step directories still hold it: resume from the newest that loads, so no
-        # step is trained (and logged) twice.
-        state = restore_newest_valid(parts, checkpoint.step_dirs(run_dir(cfg)), device, logger, verbose=rank == 0)
+    local = ckpt is not None and ckpt.filesystem.type_name == "local" and Path(ckpt.path).is_dir()
+    if ckpt is not None and not local:
+        with ckpt.as_directory() as d:
+            state = restore_state(parts, d, device)
+    else:  # Ray's record (with its siblings to fall back on), or the run's own files when Ray recorded none
+        own = run_dir(cfg) if "://" not in cfg.runtime.storage_path else None
+        candidates = checkpoint.resume_candidates(Path(ckpt.path) if local else None, own)
+        if candidates:
+            state = restore_newest_valid(parts, candidates, device, logger, verbose=rank == 0)
     seed_everything(cfg.train.seed + 1000 * rank + state.step)  # different augmentation per rank and resume
     parts.model = ray.train.torch.prepare_model(parts.model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
