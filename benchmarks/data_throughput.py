@@ -35,7 +35,30 @@ DataLoader 19.0 -> 33.1 clips/s (1 worker), 21.6 -> 42.3 (2 workers; 63% of line
 and 1249 -> 720 MB; Ray Data 7.0 -> 7.5 (1 CPU), 6.4 -> 6.6 (2 CPUs; 44% of linear): unchanged within noise,
 bound by Ray's own start-up and daemons on 2 cores.
 
-    python benchmarks/data_throughput.py                     # ~3-10 minutes on 2 cores
+Ray Data producer as one-row batches (2026-12-04, later): ``map_batches`` instead of ``flat_map`` (Ray sized
+every row of its 1-2-row blocks by serialising it: 18% of the producer's time in a py-spy profile), and
+frames and code maps shipped as make_sample's padded buffers (Ray's ravel of the transposed frame view was a
+strided copy: 15%); the consumer's collate takes them as they are. Producer CPU per 192 samples 12.5 -> 9.3 s
+(Ray's own share of its task ~50% -> ~25%). Interleaved before (ab96ba8, second checkout) / after, 2 runs of
+1 repeat, idle 2-core AMD EPYC, means (data_throughput_cpu_ray_batches_before_after.json):
+
+    epoch            variant, workers    clips/s before -> after     steady before -> after
+    192 clips        Ray Data, 1 CPU       9.9 -> 12.7 (1.28x)         12.8 -> 18.1
+    (8 a video)      Ray Data, 2 CPUs      9.8 -> 13.2 (1.34x)         14.5 -> 19.1
+                     DataLoader, 1         23.0 -> 22.7 (unchanged)
+                     DataLoader, 2         31.6 -> 35.1 (noise; nothing changed there)
+    48 clips         Ray Data, 1 CPU       5.1 -> 5.8                  11.4 -> 15.6
+    (2 a video)      Ray Data, 2 CPUs      4.7 -> 4.9                   9.7 -> 10.1
+
+The 48-clip epoch (the old default) is mostly Ray's start-up (first batch after 4-6 s of a 7-10 s epoch: the
+streaming executor, worker processes importing torch and gvseg), which a training run pays once, since
+``build_dataset`` streams all its epochs in one pass; so the default is now 8 clips a video (192 clips).
+Ray Data still runs at 0.56x the DataLoader with 1 worker: its task shares the 2 cores with the consumer and
+with Ray's own actors (``_StatsActor``, the autoscaling coordinator and the dashboard agent took ~50% of a
+core in ``ps`` during the run), and from 1 to 2 CPUs it gains 3% (DataLoader 55%): with 2 cores there is no
+second core to give it.
+
+    python benchmarks/data_throughput.py                     # ~5-10 minutes on 2 cores
     python benchmarks/data_throughput.py --smoke             # DataLoader only, seconds (no files written)
 
 Performance on a GPU: not measured yet. ``benchmarks/gpu_suite.py`` measures this and every other issue-#16 GPU
@@ -264,7 +287,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=24)
     ap.add_argument("--frames", type=int, default=6)
-    ap.add_argument("--clips-per-video", type=int, default=2)
+    ap.add_argument("--clips-per-video", type=int, default=8, help="8: an epoch long enough that Ray's start-up does not dominate")
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers = Ray CPUs")
     ap.add_argument("--repeats", type=int, default=2)

@@ -7,7 +7,7 @@ import os
 
 from gvseg.config import ConfigError, RuntimeConfig
 
-DATA_CPUS = 1.0  # Ray Data's read/decode/augment task (flat_map) takes one CPU beside the train workers
+DATA_CPUS = 1.0  # Ray Data's read/decode/augment task (map_batches) takes one CPU beside the train workers
 
 
 def check_cluster_fits(rt: RuntimeConfig, have: dict) -> None:

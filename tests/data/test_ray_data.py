@@ -100,3 +100,39 @@ def test_rows_carry_hints_of_key_and_reference_clips(tmp_path):
                                                                            min_size=(32,), max_size=64),
                                                     label_space_for(records), sample_rng(0, 0, 0, 0))))
     assert plain.exemplars is None and plain.reference.exemplars is None
+
+
+def _as_object_store(row):
+    """Read-only copies of a row's arrays, as Ray hands them out."""
+    import numpy as np
+
+    out = {}
+    for k, v in row.items():
+        a = np.array(v)
+        a.flags.writeable = False
+        out[k] = a
+    return out
+
+
+def test_rows_ship_padded_buffers_and_collate_takes_them_as_they_are(ray_ctx):
+    """Frames and code maps travel as make_sample's padded buffers (no strided copy on the producer), and the
+    decoded sample collates without copying them again (one clip: the row's buffer is the Clip's)."""
+    import numpy as np
+
+    from gvseg.data.pipeline import label_space_for, load_sample, sample_rng
+    from gvseg.data.transforms import collate
+    from gvseg.runtime.ray_data import decode_sample, encode_sample
+
+    _, cfg, records = ray_ctx
+    s = load_sample(records[0], cfg, label_space_for(records), sample_rng(0, 0, 0, 0))
+    row = encode_sample(s)
+    assert np.shares_memory(row["key_frames"], s.frames) and np.shares_memory(row["key_code"], s.code)
+    assert row["key_frames"].flags.c_contiguous and row["key_frames"].shape[1] == 3  # [T, 3, ph, pw]
+    stored = _as_object_store(row)
+    got = collate([decode_sample(stored)])
+    want = collate([s])
+    assert torch.equal(got.frames, want.frames) and torch.equal(got.targets[0].masks, want.targets[0].masks)
+    assert torch.equal(got.reference.frames, want.reference.frames)
+    assert torch.equal(got.exemplars[0].masks, want.exemplars[0].masks)
+    assert np.shares_memory(got.frames.numpy(), stored["key_frames"])
+    assert np.shares_memory(got.targets[0].code.numpy(), stored["key_code"])

@@ -339,3 +339,23 @@ def test_buffers_are_reused_only_once_nothing_refers_to_them():
     assert again.ctypes.data == ptr
     big = pool.empty((100,), np.uint8)  # nothing free fits: new memory, kept (4 slots allowed)
     assert big.ctypes.data not in (ptr, other.ctypes.data) and len(pool.slots) == 3
+
+
+def test_padded_parts_of_a_plain_array_is_the_array_itself_contiguous():
+    from gvseg.data.transforms import padded_parts
+
+    a = np.arange(2 * 5 * 7, dtype=np.uint8).reshape(2, 5, 7)[:, :, ::-1]  # no padded buffer behind it
+    buf, hw = padded_parts(a)
+    assert hw == (5, 7) and buf.flags.c_contiguous and np.array_equal(buf, a)
+
+
+def test_adopted_padded_buffer_collates_as_it_is_and_empty_clips_work():
+    from gvseg.data.transforms import _padded_base, adopt_padded
+
+    buf = np.zeros((2, 3, 64, 96), np.uint8)
+    buf.flags.writeable = False  # as Ray hands it out
+    view = adopt_padded(buf, 50, 70)
+    assert view.shape == (2, 3, 50, 70) and np.shares_memory(_padded_base(view, 64, 96), buf)
+    assert adopt_padded(np.zeros((0, 3, 0, 0), np.uint8), 0, 0).shape == (0, 3, 0, 0)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        adopt_padded(np.zeros((4, 6), np.uint8)[:, ::2], 2, 2)

@@ -560,6 +560,26 @@ def _padded_view(buf: np.ndarray, h: int, w: int) -> np.ndarray:
     return buf[..., :h, :w]
 
 
+def padded_parts(a: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """A [..., h, w] view made by :func:`make_sample` -> (the C-contiguous padded buffer behind it, (h, w)), or
+    (``a`` made contiguous, (h, w)) when it has none: the form a Ray Data row ships (one copy, into the object
+    store, instead of a strided copy first) and :func:`adopt_padded` turns back into the view."""
+    base = _padded_base(a)
+    return (base if base is not None else np.ascontiguousarray(a)), (int(a.shape[-2]), int(a.shape[-1]))
+
+
+def adopt_padded(buf: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Inverse of :func:`padded_parts`: ``buf[..., :h, :w]`` of a C-contiguous buffer whose padding is filled
+    (e.g. a read-only array out of a Ray Data row), registered so that :func:`collate` takes ``buf`` as it is.
+    The registry needs an owner array that views of ``buf`` collapse to: a flat array over ``buf``'s memory."""
+    if not buf.flags.c_contiguous:
+        raise ValueError(f"adopt_padded: the buffer must be C-contiguous, got strides {buf.strides}")
+    if buf.size == 0:  # nothing to take as it is (and memoryview cannot cast an empty shape)
+        return buf[..., :h, :w]
+    flat = np.frombuffer(memoryview(buf).cast("B"), np.uint8)  # base: the memoryview; views of it point at flat
+    return _padded_view(flat.view(buf.dtype).reshape(buf.shape), h, w)
+
+
 def _padded_base(a: np.ndarray, ph: int | None = None, pw: int | None = None) -> np.ndarray | None:
     """The padded buffer behind ``a`` (made by make_sample, padding already False / True / 0) when it pads to
     (ph, pw) (any padded size when None); None otherwise."""

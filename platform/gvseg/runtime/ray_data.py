@@ -5,15 +5,19 @@ Driver side (:func:`build_dataset`):
     handles only, no pixels) plus its index and the epoch. Within an epoch the videos are in the order of
     ``shard_videos(seed, epoch)`` (a deterministic reshuffle per epoch), so ``epochs=E`` streams E epochs in
     one pass without ``random_shuffle`` (which would make the run non-reproducible).
-  * ``flat_map(_video_samples)`` reads one video in one task: it decodes the frames it needs with cv2 (through
-    ``gvseg.data.formats``), augments them and emits ``clips_per_video`` rows, one per sample. A video's
-    samples are therefore always made by the task that read it, and each row holds a whole sample (key clip,
-    reference clip, the hints of both clips), so however Ray splits the rows across workers a sample is never
-    torn apart.
-  * Every column is a NumPy array or number: the video id travels as UTF-8 bytes in a uint8 array and
-    tubes as the sample's code map (label-map formats: T x H x W codes, its bytes in a uint8 array with shape
-    and item size) or as flat uint8 0/1 planes with their shape (``np.packbits`` planes with ``PACK_MASKS``),
-    so nothing in a row is a string (``iter_torch_batches`` rejects string columns).
+  * ``map_batches(_video_sample_batches, batch_size=1)`` reads one video in one task: it decodes the frames it
+    needs with cv2 (through ``gvseg.data.formats``), augments them and emits ``clips_per_video`` one-row
+    batches, one per sample. A video's samples are therefore always made by the task that read it, and each
+    row holds a whole sample (key clip, reference clip, the hints of both clips), so however Ray splits the
+    rows across workers a sample is never torn apart.
+  * Every column is a NumPy array or number: the video id travels as UTF-8 bytes in a uint8 array, frames as
+    make_sample's padded planar buffer [T, 3, ph, pw] with the valid (h, w), tubes as the sample's code map
+    (label-map formats: its padded T x ph x pw buffer, the bytes in a uint8 array with shape, (h, w) and item
+    size) or as flat uint8 0/1 planes with their shape (``np.packbits`` planes with ``PACK_MASKS``), so
+    nothing in a row is a string (``iter_torch_batches`` rejects string columns). Shipping the buffers as
+    they are costs the producer one copy (into the object store) instead of a strided copy first, and
+    :func:`decode_sample` re-registers them (``transforms.adopt_padded``) so that ``collate`` takes them
+    without padding or transposing again.
   * Samples are identical to the plain pipeline's (``gvseg.data.pipeline.load_sample`` with
     ``sample_rng(seed, epoch, video, draw)``): a run reproduces whichever loader made it.
   * Memory stays bounded: Ray Data streams (backpressure on the object store), and one task holds one video.
@@ -29,6 +33,7 @@ with ``clips_per_video=1`` every video then lands on exactly one worker per epoc
 from __future__ import annotations
 
 import functools
+import math
 import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -39,7 +44,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from gvseg.config import DataConfig
 from gvseg.data.pipeline import label_space_for, load_sample, sample_rng, shard_videos
-from gvseg.data.transforms import LabelSpace, Sample, SampleExemplars, collate
+from gvseg.data.transforms import LabelSpace, Sample, SampleExemplars, adopt_padded, collate, padded_parts
 from gvseg.structures import Clip, VideoRecord
 
 # Masks travel as raw 0/1 bytes by default: zero-copy out of the object store, while unpacking bits costs the
@@ -74,9 +79,9 @@ def build_dataset(records: Sequence[VideoRecord], cfg: DataConfig, *, seed: int,
     manifest = video_manifest(records, seed=seed, epochs=epochs, start_epoch=start_epoch)
     space = label_space or label_space_for(records)
     blocks = max(1, -(-len(manifest) // max(videos_per_block, 1)))
-    fn = functools.partial(_video_samples, cfg=cfg, label_space=space, seed=seed)
+    fn = functools.partial(_video_sample_batches, cfg=cfg, label_space=space, seed=seed)
     # Ray Data: one input block = videos_per_block videos, read, decoded and augmented in one task.
-    ds = ray.data.from_items(manifest, override_num_blocks=blocks).flat_map(fn)
+    ds = ray.data.from_items(manifest, override_num_blocks=blocks).map_batches(fn, batch_size=1, batch_format="numpy")
     # A sample row is tens of MB: small output blocks let a task hand each one to the object store at once
     # instead of accumulating 128 MB (Ray's default) in its heap.
     ds.context.target_max_block_size = BLOCK_BYTES
@@ -84,6 +89,18 @@ def build_dataset(records: Sequence[VideoRecord], cfg: DataConfig, *, seed: int,
         ds.context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
             object_store_memory=buffer_mb * 2**20)
     return ds
+
+
+def _video_sample_batches(batch: dict[str, np.ndarray], *, cfg: DataConfig, label_space: LabelSpace,
+                          seed: int) -> Iterator[dict[str, np.ndarray]]:
+    """Runs in a Ray Data task: a batch of manifest rows -> one one-row batch per sample. Batches, not rows
+    (``flat_map``): Ray sizes every row of a small block by serialising it (``SizeEstimator``: the first 10
+    rows of each block, and a block here holds 1-2 samples), which took 18% of the producer's time on a
+    sample of tens of MB; a batch's block is sized from its Arrow buffers."""
+    for i in range(len(batch["epoch"])):
+        row = {k: v[i] for k, v in batch.items()}
+        for out in _video_samples(row, cfg=cfg, label_space=label_space, seed=seed):
+            yield {k: np.asarray(v)[None] for k, v in out.items()}
 
 
 def _video_samples(row: dict[str, Any], *, cfg: DataConfig, label_space: LabelSpace, seed: int) -> Iterator[dict[str, Any]]:
@@ -100,47 +117,56 @@ def _video_samples(row: dict[str, Any], *, cfg: DataConfig, label_space: LabelSp
 
 
 
-def _pack(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    flat = np.ascontiguousarray(mask).reshape(-1)
-    return (np.packbits(flat) if PACK_MASKS else flat.view(np.uint8)), np.asarray(mask.shape, np.int64)
+def _pack(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """bool [..., h, w] -> (bytes, their shape, (h, w)): make_sample's padded buffer as it is (raw 0/1 bytes),
+    or np.packbits of the mask itself with ``PACK_MASKS``."""
+    if PACK_MASKS:
+        flat = np.ascontiguousarray(mask)
+        return np.packbits(flat.reshape(-1)), np.asarray(mask.shape, np.int64), np.asarray(mask.shape[-2:], np.int64)
+    buf, hw = padded_parts(mask)
+    return buf.reshape(-1).view(np.uint8), np.asarray(buf.shape, np.int64), np.asarray(hw, np.int64)
 
 
-def _unpack(data: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    shape = tuple(int(x) for x in np.asarray(shape))
-    data = np.asarray(data, np.uint8)
-    if len(data) != int(np.prod(shape)):  # bit-packed
-        data = np.unpackbits(data, count=int(np.prod(shape)))
-    return data.view(bool).reshape(shape)  # 0/1 bytes are valid bools
+def _unpack(data: np.ndarray, shape: np.ndarray, hw: np.ndarray) -> np.ndarray:
+    shape, (h, w) = tuple(int(x) for x in np.asarray(shape)), (int(x) for x in np.asarray(hw))
+    data = np.ascontiguousarray(data, np.uint8)
+    if len(data) != math.prod(shape):  # bit-packed
+        data = np.unpackbits(data, count=math.prod(shape))
+    return adopt_padded(data.view(bool).reshape(shape), h, w)  # 0/1 bytes are valid bools
 
 
 def _encode_clip(s: Sample, p: str) -> dict[str, Any]:
-    row = {f"{p}_frames": s.frames, f"{p}_frame_index": s.frame_index, f"{p}_ids": s.ids, f"{p}_labels": s.labels}
+    planar, hw = padded_parts(s.frames.transpose(0, 3, 1, 2))  # [T, 3, ph, pw]: make_sample's planes, no copy
+    row = {f"{p}_frames": planar, f"{p}_frames_hw": np.asarray(hw, np.int64), f"{p}_frame_index": s.frame_index,
+           f"{p}_ids": s.ids, f"{p}_labels": s.labels}
     if s.code is not None:  # coded tubes travel as the code map: T x H x W bytes instead of K planes
-        code = np.ascontiguousarray(s.code)
+        code, hw = padded_parts(s.code)
         return {**row, **_no_planes(p), f"{p}_code": code.reshape(-1).view(np.uint8),
-                f"{p}_code_shape": np.asarray(code.shape, np.int64), f"{p}_code_itemsize": np.int64(code.itemsize),
-                f"{p}_tube_codes": s.tube_codes.astype(np.int64), f"{p}_ignore_code": np.int64(s.ignore_code)}
-    masks, masks_shape = _pack(s.masks)
-    ignore, ignore_shape = _pack(s.ignore)
-    return {**row, **_no_code(p), f"{p}_masks": masks, f"{p}_masks_shape": masks_shape, f"{p}_ignore": ignore,
-            f"{p}_ignore_shape": ignore_shape}
+                f"{p}_code_shape": np.asarray(code.shape, np.int64), f"{p}_code_hw": np.asarray(hw, np.int64),
+                f"{p}_code_itemsize": np.int64(code.itemsize), f"{p}_tube_codes": s.tube_codes.astype(np.int64),
+                f"{p}_ignore_code": np.int64(s.ignore_code)}
+    masks, masks_shape, masks_hw = _pack(s.masks)
+    ignore, ignore_shape, ignore_hw = _pack(s.ignore)
+    return {**row, **_no_code(p), f"{p}_masks": masks, f"{p}_masks_shape": masks_shape, f"{p}_masks_hw": masks_hw,
+            f"{p}_ignore": ignore, f"{p}_ignore_shape": ignore_shape, f"{p}_ignore_hw": ignore_hw}
 
 
 def _no_planes(p: str) -> dict[str, Any]:
-    return {f"{p}_masks": np.zeros(0, np.uint8), f"{p}_masks_shape": np.zeros(4, np.int64),
-            f"{p}_ignore": np.zeros(0, np.uint8), f"{p}_ignore_shape": np.zeros(3, np.int64)}
+    hw = np.zeros(2, np.int64)
+    return {f"{p}_masks": np.zeros(0, np.uint8), f"{p}_masks_shape": np.zeros(4, np.int64), f"{p}_masks_hw": hw,
+            f"{p}_ignore": np.zeros(0, np.uint8), f"{p}_ignore_shape": np.zeros(3, np.int64), f"{p}_ignore_hw": hw}
 
 
 def _no_code(p: str) -> dict[str, Any]:
     return {f"{p}_code": np.zeros(0, np.uint8), f"{p}_code_shape": np.zeros(3, np.int64),
-            f"{p}_code_itemsize": np.int64(0), f"{p}_tube_codes": np.zeros(0, np.int64),
-            f"{p}_ignore_code": np.int64(-1)}
+            f"{p}_code_hw": np.zeros(2, np.int64), f"{p}_code_itemsize": np.int64(0),
+            f"{p}_tube_codes": np.zeros(0, np.int64), f"{p}_ignore_code": np.int64(-1)}
 
 
 def _empty_clip(p: str) -> dict[str, Any]:
     z = np.zeros(0, np.int64)
-    return {f"{p}_frames": np.zeros((0, 0, 0, 3), np.uint8), f"{p}_frame_index": z, f"{p}_ids": z,
-            f"{p}_labels": z, **_no_planes(p), **_no_code(p)}
+    return {f"{p}_frames": np.zeros((0, 3, 0, 0), np.uint8), f"{p}_frames_hw": np.zeros(2, np.int64),
+            f"{p}_frame_index": z, f"{p}_ids": z, f"{p}_labels": z, **_no_planes(p), **_no_code(p)}
 
 
 def encode_sample(s: Sample, *, epoch: int = 0, video_index: int = 0, draw: int = 0) -> dict[str, Any]:
@@ -162,9 +188,9 @@ def encode_sample(s: Sample, *, epoch: int = 0, video_index: int = 0, draw: int 
 
 def _encode_exemplars(e: SampleExemplars | None, s: Sample, p: str) -> dict[str, Any]:
     e = e if e is not None else SampleExemplars.empty(*s.frames.shape[1:3])  # fixed columns either way
-    em, em_shape = _pack(e.masks)
+    em, em_shape, em_hw = _pack(e.masks)
     return {f"{p}_kind": e.kind, f"{p}_frame": e.frame, f"{p}_points": e.points, f"{p}_boxes": e.boxes,
-            f"{p}_masks": em, f"{p}_masks_shape": em_shape, f"{p}_ids": e.ids}
+            f"{p}_masks": em, f"{p}_masks_shape": em_shape, f"{p}_masks_hw": em_hw, f"{p}_ids": e.ids}
 
 
 def _decode_exemplars(row: dict[str, Any], p: str) -> SampleExemplars:
@@ -172,7 +198,8 @@ def _decode_exemplars(row: dict[str, Any], p: str) -> SampleExemplars:
         kind=np.array(row[f"{p}_kind"], np.int8), frame=np.array(row[f"{p}_frame"], np.int64),
         points=np.array(row[f"{p}_points"], np.float32).reshape(-1, 2),
         boxes=np.array(row[f"{p}_boxes"], np.float32).reshape(-1, 4),
-        masks=_unpack(row[f"{p}_masks"], row[f"{p}_masks_shape"]), ids=np.array(row[f"{p}_ids"], np.int64))
+        masks=_unpack(row[f"{p}_masks"], row[f"{p}_masks_shape"], row[f"{p}_masks_hw"]),
+        ids=np.array(row[f"{p}_ids"], np.int64))
 
 
 _CODE_DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32}  # itemsize -> the code map's dtype (make_sample's)
@@ -180,7 +207,9 @@ _CODE_DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32}  # itemsize -> the code
 
 def _decode_clip(row: dict[str, Any], p: str, video_id: str, ntc: int, has_targets: bool) -> Sample:
     # small arrays are copied: Ray hands out read-only views and torch.from_numpy warns on those
-    common = dict(video_id=video_id, frames=np.asarray(row[f"{p}_frames"], np.uint8),
+    h, w = (int(x) for x in np.asarray(row[f"{p}_frames_hw"]))
+    planar = np.ascontiguousarray(row[f"{p}_frames"], np.uint8)  # [T, 3, ph, pw]
+    common = dict(video_id=video_id, frames=adopt_padded(planar, h, w).transpose(0, 2, 3, 1),  # [T, h, w, 3]
                   frame_index=np.array(row[f"{p}_frame_index"], np.int64),
                   ids=np.array(row[f"{p}_ids"], np.int64), labels=np.array(row[f"{p}_labels"], np.int64),
                   num_thing_classes=ntc, has_targets=has_targets)
@@ -188,12 +217,13 @@ def _decode_clip(row: dict[str, Any], p: str, video_id: str, ntc: int, has_targe
     if itemsize:
         dtype = _CODE_DTYPES[itemsize]
         shape = tuple(int(x) for x in np.asarray(row[f"{p}_code_shape"]))
-        code = np.asarray(row[f"{p}_code"], np.uint8).view(dtype).reshape(shape)
+        ch, cw = (int(x) for x in np.asarray(row[f"{p}_code_hw"]))
+        code = adopt_padded(np.ascontiguousarray(row[f"{p}_code"], np.uint8).view(dtype).reshape(shape), ch, cw)
         return Sample(**common, masks=None, ignore=None, code=code,
                       tube_codes=np.array(row[f"{p}_tube_codes"], np.int64).astype(dtype),
                       ignore_code=int(row[f"{p}_ignore_code"]))
-    return Sample(**common, masks=_unpack(row[f"{p}_masks"], row[f"{p}_masks_shape"]),
-                  ignore=_unpack(row[f"{p}_ignore"], row[f"{p}_ignore_shape"]))
+    return Sample(**common, masks=_unpack(row[f"{p}_masks"], row[f"{p}_masks_shape"], row[f"{p}_masks_hw"]),
+                  ignore=_unpack(row[f"{p}_ignore"], row[f"{p}_ignore_shape"], row[f"{p}_ignore_hw"]))
 
 
 def decode_sample(row: dict[str, Any]) -> Sample:
