@@ -17,7 +17,8 @@ large GPU). Checked:
     total loss within ``LOSS_TOL`` (1e-1 relative: the importance-sampled points and the Hungarian matching
     depend on the predictions themselves), every loss term and every updated weight finite;
   * ``compute_descriptor`` on CUDA equals the CPU result (``atol = rtol = DESC_TOL`` = 1e-4: float rounding in
-    atan2/hypot may move a contour point's linear-binning weight by an ulp, never a whole count).
+    atan2/hypot may move a contour point's linear-binning weight by an ulp, never a whole count), and so does
+    ``compute_descriptor_coded`` of a code map (against the CPU descriptor of its planes).
 
 The tolerances are first settings, not yet checked on a GPU: a failure on the first lent machine is to be
 read (which part, how far off) before any tolerance is moved.
@@ -260,6 +261,24 @@ def check_descriptor(device: torch.device) -> None:
                                    msg=lambda m, n=n, h=h, w=w: f"descriptor {n} masks {h}x{w}: {m}")
 
 
+def check_coded_descriptor(device: torch.device) -> None:
+    """The code-map descriptor (the clip pipeline's targets) on ``device`` equals the CPU planes' descriptor."""
+    from gvseg.model.descriptor import compute_descriptor, compute_descriptor_coded
+
+    g = torch.Generator().manual_seed(4)
+    h, w = 480, 832
+    code = torch.randint(0, 40, (h // 16, w // 16), generator=g).to(torch.uint8)
+    code = code.repeat_interleave(16, 0).repeat_interleave(16, 1).contiguous()  # [h, w] blocks of 40 codes
+    code[:64, :64] = 255  # void
+    tube_codes = torch.tensor([3, 0, 39, 17, 200], dtype=torch.uint8)  # 200: absent
+    canvas = torch.tensor([[h, w]] * 5)
+    cfg = DescriptorConfig()
+    cpu = compute_descriptor(code[None] == tube_codes[:, None, None], canvas, cfg, 256)
+    got = compute_descriptor_coded([code.to(device)], [tube_codes.to(device)], canvas.to(device), cfg, 256)
+    assert got.device.type == device.type
+    torch.testing.assert_close(got.cpu(), cpu, atol=DESC_TOL, rtol=DESC_TOL)
+
+
 # ------------------------------------------------------------------------------------------------ tests
 
 
@@ -286,6 +305,11 @@ def test_train_step_bf16_matches_fp32(dev):
 @gpu
 def test_descriptor_cuda_equals_cpu(dev):
     check_descriptor(dev)
+
+
+@gpu
+def test_coded_descriptor_cuda_equals_cpu_planes(dev):
+    check_coded_descriptor(dev)
 
 
 @pytest.mark.slow
@@ -326,6 +350,7 @@ if __name__ == "__main__":  # CPU dry run of the check code (not of the toleranc
             print(f"{fn.__name__}: assertion (CPU bf16 numbers, informative only): {e}", flush=True)
     print("check_descriptor (cpu vs cpu): ", end="", flush=True)
     check_descriptor(cpu)
+    check_coded_descriptor(cpu)
     print("ok")
     for name, what, value in MEASURED:
         print(f"  {name:30s} {what:18s} {value:.3g}")
