@@ -152,6 +152,11 @@ class Targets:
     def __post_init__(self) -> None:
         if self.__dict__.get("_masks") is None and (self.code is None or self.tube_codes is None):
             raise TypeError("Targets needs masks, or code and tube_codes")
+        # Two tubes with one code would share their pixels (the coded descriptor would give one of them all of
+        # them). Checked where targets are made, on the CPU (collate); to() copies checked targets, no sync.
+        if self.tube_codes is not None and self.tube_codes.device.type == "cpu" and \
+                self.tube_codes.unique().numel() != self.tube_codes.numel():
+            raise ValueError(f"Targets: tube codes must be unique, got {self.tube_codes.tolist()}")
 
     @property
     def coded(self) -> bool:

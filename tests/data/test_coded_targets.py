@@ -131,3 +131,24 @@ def test_wide_codes_collate_to_int32_and_compare_exactly():
     assert tg.coded and tg.code.dtype == torch.int32 and tg.code.shape == (t, 32, 32)
     assert torch.equal(tg.masks[:, :, :h, :w], torch.from_numpy(s.masks))
     assert tg.ignore[:, h:].all() and tg.ignore[:, :, w:].all()  # the padding is void
+
+
+def test_duplicate_tube_codes_are_an_error():
+    with pytest.raises(ValueError, match="tube codes must be unique"):
+        Targets(None, torch.arange(2), torch.arange(2), torch.ones(2, dtype=torch.bool),
+                code=torch.zeros(1, 4, 4, dtype=torch.uint8), tube_codes=torch.tensor([3, 3]))
+
+
+def test_exemplars_of_a_coded_sample_without_first_visible_match_the_planes(vipseg):
+    """Which tubes frame 0 holds, from the code map's histogram, is what the planes give."""
+    from gvseg.data.transforms import Sample, draw_exemplars
+
+    cfg, records, space = vipseg
+    s = load_sample(records[0], cfg, space, sample_rng(0, 0, 0, 0))
+    s.first_visible = None
+    planes = Sample(s.video_id, s.frames, s.frame_index, s.ids, s.labels, s.masks.copy(), s.ignore.copy(),
+                    s.num_thing_classes)
+    a = draw_exemplars(s, np.random.default_rng(1), ("mask", "point", "box"))
+    b = draw_exemplars(planes, np.random.default_rng(1), ("mask", "point", "box"))
+    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.kind, b.kind) and np.array_equal(a.masks, b.masks)
+    assert np.array_equal(a.points, b.points) and np.array_equal(a.boxes, b.boxes)

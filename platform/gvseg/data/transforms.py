@@ -799,8 +799,11 @@ def draw_exemplars(sample: Sample, rng: np.random.Generator, kinds: Sequence[str
         padded = base is not None
     known = sample.first_visible
     if known is None or len(known) != k_all:
-        known = np.array([first_plane(k).any() for k in range(k_all)], bool) if sample.code is not None \
-            else sample.masks[:, 0].any(axis=(1, 2))
+        if sample.code is not None:  # one histogram of the frame's codes, not a plane per tube
+            hist = np.bincount(code0.reshape(-1), minlength=int(tube_codes.max()) + 1)
+            known = hist[tube_codes] > 0
+        else:
+            known = sample.masks[:, 0].any(axis=(1, 2))
     vis = np.flatnonzero(known)  # [E] tubes visible in the first frame
     ids = sample.ids[vis]
     e = len(ids)

@@ -420,7 +420,7 @@ def _code_contour_list(
         k, perm = torch.sort(k, stable=True)  # object-major; raster order kept within each object
         q = _at(q, perm)
     obj = (k + first).to(itype)
-    y = torch.div(q, w, rounding_mode="floor")
+    y = _floor_div(q, w, flat.numel())
     x = q - y * w
     mine = _at(flat, q)
     left = _at(flat, (q - 1).clamp_min(0)) == mine  # meaningless at x = 0 (the caller counts it as background)
@@ -634,8 +634,7 @@ def target_descriptors(
     t = targets[0].shape[1]
     f = t // 2 if frame is None else frame
     counts = [tg.shape[0] for tg in targets]
-    if supports_coded(cfg) and all(tg.coded for tg in targets) and all(
-            tg.tube_codes.unique().numel() == tg.tube_codes.numel() for tg in targets):
+    if supports_coded(cfg) and all(tg.coded for tg in targets):  # tube codes are unique (Targets checks)
         # The clip pipeline's coded targets: the descriptor frame's code maps, no planes (issue #17)
         codes = [tg.code[f] for tg in targets]  # B x [H, W]
         clip = torch.repeat_interleave(torch.arange(len(targets)), torch.tensor(counts))  # [N]
