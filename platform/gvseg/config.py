@@ -284,8 +284,9 @@ class ContrastiveConfig:
     # The reference clip's samples anchor too, against the key clip's (Eq. 10 both ways; both clips feed the
     # queues): with LossConfig.reference_segmentation the two clips of a step are then both key clips.
     # False = key clip anchors only (IDOL's one-way loss), the default by measurement
-    # (benchmarks/results/tcl_reference_cpu.json, VPS learning data, 900 steps, 2 seeds, symmetric minus
-    # one-way): thing VPQ_6 -2.4 +- 2.6 (-4.2, -0.5), VPQ_1 -0.4 +- 1.6, stuff VPQ_6 +0.1; ~1.1x the step.
+    # (benchmarks/results/tcl_reference_cpu.json, VPS learning data, 900 steps, 4 seeds, symmetric minus
+    # one-way): thing VPQ_6 -1.6 +- 2.5 (-4.2, -0.5, +1.5, -3.0), VPQ_1 -0.9 +- 2.1, stuff VPQ_6 -0.5 +- 1.0,
+    # STQ +0.01; the same step time. Not better on any VPQ, so one-way stays.
     symmetric: bool = False
 
 
@@ -356,6 +357,12 @@ class TrainConfig:
     eval_every: int = 0  # 0 = only at the end
     num_to_keep: int = 3
     max_nonfinite: int = 10  # consecutive non-finite losses before the run fails
+    # glibc keeps freed blocks in the process (gvseg.host_memory): the step's large activations are reused
+    # instead of being unmapped and faulted in again every step. True by measurement
+    # (benchmarks/results/host_memory_cpu.json, VPS recipe step with TCL at 256x256, 2-core AMD EPYC, 3
+    # interleaved process pairs): 12.12 -> 11.22 CPU s a step (1.08x), wall 6.29 -> 5.67 s, minor faults 112k
+    # -> 41k, peak RSS unchanged (4.5 GB). False = glibc's defaults. Results are identical (allocation only).
+    keep_freed_memory: bool = True
     fault: FaultConfig = field(default_factory=FaultConfig)
 
 

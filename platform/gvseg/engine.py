@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gvseg import checkpoint, counters
+from gvseg import checkpoint, counters, host_memory
 from gvseg.config import Config, ConfigError, LossConfig, TrainConfig, to_dict
 from gvseg.structures import Clip
 
@@ -229,6 +229,8 @@ def fit(
 
     state = state or LoopState()
     t = cfg.train
+    if t.keep_freed_memory:  # reuse the step's activations instead of faulting them in again every step
+        host_memory.keep_freed_memory()
     bar = tqdm(total=t.max_iters, initial=state.step, desc="train", unit="step", disable=not progress)
     while state.step < t.max_iters:
         seen = 0

@@ -86,3 +86,13 @@ def test_logged_metrics_carry_the_mechanism_counters(tiny_cfg):
     assert m["mech/match/thing_gt_on_thing_q"] > 0 and m["mech/match/thing_gt_on_stuff_q"] == 0
     assert m["mech/match/stuff_gt_on_thing_q"] == 0 and m["mech/spa/inject_gt_slots"] >= 0
     assert m["mech/bank/updates"] == 1 and "mech/tcl/thing_anchors" in m and "mech/tcl/queue_fill" in m
+
+
+def test_fit_keeps_freed_memory_unless_switched_off(tiny_cfg, monkeypatch):
+    from gvseg import host_memory
+
+    calls = []
+    monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    for flag in ("true", "false"):
+        _fit(apply_overrides(tiny_cfg, [f"train.keep_freed_memory={flag}", "train.max_iters=1"]))
+    assert calls == [1]
