@@ -160,6 +160,20 @@ def test_killed_worker_resumes_and_rerun_continues(ray_local, tiny_cfg, tmp_path
     unique_series(client, second)
 
 
+def test_rerun_after_the_last_checkpoint_but_before_ray_recorded_it_finishes(ray_local, tiny_cfg):
+    """The driver died after the worker saved the final step but before Ray recorded it (what the SIGKILL test
+    below can hit when training is fast): the re-run resumes from the run's own files at max_iters, trains
+    nothing, hands Ray that state and evaluates it; no step is logged twice."""
+    cfg = apply_overrides(tiny_cfg, ["runtime.num_workers=1", "train.max_iters=2"])
+    run_train(cfg)
+    (run_dir(cfg) / "checkpoint_manager_snapshot.json").unlink()  # Ray's record, as a killed driver leaves it
+    shutil.rmtree(run_dir(cfg) / "final_checkpoint")  # written by the driver after fit, so never there
+    metrics = run_train(cfg)
+    assert "vpq_mean_1246" in metrics
+    assert checkpoint.load(run_dir(cfg) / "final_checkpoint")["step"] == 2
+    assert _loss_steps(cfg) == [1, 2]
+
+
 def _wait_for(predicate, timeout_s: float, what: str, proc=None) -> float:
     """Seconds until ``predicate()`` held; fails after ``timeout_s`` or when ``proc`` ended first."""
     t0 = time.monotonic()

@@ -130,6 +130,12 @@ def train_worker(config: dict[str, Any]) -> None:
             logger.commit(st.step)
 
     try:
+        if state.step >= cfg.train.max_iters:
+            # Resumed from the run's own last checkpoint: the driver died after the final step was saved but
+            # before Ray recorded it. Nothing is left to train; hand Ray that state (saved again under a fresh
+            # name; no metric is held, so nothing is logged twice) and the driver evaluates it as usual.
+            on_checkpoint(state)
+            return
         # One pass over the shard streams every epoch the driver planned (see _train_ray); a rare extra pass
         # (uneven last batches) simply re-streams it.
         fit(cfg, parts, lambda epoch: iterate_shard(shard, cfg.data, per_worker),
