@@ -339,6 +339,32 @@ def hf_model(smoke: bool, num_classes: int):
     return model, desc
 
 
+def hf_train_step(model, clip, lr: float, weight_decay: float, phases: dict | None = None):
+    """One HF train step (forward with its loss, backward, AdamW) on the first clip's T frames as T images, as a
+    callable. ``phases``: CPU seconds of the backward and the optimiser step are added under those keys."""
+    import time
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    t = clip.frames.shape[1]
+    inputs = {"pixel_values": clip.frames[:1].flatten(0, 1),
+              "mask_labels": [clip.targets[0].masks[:, f].float() for f in range(t)],
+              "class_labels": [clip.targets[0].labels for _ in range(t)]}
+
+    def step() -> None:
+        loss = model(**inputs).loss
+        opt.zero_grad(set_to_none=True)
+        t0 = time.process_time()
+        loss.backward()
+        t1 = time.process_time()
+        opt.step()
+        if phases is not None:
+            phases["backward"] += t1 - t0
+            phases["optimizer"] += time.process_time() - t1
+
+    return step
+
+
 def autocast(dev: torch.device, amp: bool):
     return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda")
 

@@ -60,7 +60,7 @@ def worker(arm: str, smoke: bool, steps: int, threads: int) -> dict:
     import dataclasses
 
     import torch
-    from gpu_suite import hf_model, synthetic_clip
+    from gpu_suite import hf_model, hf_train_step, synthetic_clip
 
     from gvseg import engine
     from gvseg.config import Config, DataConfig, LossConfig, TrainConfig
@@ -80,18 +80,7 @@ def worker(arm: str, smoke: bool, steps: int, threads: int) -> dict:
            "gvseg_tcl": _timed(lambda: engine.train_step(parts, clip, cfg), steps)}
     try:
         model, _ = hf_model(smoke, mc.num_classes)
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        pixel_values = clip.frames.flatten(0, 1)
-        mask_labels = [clip.targets[0].masks[:, f].float() for f in range(3)]
-        class_labels = [clip.targets[0].labels for _ in range(3)]
-
-        def hf_step():
-            loss = model(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
+        hf_step = hf_train_step(model, clip, cfg.train.lr, cfg.train.weight_decay)
         out["hf"] = _timed(hf_step, steps)
     except ImportError as e:
         out["hf_skipped"] = str(e)

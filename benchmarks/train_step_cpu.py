@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
     from common import machine
-    from gpu_suite import hf_model, synthetic_clip
+    from gpu_suite import hf_model, hf_train_step, synthetic_clip
 
     from gvseg import engine
     from gvseg.config import Config, DataConfig, LossConfig, TrainConfig
@@ -120,18 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     peer = None
     try:
         model, desc = hf_model(args.smoke, mc.num_classes)
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        pixel_values = key.frames.flatten(0, 1)
-        mask_labels = [key.targets[0].masks[:, f].float() for f in range(3)]
-        class_labels = [key.targets[0].labels for _ in range(3)]
-
-        def hf_step():
-            loss = model(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
+        hf_step = hf_train_step(model, key, cfg.train.lr, cfg.train.weight_decay)
         hf_step()
         fns["hf"] = hf_step
         info["hf"] = {**desc, "frames_per_step": 3, "key_frames_per_step": 3}

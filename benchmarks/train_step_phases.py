@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from common import machine
-    from gpu_suite import hf_model, synthetic_clip
+    from gpu_suite import hf_model, hf_train_step, synthetic_clip
 
     from gvseg import engine
     from gvseg.config import Config, DataConfig, LossConfig, TrainConfig
@@ -84,34 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="Seems like `optimizer.step\\(\\)` has been overridden")  # the wrap below
     parts.optimizer.step = _timer(g, "optimizer", parts.optimizer.step)
     backward = torch.Tensor.backward
-    torch.Tensor.backward = _timer(g, "backward", backward)  # engine.train_step calls total.backward()
-    steps = {"gvseg": lambda: engine.train_step(parts, clip, cfg)}
+    timed_backward = _timer(g, "backward", backward)
+
+    def gvseg_step() -> None:
+        torch.Tensor.backward = timed_backward  # engine.train_step calls total.backward()
+        try:
+            engine.train_step(parts, clip, cfg)
+        finally:
+            torch.Tensor.backward = backward
+
+    steps = {"gvseg": gvseg_step}
 
     peer = None
     try:
         model, desc = hf_model(args.smoke, mc.num_classes)
-        model.train()
         h = phases["hf"]
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         inner = model.model
         for name, mod in (("backbone", inner.pixel_level_module.encoder), ("pixel_decoder", inner.pixel_level_module.decoder),
                           ("decoder", inner.transformer_module)):
             mod.forward = _timer(h, name, mod.forward)
         model.get_loss_dict = _timer(h, "criterion", model.get_loss_dict)  # HF's matcher runs inside
-        pixel_values = clip.frames.flatten(0, 1)
-        mask_labels = [clip.targets[0].masks[:, f].float() for f in range(3)]
-        class_labels = [clip.targets[0].labels for _ in range(3)]
-
-        def hf_step():
-            loss = model(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels).loss
-            opt.zero_grad(set_to_none=True)
-            t0 = time.process_time()
-            backward(loss)
-            h["backward"] += time.process_time() - t0
-            t0 = time.process_time()
-            opt.step()
-            h["optimizer"] += time.process_time() - t0
-
+        hf_step = hf_train_step(model, clip, cfg.train.lr, cfg.train.weight_decay, phases=h)
         steps["hf"] = hf_step
     except ImportError as e:
         peer = f"HF peer skipped: {e}"
@@ -125,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.process_time()
             fn()
             per_round[name].append({**phases[name], "step": time.process_time() - t0})
-    torch.Tensor.backward = backward
 
     result = {"benchmark": "train_step_phases", "machine": machine(), "threads": args.threads, "rounds": rounds,
               "clip": {"frames": 3, "height": size, "width": size, "objects": 8}, "peer": peer or "HF Mask2Former",
