@@ -29,6 +29,14 @@ Results (2026-12-03 evening, 7 rounds, 2 cores shared with one other process; HF
   symmetric -2.4 +- 2.6 thing VPQ_6 at equal steps; no_backward -6.4 at equal steps (1 seed) and -2.4 +- 0.4
   at equal compute (1400 steps against 900). The gradient through the reference clip buys association.
 
+Results (2026-12-04, idle 2-core AMD EPYC, 5 rounds, with the allocator setting below; HF 5.05 s a step):
+  gvseg 4.80 s, 1.05x.  gvseg_tcl 9.60 s, 0.53x: missed.  gvseg_tcl_symmetric 9.64 s, 1.05x per key frame.
+  gvseg_tcl_no_backward 6.46 s, 0.78x.  Matching 30 ms a call (20 calls a TCL step).
+  Why: benchmarks/train_step_phases.py (a clip's backward alone is ~the whole per-key-frame budget).
+
+Since 2026-12-04 the process keeps freed memory first, as training does (``train.keep_freed_memory``;
+``benchmarks/host_memory.py`` measures the setting itself), for GvSeg and HF alike.
+
 Writes ``benchmarks/results/train_step_cpu.json`` (machine named). Needs ``transformers`` for the peer; without
 it the HF row is skipped with the reason.
 """
@@ -60,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
+    from gvseg import host_memory
+
+    host_memory.keep_freed_memory()  # as engine.fit does for a run (train.keep_freed_memory); HF gets it too
     import dataclasses
 
     from common import machine
