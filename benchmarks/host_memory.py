@@ -8,7 +8,11 @@ alternate (default, keep, default, keep, ...). Every process times the same step
 ``benchmarks/train_step_cpu.py``: ``gvseg_tcl`` (the VPS recipe: key clip + TCL reference clip, both segmented)
 and the HF Mask2Former peer on the key clip's 3 frames, after one warm-up step each. Per step it records CPU
 seconds (user + system, ``getrusage``), system seconds, minor page faults and wall seconds; per process the peak
-RSS. Medians over all steps of an arm.
+RSS and the resident MB after every step (does the kept heap stop growing?). Medians over all steps of an arm.
+
+Results (2026-12-04, idle 2-core AMD EPYC): run 1, 3 steps a process (kept as ``host_memory_cpu_run1.json``):
+  gvseg_tcl 12.12 -> 11.22 CPU s (1.08x), default 112k faults a step. Run 2, 40 min later, ``--steps 6``
+  (``host_memory_cpu.json``, copied to ``_run2``): 9.56 -> 9.50 (1.006x), default only 18k faults. HF 1.00x both.
 
 Writes ``benchmarks/results/host_memory_cpu.json`` (machine named).
 """
@@ -31,12 +35,18 @@ sys.path.insert(0, str(ROOT / "platform"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 ARMS = ("default", "keep")
-KEYS = ("cpu_s", "sys_s", "wall_s", "minflt")
+KEYS = ("cpu_s", "sys_s", "wall_s", "minflt", "rss_mb")
 
 
 def _usage() -> tuple[float, float, int]:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime, r.ru_stime, r.ru_minflt
+
+
+def _rss_mb() -> float:
+    """Resident memory now (not the peak): does the kept heap stop growing?"""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _timed(fn, steps: int) -> list[dict]:
@@ -48,7 +58,8 @@ def _timed(fn, steps: int) -> list[dict]:
         fn()
         wall = time.perf_counter() - t0
         u1, s1, f1 = _usage()
-        rows.append({"cpu_s": u1 - u0 + s1 - s0, "sys_s": s1 - s0, "wall_s": wall, "minflt": f1 - f0})
+        rows.append({"cpu_s": u1 - u0 + s1 - s0, "sys_s": s1 - s0, "wall_s": wall, "minflt": f1 - f0,
+                     "rss_mb": _rss_mb()})
     return rows
 
 
@@ -127,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             if steps_:
                 row[model] = {k: statistics.median(s[k] for s in steps_) for k in KEYS}
                 row[model]["cpu_s_steps"] = [round(s["cpu_s"], 3) for s in steps_]
+                # resident MB after each timed step, per process (the warm-up step comes before the first)
+                row[model]["rss_mb_steps"] = [[round(s["rss_mb"]) for s in r.get(model, [])] for r in mine]
         if "hf" in row:  # per key frame: both take 3 key frames a step
             row["gvseg_tcl_vs_hf_per_key_frame"] = row["hf"]["cpu_s"] / row["gvseg_tcl"]["cpu_s"]
         result["arms"][arm] = row

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peer = None
     try:
-        model, desc = hf_model(args.smoke, mc.num_classes)
+        model, _ = hf_model(args.smoke, mc.num_classes)
         h = phases["hf"]
         inner = model.model
         for name, mod in (("backbone", inner.pixel_level_module.encoder), ("pixel_decoder", inner.pixel_level_module.decoder),

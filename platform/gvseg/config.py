@@ -358,10 +358,11 @@ class TrainConfig:
     num_to_keep: int = 3
     max_nonfinite: int = 10  # consecutive non-finite losses before the run fails
     # glibc keeps freed blocks in the process (gvseg.host_memory): the step's large activations are reused
-    # instead of being unmapped and faulted in again every step. True by measurement
-    # (benchmarks/results/host_memory_cpu.json, VPS recipe step with TCL at 256x256, 2-core AMD EPYC, 3
-    # interleaved process pairs): 12.12 -> 11.22 CPU s a step (1.08x), wall 6.29 -> 5.67 s, minor faults 112k
-    # -> 41k, peak RSS unchanged (4.5 GB). False = glibc's defaults. Results are identical (allocation only).
+    # instead of being unmapped and faulted in again every step. Results are identical (allocation only).
+    # Measured (benchmarks/results/host_memory_cpu_run1.json / _run2, demo_time.json, idle 2-core AMD EPYC,
+    # interleaved): 1.08x CPU on the VPS TCL step when the default faulted 112k pages a step, 1.006x when it
+    # faulted 18k, make demo within noise (152.5 vs 155.8 s); peak RSS +0-3%. True: it pays when faults are
+    # expensive and costs little otherwise. False = glibc's defaults.
     keep_freed_memory: bool = True
     fault: FaultConfig = field(default_factory=FaultConfig)
 

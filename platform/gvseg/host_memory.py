@@ -4,21 +4,27 @@ glibc's ``malloc`` serves every block above its mmap threshold (128 KiB, growing
 of the largest block freed) with a fresh ``mmap`` and gives it back with ``munmap`` on ``free``; it also trims the
 heap top past 128 KiB. A CPU train step allocates and frees hundreds of 1-50 MB activations (the deformable
 attention's [N*M, Dh, Lq, P] samples are 16 MB each at 256x256), so each of them is faulted in page by page and
-zeroed by the kernel every step. The VPS recipe's step with TCL at 256x256 takes a median 112k minor faults
-and 0.78 s of system time (2-core AMD EPYC, ``benchmarks/results/host_memory_cpu.json``).
+zeroed by the kernel every step: the VPS recipe's step with TCL at 256x256 took up to a median 112k minor
+faults and 0.78 s of system time (2-core AMD EPYC, ``benchmarks/results/host_memory_cpu_run1.json``).
 
 :func:`keep_freed_memory` raises the mmap threshold to glibc's maximum (32 MiB on 64-bit) and the trim
 threshold to 1 GiB, so freed blocks stay in the heap and the next step reuses them (what jemalloc / tcmalloc do,
-without preloading a library). The peak resident set does not grow: the step frees and re-takes the same sizes.
-Measured, 3 interleaved process pairs: 12.12 -> 11.22 CPU s a step (1.08x), wall 6.29 -> 5.67 s, 41k faults,
-0.55 s system, peak RSS 4.5 GB either way. The HF Mask2Former peer in the same processes: 5.70 -> 5.68 CPU s
-(it faults 24k pages a step by default; ours, 112k).
+without preloading a library).
+Measured three times, interleaved, idle 2-core AMD EPYC:
+  run 1 (``host_memory_cpu_run1.json``, 3 process pairs x 3 steps): 12.12 -> 11.22 CPU s a step (1.08x), the
+    default faulting 112k pages (0.78 s system) a step, kept 41k;
+  run 2 (``host_memory_cpu.json`` = ``_run2``, 3 pairs x 6 steps, 40 min later): 9.56 -> 9.50 (1.006x): the
+    default faulted only 18k pages (0.11 s system) that time, kept 8.6k;
+  ``make demo``, 2 x 2 alternating runs (``demo_time.json`` ``keep_freed_memory_ab``): 152.5 s without, 155.8 s
+    with (loop 115.5 / 118 s): no gain, within noise.
+So it pays when the default faults heavily (what the box's state decides) and is neutral otherwise. Peak RSS
++0-3% (run 2 medians 4574 -> 4631 MB; the resident MB after each step stop growing by step 3-6, in the JSON).
+HF Mask2Former in the same processes: 5.70 -> 5.68 and 4.92 -> 4.94 CPU s.
 
 torch asks for 64-byte aligned blocks (``posix_memalign``), which glibc cannot always fit into the freed block
 of the same size, so for the first few steps a block is taken from the heap top instead; the freed ones then
-coalesce and the heap stops growing: resident memory settles by step 5 at 4506 MB against 4467-4523 MB with
-the defaults (16 steps of the same recipe). Raw ``malloc`` / ``free`` of the same sizes reuse exactly
-(``tests/test_host_memory.py``: 0 page faults against 205k over 4 rounds of 10 x 20 MB).
+coalesce and the heap stops growing (``rss_mb_steps`` in ``host_memory_cpu.json``). Raw ``malloc`` /
+``free`` of the same sizes reuse exactly (``tests/test_host_memory.py``: 0 page faults against 205k over 4 rounds of 10 x 20 MB).
 
 Contract: ``keep_freed_memory() -> bool``; True when glibc took all three settings, False elsewhere (musl,
 macOS, Windows): there it changes nothing and raises nothing. Process-wide and not undone; call it once in the
@@ -28,7 +34,6 @@ process that trains (``engine.fit`` does, under ``train.keep_freed_memory``).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 # mallopt parameter numbers (glibc malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -39,11 +44,9 @@ TOP_PAD = 64 << 20  # grow the heap in 64 MiB steps (fewer brk calls)
 
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed blocks (see the module docstring); False where there is no glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # no libc by that name, or a libc without mallopt
+    try:  # the C library this process already runs on (whose malloc torch uses); no ldconfig lookup
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # no dlopen(NULL) (Windows), or a libc without mallopt (macOS)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(param, value) == 1 for param, value in (
